@@ -1,0 +1,34 @@
+"""multiloss: one loss name, the same loss on JAX and on PyTorch.
+
+    >>> import multiloss
+    >>> ce = multiloss.get("cross_entropy", backend="jax", label_smoothing=0.1)
+    >>> ce_t = multiloss.get("CrossEntropyLoss", backend="torch", label_smoothing=0.1)
+
+Both compute torch's numbers, gradients and weighting (docs/weighting.md). Importing multiloss
+imports neither torch nor jax: a backend is imported when first asked for.
+"""
+
+from __future__ import annotations
+
+from ._registry import available, info, resolve
+from .backends import BACKENDS
+from .backends import load as _load_backend
+
+__version__ = "0.1.0"
+__all__ = ["available", "get", "info", "__version__"]
+
+
+def get(name: str, backend: str = "jax", **options):
+    """The loss ``name`` on ``backend`` ("jax" or "torch"), with torch's option names and
+    defaults (``reduction="mean"``, ``weight``, ``ignore_index=-100``, ...).
+
+    Options are validated now: an unknown option raises TypeError listing the valid ones, a bad
+    value raises ValueError naming the option and what is allowed. On "jax" the result is a
+    jit-compiled pure callable; on "torch" a ``torch.nn.Module``. Either is called as
+    ``loss(*inputs, sample_weight=None)`` with torch's positional order.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {sorted(BACKENDS)}, got {backend!r}")
+    spec = resolve(name)
+    bound = spec.bind(options)
+    return _load_backend(backend).make(spec, bound)

@@ -1,0 +1,420 @@
+"""The registry of loss specs: the one place that defines a loss's name, aliases, inputs,
+options (with their validation), documentation, input checks and sample inputs.
+
+Nothing here imports torch or jax. A backend turns a :class:`LossSpec` plus bound options into
+a callable; the spec finds its implementation for a backend by convention, as the function
+named ``spec.name`` in ``multiloss.losses.<family>._<backend>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = [
+    "ArrayInfo",
+    "InputSpec",
+    "LossSpec",
+    "Option",
+    "Sample",
+    "available",
+    "info",
+    "register",
+    "resolve",
+]
+
+# --------------------------------------------------------------------------------------------
+# Reductions: defined once here, implemented once per backend (multiloss/backends/).
+
+#: Reductions every loss accepts. "batchmean" is added by losses that opt in (kl_div).
+REDUCTIONS = ("mean", "sum", "none", "sum_over_batch_size")
+EMPTY_REDUCTIONS = ("nan", "zero")
+
+
+class ArrayInfo(NamedTuple):
+    """What the checks may know about an argument without reading its values (works on tracers).
+
+    ``kind`` is NumPy's dtype kind: "f" floating, "i"/"u" integer, "b" bool, "c" complex.
+    """
+
+    shape: tuple
+    kind: str
+    dtype: str
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def describe(self) -> str:
+        return f"{self.dtype} array of shape {self.shape}"
+
+
+class Sample(NamedTuple):
+    """One case of a spec's sample grid: NumPy inputs in torch's positional order.
+
+    ``contract_reference``: the reference is the weighting contract's formula applied to the
+    reference library's unreduced loss, because the library's own reduction differs from the
+    contract on this case (a documented difference, e.g. torch's NaN gradient of a mean whose
+    weights sum to 0).
+    """
+
+    id: str
+    inputs: tuple
+    options: dict
+    sample_weight: np.ndarray | None = None
+    contract_reference: bool = False
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+
+def _check_reduction_value(allowed):
+    def check(name, value):
+        if value not in allowed:
+            raise ValueError(f"{name}: expected one of {list(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _no_check(name, value):
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """A constructor option of a loss, with torch's keyword name and torch's default.
+
+    ``kind`` is "scalar" (a hashable Python value, static under jit) or "array" (NumPy or a
+    backend array; a buffer on torch, a jit argument on JAX).
+    """
+
+    name: str
+    default: Any
+    doc: str
+    check: Callable[[str, Any], Any] = _no_check
+    kind: str = "scalar"
+    allowed: str = ""
+
+    def bind(self, value):
+        if self.kind == "array":
+            return None if value is None else self.check(self.name, value)
+        return self.check(self.name, value)
+
+
+# Reusable option validators. Each returns the (normalised) value or raises ValueError naming
+# the option, what is allowed and what came.
+
+
+def real(lo=None, hi=None, lo_open=False, hi_open=False):
+    def check(name, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+        v = float(value)
+        ok = not math.isnan(v)
+        if lo is not None:
+            ok = ok and (v > lo if lo_open else v >= lo)
+        if hi is not None:
+            ok = ok and (v < hi if hi_open else v <= hi)
+        if not ok:
+            left = "(" if lo_open else "["
+            right = ")" if hi_open else "]"
+            rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+            raise ValueError(f"{name}: expected a value in {rng}, got {value!r}")
+        return v
+
+    return check
+
+
+def integer(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def boolean(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def array_option(ndim=None):
+    """Validate an array option (NumPy, JAX or torch array): floating or integer, given rank."""
+
+    def check(name, value):
+        shape = tuple(getattr(value, "shape", ()))
+        if not hasattr(value, "shape"):
+            try:
+                value = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{name}: expected an array (NumPy, JAX or torch), got {type(value).__name__}"
+                ) from None
+            shape = value.shape
+        kind = dtype_kind(value)
+        if kind not in "fiu":
+            raise TypeError(f"{name}: expected a real-valued array, got dtype {value.dtype}")
+        if ndim is not None and len(shape) != ndim:
+            raise ValueError(f"{name}: expected a {ndim}-D array, got shape {shape}")
+        return value
+
+    return check
+
+
+def dtype_kind(x) -> str:
+    """NumPy dtype kind of a NumPy, JAX or torch array (or tracer) without reading values."""
+    dt = x.dtype
+    try:
+        return np.dtype(dt).kind
+    except TypeError:
+        pass
+    # torch dtypes
+    if getattr(dt, "is_floating_point", False):
+        return "f"
+    if getattr(dt, "is_complex", False):
+        return "c"
+    name = str(dt)
+    if name.endswith("bool"):
+        return "b"
+    if "uint" in name:
+        return "u"
+    return "i"
+
+
+def array_info(x) -> ArrayInfo:
+    dt = str(x.dtype).replace("torch.", "")
+    return ArrayInfo(tuple(x.shape), dtype_kind(x), dt)
+
+
+# --------------------------------------------------------------------------------------------
+# Specs
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A positional input. ``differentiable`` is whether torch differentiates it (for targets,
+    only when floating)."""
+
+    name: str
+    doc: str
+    differentiable: bool = True
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything multiloss knows about one loss, shared by both backends.
+
+    check(infos: dict[name, ArrayInfo], opts) -> loss shape
+        shape/dtype checks (no values read, so they also run on tracers); returns the shape of
+        the unreduced loss, which ``sample_weight`` must broadcast to.
+    check_values(arrays: dict[name, np.ndarray], opts)
+        checks that read values (class indices in range), run only where the arguments named in
+        ``value_args`` are concrete.
+    samples(rng, dtype) -> iterator of Sample
+        the option grid and edge cases used by tests, ``multiloss parity`` and benchmarks.
+    random_sample(rng, dtype) -> Sample
+        one case with random shapes, values and options (driven by hypothesis in the tests).
+    reference(torch, inputs, opts, reduction)
+        the independent reference: the defining library's own function (for torch.nn losses,
+        ``torch.nn.functional``) on torch tensors, with torch's reduction ("none", "sum",
+        "mean", and "batchmean" where torch has it).
+    normalizer(inputs, opts) -> (weight, count)
+        the documented denominator weights and count mask of the unreduced loss, in NumPy, from
+        which ``multiloss.testing`` builds the reference of the contract's reductions
+        (``sample_weight``, "sum_over_batch_size", ``empty_reduction="zero"``).
+    """
+
+    name: str
+    family: str
+    summary: str
+    inputs: tuple
+    options: tuple
+    formula: str
+    reference_name: str
+    check: Callable
+    samples: Callable
+    random_sample: Callable
+    reference: Callable
+    normalizer: Callable
+    aliases: tuple = ()
+    reductions: tuple = REDUCTIONS
+    check_values: Callable | None = None
+    value_args: tuple = ()
+    notes: str = ""
+    warn: Callable | None = None
+    _option_map: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        self._option_map.update({o.name: o for o in self.all_options})
+
+    @property
+    def all_options(self) -> tuple:
+        return (
+            Option(
+                "reduction",
+                "mean",
+                "how the unreduced loss is reduced (see docs/weighting.md)",
+                _check_reduction_value(self.reductions),
+                allowed=" | ".join(repr(r) for r in self.reductions),
+            ),
+            *self.options,
+            Option(
+                "empty_reduction",
+                "nan",
+                'a "mean" (or "sum_over_batch_size", "batchmean") over nothing that counts '
+                '(all targets ignored, all weights 0, an empty batch): "nan" is torch\'s NaN '
+                'value with zero gradient; "zero" gives 0 with zero gradient',
+                _check_reduction_value(EMPTY_REDUCTIONS),
+                allowed="'nan' | 'zero'",
+            ),
+            Option(
+                "validate",
+                True,
+                "check class indices against the number of classes where their values are "
+                "concrete (shape and dtype checks always run)",
+                boolean,
+            ),
+        )
+
+    def bind(self, options: Mapping[str, Any]) -> dict:
+        """Validate user options and fill in defaults; returns a new dict."""
+        unknown = [k for k in options if k not in self._option_map]
+        if unknown:
+            valid = ", ".join(self._option_map)
+            raise TypeError(
+                f"{self.name}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"valid options are: {valid}"
+            )
+        bound = {}
+        for opt in self.all_options:
+            bound[opt.name] = opt.bind(options.get(opt.name, opt.default))
+        if self.warn is not None:
+            self.warn(bound)
+        return bound
+
+    def implementation(self, backend: str) -> Callable:
+        mod = importlib.import_module(f"multiloss.losses.{self.family}._{backend}")
+        return getattr(mod, self.name)
+
+    def call_check(self, infos: Sequence[ArrayInfo], sw: ArrayInfo | None, opts) -> tuple:
+        """Run the shape/dtype checks for one call signature; returns the loss shape."""
+        named = dict(zip((i.name for i in self.inputs), infos))
+        loss_shape = tuple(self.check(named, opts))
+        if sw is not None:
+            check_sample_weight(sw, loss_shape)
+        return loss_shape
+
+
+def check_sample_weight(sw: ArrayInfo, loss_shape: tuple) -> None:
+    if sw.kind not in "fiub":
+        raise TypeError(f"sample_weight: expected a real-valued array, got {sw.describe()}")
+    try:
+        out = np.broadcast_shapes(sw.shape, loss_shape)
+    except ValueError:
+        out = None
+    if out == tuple(loss_shape):
+        return
+    msg = (
+        f"sample_weight: expected an array that broadcasts to the unreduced loss of shape "
+        f"{tuple(loss_shape)}, got shape {sw.shape}"
+    )
+    if len(sw.shape) == 1 and len(loss_shape) > 1 and sw.shape[0] == loss_shape[0]:
+        extra = ", ".join(["None"] * (len(loss_shape) - 1))
+        msg += (
+            f". Broadcasting aligns trailing dimensions; for one weight per sample use "
+            f"w[:, {extra}] (shape {(sw.shape[0],) + (1,) * (len(loss_shape) - 1)})"
+        )
+    raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# The registry
+
+_SPECS: dict[str, LossSpec] = {}
+_NAMES: dict[str, str] = {}  # alias (and canonical name) -> canonical name
+_LOADED = False
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[_\-\s]", "", name).lower()
+
+
+def register(spec: LossSpec) -> LossSpec:
+    if spec.name in _SPECS:
+        raise ValueError(f"loss {spec.name!r} is registered twice")
+    for n in (spec.name, *spec.aliases):
+        for key in {n, _norm(n)}:
+            if _NAMES.get(key, spec.name) != spec.name:
+                raise ValueError(f"name {n!r} of {spec.name!r} is taken by {_NAMES[key]!r}")
+            _NAMES[key] = spec.name
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def _load():
+    global _LOADED
+    if not _LOADED:
+        importlib.import_module("multiloss.losses")
+        _LOADED = True
+
+
+def resolve(name: str) -> LossSpec:
+    """The spec of a loss, by canonical name, alias or torch class name (case-insensitive)."""
+    _load()
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected a loss name (str), got {type(name).__name__}")
+    key = name if name in _NAMES else _norm(name)
+    if key in _NAMES:
+        return _SPECS[_NAMES[key]]
+    every = sorted({n for s in _SPECS.values() for n in (s.name, *s.aliases)})
+    close = difflib.get_close_matches(name, every, n=5, cutoff=0.5)
+    if not close:
+        close = [n for n in every if _norm(n).startswith(_norm(name)[:3])][:5]
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise ValueError(f"name: unknown loss {name!r}{hint}. multiloss.available() lists all")
+
+
+def available(family: str | None = None) -> list[str]:
+    """The canonical names of the registered losses (optionally of one task family)."""
+    _load()
+    return sorted(n for n, s in _SPECS.items() if family is None or s.family == family)
+
+
+def specs() -> Iterator[LossSpec]:
+    _load()
+    return iter([_SPECS[n] for n in sorted(_SPECS)])
+
+
+def info(name: str) -> dict:
+    """A loss's aliases, family, inputs, options (default, allowed values, meaning), formula,
+    reference and notes on where it differs from other libraries."""
+    spec = resolve(name)
+    return {
+        "name": spec.name,
+        "aliases": list(spec.aliases),
+        "family": spec.family,
+        "summary": spec.summary,
+        "inputs": [
+            {"name": i.name, "doc": i.doc, "differentiable": i.differentiable} for i in spec.inputs
+        ],
+        "options": [
+            {
+                "name": o.name,
+                "default": o.default,
+                "allowed": o.allowed,
+                "doc": o.doc,
+            }
+            for o in spec.all_options
+        ],
+        "reductions": list(spec.reductions),
+        "formula": spec.formula,
+        "reference": spec.reference_name,
+        "notes": spec.notes,
+    }

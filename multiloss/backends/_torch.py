@@ -1,0 +1,177 @@
+"""The torch backend: the weighting contract (docs/weighting.md) and the loss module.
+
+``reduce`` is the one implementation of every reduction, sample weighting and the
+nothing-counts rule on torch. Where nothing of the contract is asked for beyond torch's own
+reduction, the loss function calls torch's kernel with that reduction directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._registry import array_info
+from . import Terms
+
+NAME = "torch"
+_NATIVE = ("none", "sum", "mean", "batchmean")
+_MAX_SIGNATURES = 256
+
+
+def _divide(num, den, empty: str):
+    fill = float("nan") if empty == "nan" else 0.0
+    if isinstance(den, (int, float)):
+        if den == 0:
+            return num * 0 + fill
+        return num / den
+    zero = den == 0
+    out = num / torch.where(zero, torch.ones_like(den), den)
+    return torch.where(zero, torch.full_like(out, fill), out)
+
+
+def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan"):
+    """Reduce a loss's ``Terms`` as the weighting contract says (see the JAX twin in
+    ``multiloss.backends._jax.reduce``; the two implement the same formulas)."""
+    loss = terms.loss
+    if sample_weight is not None:
+        sample_weight = sample_weight.to(loss.dtype)
+        loss = loss * sample_weight
+    if reduction == "none":
+        return loss
+    num = loss.sum()
+    if reduction == "sum":
+        return num
+    if reduction == "mean":
+        d = terms.weight
+        if sample_weight is not None:
+            d = sample_weight if d is None else d * sample_weight
+            den = torch.broadcast_to(d, loss.shape).sum()
+        elif d is None:
+            den = loss.numel()
+        else:
+            den = d.sum()
+    elif reduction == "sum_over_batch_size":
+        den = loss.numel() if terms.count is None else terms.count.to(loss.dtype).sum()
+    elif reduction == "batchmean":
+        den = loss.shape[0] if loss.ndim else 1
+    else:  # pragma: no cover - options are validated when the loss is made
+        raise ValueError(f"reduction: unknown {reduction!r}")
+    return _divide(num, den, empty)
+
+
+def _option_tensor(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if hasattr(value, "__jax_array__") or type(value).__module__.startswith("jax"):
+        value = np.asarray(value)
+    return torch.as_tensor(np.asarray(value))
+
+
+class Loss(torch.nn.Module):
+    """A multiloss loss on torch: a ``torch.nn.Module`` whose array options (``weight``,
+    ``pos_weight``) are buffers, so ``.to(device)`` and ``state_dict`` carry them.
+
+    ``loss(*inputs, sample_weight=None)`` takes torch tensors (or NumPy arrays) in torch's
+    positional order and returns a tensor, differentiable by autograd.
+    """
+
+    backend = NAME
+
+    def __init__(self, spec, options: dict):
+        super().__init__()
+        self.spec = spec
+        self.options = dict(options)
+        self._fn = spec.implementation(NAME)
+        self._array_names = tuple(o.name for o in spec.options if o.kind == "array")
+        self._static = {o.name: options[o.name] for o in spec.options if o.kind != "array"}
+        for name in self._array_names:
+            v = options[name]
+            self.register_buffer(name, None if v is None else _option_tensor(v))
+        self._reduction = options["reduction"]
+        self._native = options["empty_reduction"] == "nan" and self._reduction in _NATIVE
+        self._empty = options["empty_reduction"]
+        self._names = tuple(i.name for i in spec.inputs)
+        self._value_idx = tuple(
+            self._names.index(n) for n in spec.value_args
+        ) if options["validate"] and spec.check_values is not None else ()
+        self._signatures: set = set()
+
+    def _device(self, inputs):
+        for x in inputs:
+            if isinstance(x, torch.Tensor):
+                return x.device
+        for name in self._array_names:
+            b = getattr(self, name)
+            if b is not None:
+                return b.device
+        return None
+
+    def _as_tensor(self, x, name, device):
+        if isinstance(x, torch.Tensor):
+            return x
+        if type(x).__module__.startswith("jax"):
+            raise TypeError(
+                f"{name}: expected a torch tensor or NumPy array, got a JAX array; use the jax "
+                f"backend or convert with numpy.asarray"
+            )
+        try:
+            return torch.as_tensor(np.asarray(x), device=device)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}") from e
+
+    def forward(self, *inputs, sample_weight=None):
+        if len(inputs) != len(self._names):
+            raise TypeError(
+                f"{self.spec.name}: expected {len(self._names)} inputs "
+                f"({', '.join(self._names)}), got {len(inputs)}"
+            )
+        if not all(isinstance(x, torch.Tensor) for x in inputs) or (
+            sample_weight is not None and not isinstance(sample_weight, torch.Tensor)
+        ):
+            device = self._device(inputs)
+            inputs = tuple(self._as_tensor(x, n, device) for x, n in zip(inputs, self._names))
+            if sample_weight is not None:
+                sample_weight = self._as_tensor(sample_weight, "sample_weight", device)
+        key = tuple((x.shape, x.dtype) for x in inputs) + (
+            None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
+        )
+        if key not in self._signatures:
+            self.spec.call_check(
+                [array_info(x) for x in inputs],
+                None if sample_weight is None else array_info(sample_weight),
+                self.options,
+            )
+            if len(self._signatures) >= _MAX_SIGNATURES:
+                self._signatures.clear()
+            self._signatures.add(key)
+        if self._value_idx:
+            self._check_values(inputs)
+        arrays = {name: getattr(self, name) for name in self._array_names}
+        native = self._native and sample_weight is None
+        out = self._fn(*inputs, reduction=self._reduction if native else None,
+                       **self._static, **arrays)
+        if isinstance(out, Terms):
+            return reduce(out, self._reduction, sample_weight, self._empty)
+        return out
+
+    def _check_values(self, inputs):
+        values = {}
+        for i in self._value_idx:
+            x = inputs[i]
+            if x.is_floating_point() or x.is_complex():
+                continue
+            values[self._names[i]] = x.detach().cpu().numpy()
+        if values:
+            infos = {n: array_info(x) for n, x in zip(self._names, inputs)}
+            self.spec.check_values(values, infos, self.options)
+
+    def extra_repr(self):
+        return ", ".join(
+            f"{k}={'<array>' if hasattr(v, 'shape') else repr(v)}"
+            for k, v in self.options.items()
+            if k not in self._array_names
+        )
+
+
+def make(spec, options):
+    return Loss(spec, options)

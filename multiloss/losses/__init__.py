@@ -1,0 +1,5 @@
+"""Loss families, one package per task, as optax's ``losses/`` layout: each package's
+``__init__`` registers its specs; ``_jax.py`` and ``_torch.py`` hold one function per loss,
+named as the spec. Importing this package imports neither torch nor jax."""
+
+from . import classification, distribution, regression  # noqa: F401  (registers the specs)

@@ -1,0 +1,122 @@
+"""Backend-agnostic pieces shared by the spec modules: shape/dtype checks (on ArrayInfo, so they
+run on tracers too), value checks on NumPy, sample-grid helpers and reference helpers."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .._registry import ArrayInfo
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def expect_float(name: str, x: ArrayInfo, what: str = "a floating-point array") -> None:
+    if x.kind != "f":
+        raise TypeError(f"{name}: expected {what}, got {x.describe()}")
+
+
+def expect_same_shape(name: str, x: ArrayInfo, ref_name: str, ref: ArrayInfo) -> None:
+    if x.shape != ref.shape:
+        raise ValueError(
+            f"{name}: expected the shape of {ref_name}, {ref.shape}, got {x.shape} "
+            f"(multiloss does not broadcast {name} against {ref_name}: torch warns that this "
+            f"is likely a mistake; broadcast explicitly if it is meant)"
+        )
+
+
+def elementwise_check(named, opts, target_kind="f"):
+    """input and target of the same shape, both floating; an array ``weight`` broadcasts to it."""
+    x, t = named["input"], named["target"]
+    expect_float("input", x)
+    expect_float("target", t, "a floating-point array (as torch requires)")
+    expect_same_shape("target", t, "input", x)
+    w = opts.get("weight")
+    if w is not None:
+        check_broadcasts("weight", tuple(w.shape), x.shape)
+    return x.shape
+
+
+def check_broadcasts(name: str, shape: tuple, to: tuple) -> None:
+    try:
+        ok = np.broadcast_shapes(shape, to) == tuple(to)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected a shape that broadcasts to {tuple(to)}, got {shape}")
+
+
+def class_shapes(x: ArrayInfo) -> tuple[int, tuple]:
+    """(number of classes, shape of class indices) for an input (C,), (N, C) or (N, C, d1..dk)."""
+    if x.ndim == 0:
+        raise ValueError(
+            f"input: expected shape (C,), (N, C) or (N, C, d1, ..., dk), got shape {x.shape}"
+        )
+    if x.ndim == 1:
+        return x.shape[0], ()
+    return x.shape[1], (x.shape[0],) + x.shape[2:]
+
+
+def check_class_weight(opts, n_classes: int) -> None:
+    w = opts.get("weight")
+    if w is not None and tuple(w.shape) != (n_classes,):
+        raise ValueError(
+            f"weight: expected one weight per class, shape ({n_classes},), got shape "
+            f"{tuple(w.shape)}"
+        )
+
+
+def check_class_indices(values, infos, opts) -> None:
+    """Class indices in [0, C) or equal to ignore_index (read on concrete values only)."""
+    t = values.get("target")
+    if t is None:
+        return
+    n_classes, _ = class_shapes(infos["input"])
+    ignore = opts.get("ignore_index", None)
+    bad = (t < 0) | (t >= n_classes)
+    if ignore is not None:
+        bad &= t != ignore
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f" at index {pos}" if pos else ""
+        also = f" or equal ignore_index={ignore}" if ignore is not None else ""
+        raise ValueError(
+            f"target: expected class indices in [0, {n_classes}){also}, got {t[bad][0]}{where}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# samples
+
+
+def grid(**axes):
+    """Dicts over the product of the given option axes (insertion order kept)."""
+    keys = list(axes)
+    for values in itertools.product(*(axes[k] for k in keys)):
+        yield dict(zip(keys, values))
+
+
+def case_id(name: str, opts: dict) -> str:
+    parts = [name]
+    for k, v in opts.items():
+        if isinstance(v, np.ndarray):
+            v = "arr"
+        parts.append(f"{k}={v}")
+    return ",".join(parts)
+
+
+def positive(rng, shape, dtype, lo=0.1, hi=2.0):
+    return rng.uniform(lo, hi, size=shape).astype(dtype)
+
+
+def loss_shape_weight(rng, shape, dtype):
+    """A sample weight over a loss shape: zeros, fractions and values above 1."""
+    w = rng.uniform(0.0, 2.0, size=shape).astype(dtype)
+    if w.size > 1:
+        w.flat[0] = 0.0
+    return w
+
+
+REDUCTIONS = ("mean", "sum", "none", "sum_over_batch_size")

@@ -1,0 +1,509 @@
+"""Classification losses: cross_entropy, nll, binary_cross_entropy,
+binary_cross_entropy_with_logits. Specs only; the implementations are in ``_jax.py`` and
+``_torch.py`` beside this file."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..._registry import InputSpec, LossSpec, Option, Sample, array_option, integer, real, register
+from .._common import (
+    REDUCTIONS,
+    case_id,
+    check_class_indices,
+    check_class_weight,
+    class_shapes,
+    elementwise_check,
+    expect_float,
+    grid,
+    loss_shape_weight,
+    positive,
+)
+
+FAMILY = "classification"
+
+WEIGHT_CLASS = Option(
+    "weight",
+    None,
+    "per-class weights, shape (C,); the 'mean' divides by the summed weights of the targets "
+    "that count",
+    array_option(ndim=1),
+    kind="array",
+    allowed="None | array (C,)",
+)
+IGNORE_INDEX = Option(
+    "ignore_index",
+    -100,
+    "class index whose targets contribute nothing (neither loss nor count)",
+    integer,
+    allowed="int",
+)
+LABEL_SMOOTHING = Option(
+    "label_smoothing",
+    0.0,
+    "mass moved from the target to a uniform distribution over the C classes",
+    real(0.0, 1.0),
+    allowed="float in [0, 1]",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def _class_check(named, opts, allow_prob: bool):
+    x, t = named["input"], named["target"]
+    expect_float("input", x, "floating-point scores")
+    n_classes, idx_shape = class_shapes(x)
+    if t.kind in "iu":
+        if t.shape != idx_shape:
+            raise ValueError(
+                f"target: expected class indices of shape {idx_shape} for input of shape "
+                f"{x.shape}, got shape {t.shape}"
+            )
+    elif t.kind == "f" and allow_prob:
+        if t.shape != x.shape:
+            if t.shape == idx_shape:
+                raise TypeError(
+                    f"target: got {t.describe()}, the shape of class indices but a floating "
+                    f"dtype; class indices must be integers (cast with .astype(int)), class "
+                    f"probabilities must have the input's shape {x.shape}"
+                )
+            raise ValueError(
+                f"target: expected integer class indices of shape {idx_shape} or class "
+                f"probabilities of shape {x.shape}, got {t.describe()}"
+            )
+        if opts["ignore_index"] != -100:
+            raise ValueError(
+                f"ignore_index: not supported with class-probability targets (as in torch); "
+                f"expected the default -100, got {opts['ignore_index']}"
+            )
+    else:
+        want = (
+            f"integer class indices of shape {idx_shape} or floating class probabilities of "
+            f"shape {x.shape}"
+            if allow_prob
+            else f"integer class indices of shape {idx_shape}"
+        )
+        raise TypeError(f"target: expected {want}, got {t.describe()}")
+    check_class_weight(opts, n_classes)
+    return idx_shape
+
+
+def _ce_check(named, opts):
+    return _class_check(named, opts, allow_prob=True)
+
+
+def _nll_check(named, opts):
+    return _class_check(named, opts, allow_prob=False)
+
+
+def _bce_logits_check(named, opts):
+    shape = elementwise_check(named, opts)
+    pw = opts.get("pos_weight")
+    if pw is not None:
+        from .._common import check_broadcasts
+
+        check_broadcasts("pos_weight", tuple(pw.shape), shape)
+    return shape
+
+
+# ---------------------------------------------------------------------------------------------
+# normalizers (the documented denominators, NumPy; used for the reference of the contract)
+
+
+def _class_normalizer(inputs, opts):
+    x, t = inputs[0], inputs[1]
+    axis = 0 if x.ndim == 1 else 1
+    if np.issubdtype(t.dtype, np.floating):
+        shape = x.shape[:axis] + x.shape[axis + 1 :]
+        return np.ones(shape), np.ones(shape)
+    valid = t != opts["ignore_index"]
+    w = opts["weight"]
+    wt = np.ones(t.shape) if w is None else np.asarray(w, np.float64)[np.where(valid, t, 0)]
+    return np.where(valid, wt, 0.0), valid.astype(np.float64)
+
+
+def _ones_normalizer(inputs, opts):
+    return np.ones(inputs[0].shape), np.ones(inputs[0].shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# samples
+
+
+def _class_problem(rng, dtype, shape, target_kind, ignore):
+    x = (rng.normal(size=shape) * 3).astype(dtype)
+    n_classes, idx_shape = (shape[0], ()) if len(shape) == 1 else (shape[1], (shape[0],) + shape[2:])
+    if target_kind == "prob":
+        t = rng.dirichlet(np.ones(n_classes), size=idx_shape or None)
+        t = np.moveaxis(np.asarray(t), -1, 0 if len(shape) == 1 else 1).astype(dtype)
+        return x, t
+    t = rng.integers(0, n_classes, size=idx_shape).astype(np.int64)
+    if ignore == "some" and t.size > 1:
+        t.flat[:: max(2, t.size // 3)] = -100
+    return x, t
+
+
+def _ce_samples(rng, dtype, nll=False):
+    name = "nll" if nll else "cross_entropy"
+    shapes = {"2d": (6, 5), "kdim": (3, 4, 2, 3), "unbatched": (5,)}
+    kinds = ("index",) if nll else ("index", "prob")
+    for shape_name, shape in shapes.items():
+        full = shape_name == "2d"
+        for kind in kinds:
+            ignores = ("none", "some", "class") if kind == "index" else ("none",)
+            if shape_name == "unbatched":
+                ignores = ("none",)
+            axes = dict(
+                weight=(False, True),
+                label_smoothing=(0.0,) if nll else (0.0, 0.2),
+                ignore=ignores,
+                reduction=REDUCTIONS if full else ("mean", "none"),
+                sw=(False, True),
+            )
+            for g in grid(**axes):
+                x, t = _class_problem(rng, dtype, shape, kind, g["ignore"])
+                if nll:
+                    x = _log_softmax(x, 0 if len(shape) == 1 else 1).astype(dtype)
+                n_classes = shape[0] if len(shape) == 1 else shape[1]
+                opts = {"reduction": g["reduction"]}
+                if g["weight"]:
+                    opts["weight"] = positive(rng, (n_classes,), dtype, 0.2, 2.0)
+                if g["label_smoothing"]:
+                    opts["label_smoothing"] = g["label_smoothing"]
+                if g["ignore"] == "class":
+                    opts["ignore_index"] = 1
+                sw = _index_shape_weight(rng, x, dtype) if g["sw"] else None
+                yield Sample(
+                    case_id(f"{name}[{shape_name},{kind}]", {**opts, "sw": g["sw"]}),
+                    (x, t),
+                    opts,
+                    sw,
+                )
+    yield from _class_edge_cases(rng, dtype, name, nll)
+
+
+def _index_shape_weight(rng, x, dtype):
+    shape = () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+    return loss_shape_weight(rng, shape, dtype)
+
+
+def _log_softmax(x, axis):
+    x = np.asarray(x, np.float64)
+    m = x.max(axis=axis, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+
+
+def _class_edge_cases(rng, dtype, name, nll):
+    x = (rng.normal(size=(4, 3)) * 2).astype(dtype)
+    if nll:
+        x = _log_softmax(x, 1).astype(dtype)
+    all_ignored = np.full(4, -100, np.int64)
+    w = np.array([0.0, 1.5, 0.5], dtype)
+    for red in ("mean", "sum", "none", "sum_over_batch_size"):
+        for empty in ("nan", "zero"):
+            yield Sample(f"{name}[all-ignored,{red},empty={empty}]", (x, all_ignored),
+                         {"reduction": red, "empty_reduction": empty})
+    zero_w_targets = np.zeros(4, np.int64)  # every target has class weight 0
+    for empty in ("nan", "zero"):
+        # torch's gradient here is NaN (0/0 in its backward), unlike its zero gradient when
+        # every target is ignored; the contract gives zero for both
+        yield Sample(f"{name}[zero-class-weights,empty={empty}]", (x, zero_w_targets),
+                     {"weight": w, "empty_reduction": empty}, contract_reference=True)
+        yield Sample(f"{name}[zero-sample-weights,empty={empty}]", (x, np.array([0, 1, 2, 1])),
+                     {"empty_reduction": empty}, np.zeros(4, dtype))
+    for red in ("mean", "sum"):
+        yield Sample(f"{name}[empty-batch,{red}]", (np.zeros((0, 3), dtype), np.zeros(0, np.int64)),
+                     {"reduction": red})
+    big = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4, 1e4], [0.0, 0.0, -1e4], [1e4, 1e4, 1e4]], dtype)
+    if nll:
+        big = _log_softmax(big, 1).astype(dtype)
+    t = np.array([1, 2, 2, 0])
+    for ls in (0.0,) if nll else (0.0, 0.1):
+        yield Sample(f"{name}[logits+-1e4,ls={ls}]", (big, t),
+                     {"label_smoothing": ls} if ls else {})
+    if not nll:
+        onehot = np.eye(3, dtype=dtype)[[0, 2, 1, 1]]
+        for ls in (0.0, 0.3):
+            yield Sample(f"{name}[prob-onehot,ls={ls}]", (x, onehot),
+                         {"label_smoothing": ls, "weight": w})
+        # a probability target at exactly 0 where the logit is -1e4
+        yield Sample(f"{name}[prob-zero-at-extreme]", (big, np.eye(3, dtype=dtype)[[0, 1, 0, 2]]), {})
+        yield Sample(f"{name}[ls=1]", (x, np.array([0, 1, 2, -100])), {"label_smoothing": 1.0})
+
+
+def _ce_random(rng, dtype, nll=False):
+    name = "nll" if nll else "cross_entropy"
+    n_classes = int(rng.integers(1, 7))
+    kdims = tuple(int(d) for d in rng.integers(1, 4, size=int(rng.integers(0, 3))))
+    batched = rng.random() < 0.85
+    shape = ((int(rng.integers(0, 7)), n_classes) + kdims) if batched else (n_classes,)
+    kind = "index" if nll or rng.random() < 0.6 else "prob"
+    x, t = _class_problem(rng, dtype, shape, kind, "some" if rng.random() < 0.5 else "none")
+    if nll:
+        x = _log_softmax(x, 0 if len(shape) == 1 else 1).astype(dtype)
+    opts = {"reduction": str(rng.choice(REDUCTIONS))}
+    if rng.random() < 0.5:
+        opts["weight"] = positive(rng, (n_classes,), dtype, 0.0, 2.0)
+    if not nll and rng.random() < 0.5:
+        opts["label_smoothing"] = float(rng.choice([0.05, 0.5, 1.0]))
+    if kind == "index" and rng.random() < 0.3:
+        opts["ignore_index"] = int(rng.integers(0, n_classes))
+    if rng.random() < 0.3:
+        opts["empty_reduction"] = "zero"
+    sw = _index_shape_weight(rng, x, dtype) if rng.random() < 0.5 else None
+    return Sample(case_id(f"{name}[random]", opts), (x, t), opts, sw)
+
+
+def _nll_samples(rng, dtype):
+    return _ce_samples(rng, dtype, nll=True)
+
+
+def _nll_random(rng, dtype):
+    return _ce_random(rng, dtype, nll=True)
+
+
+def _prob_input(rng, shape, dtype):
+    p = rng.uniform(0.0, 1.0, size=shape)
+    flat = p.reshape(-1)
+    edge = [0.0, 1.0, 1e-7, 1 - 1e-7, 0.5]
+    flat[: min(len(edge), flat.size)] = edge[: flat.size]
+    return p.astype(dtype)
+
+
+def _binary_samples(rng, dtype, logits):
+    name = "binary_cross_entropy_with_logits" if logits else "binary_cross_entropy"
+    shapes = {"1d": (7,), "2d": (5, 4), "3d": (2, 3, 4)}
+    for shape_name, shape in shapes.items():
+        full = shape_name == "2d"
+        axes = dict(
+            weight=("none", "full", "bcast") if full else ("none", "full"),
+            pos_weight=(False, True) if logits else (False,),
+            reduction=REDUCTIONS if full else ("mean", "none"),
+            sw=(False, True),
+            soft=(False, True) if full else (False,),
+        )
+        for g in grid(**axes):
+            x = (rng.normal(size=shape) * 3).astype(dtype) if logits else _prob_input(rng, shape, dtype)
+            if g["soft"]:
+                t = rng.uniform(0, 1, size=shape).astype(dtype)
+            else:
+                t = rng.integers(0, 2, size=shape).astype(dtype)
+            opts = {"reduction": g["reduction"]}
+            if g["weight"] == "full":
+                opts["weight"] = positive(rng, shape, dtype)
+            elif g["weight"] == "bcast":
+                opts["weight"] = positive(rng, shape[-1:], dtype)
+            if g["pos_weight"]:
+                opts["pos_weight"] = positive(rng, shape[-1:], dtype, 0.5, 3.0)
+            sw = loss_shape_weight(rng, shape, dtype) if g["sw"] else None
+            yield Sample(case_id(f"{name}[{shape_name}]", {**opts, "sw": g["sw"], "soft": g["soft"]}),
+                         (x, t), opts, sw)
+    # edges: exact 0 / 1 probabilities against both targets, extreme logits, empty, zero weights
+    if logits:
+        x = np.array([1e4, -1e4, 0.0, 50.0, -50.0, 1e4, -1e4], dtype)
+    else:
+        x = np.array([0.0, 1.0, 0.0, 1.0, 1e-30, 1 - 1e-7, 0.5], dtype)
+    t = np.array([0.0, 1.0, 1.0, 0.0, 0.5, 1.0, 0.25], dtype)
+    yield Sample(f"{name}[edges,sum]", (x, t), {"reduction": "sum"})
+    yield Sample(f"{name}[edges,none]", (x, t), {"reduction": "none"})
+    if logits:
+        yield Sample(f"{name}[edges,pos_weight]", (x, t),
+                     {"pos_weight": np.full((7,), 2.5, dtype), "reduction": "sum"})
+    for empty in ("nan", "zero"):
+        yield Sample(f"{name}[zero-sample-weights,empty={empty}]", (x, t),
+                     {"empty_reduction": empty}, np.zeros(7, dtype))
+    yield Sample(f"{name}[empty-batch]", (np.zeros((0, 3), dtype), np.zeros((0, 3), dtype)), {})
+
+
+def _binary_random(rng, dtype, logits):
+    name = "binary_cross_entropy_with_logits" if logits else "binary_cross_entropy"
+    shape = tuple(int(d) for d in rng.integers(0, 5, size=int(rng.integers(0, 4))))
+    x = (rng.normal(size=shape) * 5).astype(dtype) if logits else _prob_input(rng, shape, dtype)
+    t = rng.uniform(0, 1, size=shape).astype(dtype)
+    if rng.random() < 0.5:
+        t = np.round(t).astype(dtype)
+    opts = {"reduction": str(rng.choice(REDUCTIONS))}
+    if shape and rng.random() < 0.5:
+        opts["weight"] = positive(rng, shape[int(rng.integers(0, len(shape))):], dtype, 0.0, 2.0)
+    if logits and shape and rng.random() < 0.5:
+        opts["pos_weight"] = positive(rng, shape[-1:], dtype, 0.1, 4.0)
+    sw = loss_shape_weight(rng, shape, dtype) if rng.random() < 0.5 else None
+    return Sample(case_id(f"{name}[random]", opts), (x, t), opts, sw)
+
+
+# ---------------------------------------------------------------------------------------------
+# references (torch.nn.functional)
+
+
+def _ref_ce(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.cross_entropy(
+        x, t, weight=opts["weight"], ignore_index=opts["ignore_index"],
+        reduction=reduction, label_smoothing=opts["label_smoothing"],
+    )
+
+
+def _ref_nll(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.nll_loss(
+        x, t, weight=opts["weight"], ignore_index=opts["ignore_index"], reduction=reduction
+    )
+
+
+def _ref_bce(torch, inputs, opts, reduction):
+    x, t = inputs
+    w = opts["weight"]
+    return torch.nn.functional.binary_cross_entropy(
+        x, t, weight=None if w is None else w.expand_as(x), reduction=reduction
+    )
+
+
+def _ref_bce_logits(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        x, t, weight=opts["weight"], pos_weight=opts["pos_weight"], reduction=reduction
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# specs
+
+CLASS_INPUTS = (
+    InputSpec("input", "unnormalised scores (logits), shape (C,), (N, C) or (N, C, d1, ..., dk)"),
+    InputSpec(
+        "target",
+        "class indices (integer, shape of input without the class axis) or class "
+        "probabilities (floating, input's shape); differentiable when probabilities",
+    ),
+)
+
+register(
+    LossSpec(
+        name="cross_entropy",
+        family=FAMILY,
+        summary="Cross-entropy between logits and class indices or class probabilities.",
+        aliases=("CrossEntropyLoss", "ce"),
+        inputs=CLASS_INPUTS,
+        options=(WEIGHT_CLASS, IGNORE_INDEX, LABEL_SMOOTHING),
+        formula=(
+            "logp = log_softmax(input, class axis); ls = label_smoothing; C classes.\n"
+            "class indices: l_n = (1 - ls) * w[t_n] * (-logp[n, t_n]) + (ls / C) * "
+            "sum_c w_c * (-logp[n, c]), and 0 where t_n == ignore_index;\n"
+            "  'mean' = sum_n l_n / sum_n w[t_n] over targets not ignored.\n"
+            "probabilities: t' = (1 - ls) * t + ls / C; l_n = -sum_c w_c * t'_c * logp[n, c];\n"
+            "  'mean' = sum_n l_n / N (the number of samples, not the summed weights)."
+        ),
+        reference_name="torch.nn.functional.cross_entropy (torch 2.13)",
+        notes=(
+            "optax.softmax_cross_entropy(_with_integer_labels) has no class weights, "
+            "ignore_index, label smoothing or reduction; Keras' class_weight under its default "
+            "'sum_over_batch_size' divides by the number of samples, not by the summed weights. "
+            "An out-of-range class index raises where target values are concrete and gives NaN "
+            "under a trace (torch raises; optax returns a silent number)."
+        ),
+        check=_ce_check,
+        check_values=check_class_indices,
+        value_args=("target",),
+        samples=_ce_samples,
+        random_sample=_ce_random,
+        reference=_ref_ce,
+        normalizer=_class_normalizer,
+    )
+)
+
+register(
+    LossSpec(
+        name="nll",
+        family=FAMILY,
+        summary="Negative log-likelihood of class indices under log-probabilities.",
+        aliases=("nll_loss", "NLLLoss", "negative_log_likelihood"),
+        inputs=(
+            InputSpec("input", "log-probabilities, shape (C,), (N, C) or (N, C, d1, ..., dk)"),
+            InputSpec("target", "integer class indices, the input's shape without the class axis",
+                      differentiable=False),
+        ),
+        options=(WEIGHT_CLASS, IGNORE_INDEX),
+        formula=(
+            "l_n = -w[t_n] * input[n, t_n], 0 where t_n == ignore_index;\n"
+            "'mean' = sum_n l_n / sum_n w[t_n] over targets not ignored."
+        ),
+        reference_name="torch.nn.functional.nll_loss (torch 2.13)",
+        notes="The input is not normalised: nll(log_softmax(x), t) == cross_entropy(x, t).",
+        check=_nll_check,
+        check_values=check_class_indices,
+        value_args=("target",),
+        samples=_nll_samples,
+        random_sample=_nll_random,
+        reference=_ref_nll,
+        normalizer=_class_normalizer,
+    )
+)
+
+register(
+    LossSpec(
+        name="binary_cross_entropy",
+        family=FAMILY,
+        summary="Binary cross-entropy between probabilities and targets in [0, 1].",
+        aliases=("BCELoss", "bce"),
+        inputs=(
+            InputSpec("input", "probabilities in [0, 1], any shape"),
+            InputSpec("target", "targets in [0, 1], the input's shape"),
+        ),
+        options=(
+            Option("weight", None, "element weights broadcast to the input (not normalised)",
+                   array_option(), kind="array", allowed="None | array broadcasting to input"),
+        ),
+        formula=(
+            "l = -w * (t * max(log x, -100) + (1 - t) * max(log(1 - x), -100));\n"
+            "'mean' = mean(l) (the weight is not normalised).\n"
+            "d l / d x = w * (x - t) / max(x * (1 - x), 1e-12) (torch's, not the derivative of "
+            "the clamped forward); d l / d t = -w * logit(x)."
+        ),
+        reference_name="torch.nn.functional.binary_cross_entropy (torch 2.13)",
+        notes=(
+            "Keras clips probabilities to [1e-7, 1 - 1e-7]; torch (and multiloss) clamp the logs "
+            "at -100 instead. An input outside [0, 1] raises in torch and gives NaN on JAX."
+        ),
+        check=elementwise_check,
+        samples=lambda rng, dtype: _binary_samples(rng, dtype, logits=False),
+        random_sample=lambda rng, dtype: _binary_random(rng, dtype, logits=False),
+        reference=_ref_bce,
+        normalizer=_ones_normalizer,
+    )
+)
+
+register(
+    LossSpec(
+        name="binary_cross_entropy_with_logits",
+        family=FAMILY,
+        summary="Binary cross-entropy on logits (a sigmoid folded in, numerically stable).",
+        aliases=("BCEWithLogitsLoss", "bce_with_logits", "sigmoid_binary_cross_entropy"),
+        inputs=(
+            InputSpec("input", "logits, any shape"),
+            InputSpec("target", "targets in [0, 1], the input's shape"),
+        ),
+        options=(
+            Option("weight", None, "element weights broadcast to the input (not normalised)",
+                   array_option(), kind="array", allowed="None | array broadcasting to input"),
+            Option("pos_weight", None,
+                   "weight of the positive term, broadcast along the trailing (class) dimension",
+                   array_option(), kind="array", allowed="None | array broadcasting to input"),
+        ),
+        formula=(
+            "l = w * ((1 - t) * x - (1 + (pos_weight - 1) * t) * log_sigmoid(x));\n"
+            "'mean' = mean(l) (weights are not normalised)."
+        ),
+        reference_name="torch.nn.functional.binary_cross_entropy_with_logits (torch 2.13)",
+        notes=(
+            "optax.sigmoid_binary_cross_entropy has no weight, pos_weight or reduction; Keras "
+            "binary_crossentropy(from_logits=True) averages over the last axis first."
+        ),
+        check=_bce_logits_check,
+        samples=lambda rng, dtype: _binary_samples(rng, dtype, logits=True),
+        random_sample=lambda rng, dtype: _binary_random(rng, dtype, logits=True),
+        reference=_ref_bce_logits,
+        normalizer=_ones_normalizer,
+    )
+)

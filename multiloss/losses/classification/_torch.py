@@ -1,0 +1,65 @@
+"""torch implementations of the classification losses: torch's own kernels.
+
+Each function takes ``reduction``: a torch reduction to compute natively, or ``None`` for the
+unreduced ``Terms`` that ``multiloss.backends._torch`` reduces (sample weights,
+"sum_over_batch_size", ``empty_reduction="zero"``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ...backends import Terms
+
+
+def _class_terms(loss, target, weight, ignore_index, dtype):
+    if target.is_floating_point():
+        return Terms(loss)
+    counts = target != ignore_index
+    safe = torch.where(counts, target, 0)
+    w_t = torch.ones((), dtype=dtype, device=loss.device) if weight is None else weight[safe]
+    return Terms(loss, torch.where(counts, w_t, 0).to(dtype), counts)
+
+
+def _cast(weight, like):
+    return None if weight is None else weight.to(like.dtype)
+
+
+def _native(reduction, weight):
+    # torch's class-weighted mean has a NaN gradient when the weights of the targets sum to 0
+    # (its zero-gradient rule covers only all-ignored batches): the contract reduces it instead
+    return None if reduction == "mean" and weight is not None else reduction
+
+
+def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, label_smoothing=0.0):
+    weight = _cast(weight, input)
+    reduction = _native(reduction, weight)
+    loss = F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+                           reduction=reduction or "none", label_smoothing=label_smoothing)
+    if reduction is not None:
+        return loss
+    return _class_terms(loss, target, weight, ignore_index, loss.dtype)
+
+
+def nll(input, target, *, reduction, weight=None, ignore_index=-100):
+    weight = _cast(weight, input)
+    reduction = _native(reduction, weight)
+    loss = F.nll_loss(input, target, weight=weight, ignore_index=ignore_index,
+                      reduction=reduction or "none")
+    if reduction is not None:
+        return loss
+    return _class_terms(loss, target, weight, ignore_index, loss.dtype)
+
+
+def binary_cross_entropy(input, target, *, reduction, weight=None):
+    weight = None if weight is None else weight.to(input.dtype).expand_as(input)
+    loss = F.binary_cross_entropy(input, target, weight=weight, reduction=reduction or "none")
+    return loss if reduction is not None else Terms(loss)
+
+
+def binary_cross_entropy_with_logits(input, target, *, reduction, weight=None, pos_weight=None):
+    loss = F.binary_cross_entropy_with_logits(
+        input, target, weight=_cast(weight, input), pos_weight=_cast(pos_weight, input),
+        reduction=reduction or "none",
+    )
+    return loss if reduction is not None else Terms(loss)
