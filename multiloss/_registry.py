@@ -12,8 +12,9 @@ import difflib
 import importlib
 import math
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -268,9 +269,11 @@ class LossSpec:
             Option(
                 "empty_reduction",
                 "nan",
-                'a "mean" (or "sum_over_batch_size", "batchmean") over nothing that counts '
-                '(all targets ignored, all weights 0, an empty batch): "nan" is torch\'s NaN '
-                'value with zero gradient; "zero" gives 0 with zero gradient',
+                'what a reduction with a zero denominator gives: a "mean" over nothing that '
+                'counts (all targets ignored, all weights 0, an empty batch), a '
+                '"sum_over_batch_size" with no element counting, a "batchmean" of an empty '
+                'batch. "nan": torch\'s NaN value with a zero gradient; "zero": 0 with a zero '
+                'gradient',
                 _check_reduction_value(EMPTY_REDUCTIONS),
                 allowed="'nan' | 'zero'",
             ),

@@ -257,7 +257,7 @@ def compare(spec: LossSpec, sample: Sample, dtype: str) -> CaseResult:
             names = [spec.inputs[i].name for i in _diff_positions(spec, sample)]
             if _sw_differentiable(sample):
                 names.append("sample_weight")
-            for name, g, rg in zip(names, grads, ref_grads):
+            for name, g, rg in zip(names, grads, ref_grads, strict=True):
                 errors[f"{backend}/d_{name}"] = rel_error(g, rg)
     value_err = max((v for k, v in errors.items() if k.endswith("/value")), default=0.0)
     grad_err = max((v for k, v in errors.items() if "/d_" in k), default=0.0)

@@ -59,12 +59,19 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan")
     return _divide(num, den, empty)
 
 
+def promote(*tensors):
+    """Cast floating tensors to their common dtype (JAX's and NumPy's promotion), so that
+    mixed float32/float64 inputs give the same dtype on both backends (torch's kernels differ:
+    huber_loss keeps the input's dtype, binary_cross_entropy raises)."""
+    dtype = torch.result_type(*tensors) if len(tensors) > 1 else tensors[0].dtype
+    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
+
+
 def _option_tensor(value):
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
-    if hasattr(value, "__jax_array__") or type(value).__module__.startswith("jax"):
-        value = np.asarray(value)
-    return torch.as_tensor(np.asarray(value))
+    # a copy: a buffer must not share memory with the caller's array (load_state_dict writes it)
+    return torch.tensor(np.array(value))
 
 
 class Loss(torch.nn.Module):

@@ -250,6 +250,7 @@ def _ce_random(rng, dtype, nll=False):
         opts["label_smoothing"] = float(rng.choice([0.05, 0.5, 1.0]))
     if kind == "index" and rng.random() < 0.3:
         opts["ignore_index"] = int(rng.integers(0, n_classes))
+        t = np.where(t == -100, opts["ignore_index"], t)
     if rng.random() < 0.3:
         opts["empty_reduction"] = "zero"
     sw = _index_shape_weight(rng, x, dtype) if rng.random() < 0.5 else None

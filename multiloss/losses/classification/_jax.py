@@ -29,9 +29,11 @@ def _nll_terms(logp, target, weight, ignore_index, label_smoothing, axis):
             shape[axis] = n_classes
             smooth = -jnp.sum(logp * weight.astype(logp.dtype).reshape(shape), axis=axis)
         loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
-    loss = jnp.where(counts, loss, 0.0)
     invalid = valid & ~in_range
-    loss = jnp.where(invalid, jnp.nan, loss)
+    # 0 where ignored; NaN where the index is out of range (only reachable under a trace, as
+    # concrete indices are checked before the call), with a NaN gradient too so that a
+    # training step cannot silently go on
+    loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
     denom = jnp.where(counts, w_t, 0.0).astype(logp.dtype)
     return Terms(loss, denom, counts, invalid)
 
@@ -80,7 +82,8 @@ def _bce_jvp(primals, tangents):
 
 
 def binary_cross_entropy(input, target, *, weight=None):
-    loss = _bce(input, target.astype(input.dtype))
+    dtype = jnp.result_type(input, target)
+    loss = _bce(input.astype(dtype), target.astype(dtype))
     if weight is not None:
         loss = loss * weight.astype(loss.dtype)
     return Terms(loss)

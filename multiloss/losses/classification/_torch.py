@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backends import Terms
+from ...backends._torch import promote
 
 
 def _class_terms(loss, target, weight, ignore_index, dtype):
@@ -25,6 +26,13 @@ def _cast(weight, like):
     return None if weight is None else weight.to(like.dtype)
 
 
+def _indices(target):
+    # torch's kernels take int64 (or uint8) class indices; JAX's default integer is int32
+    if target.is_floating_point() or target.dtype in (torch.int64, torch.uint8):
+        return target
+    return target.long()
+
+
 def _native(reduction, weight):
     # torch's class-weighted mean has a NaN gradient when the weights of the targets sum to 0
     # (its zero-gradient rule covers only all-ignored batches): the contract reduces it instead
@@ -34,6 +42,7 @@ def _native(reduction, weight):
 def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, label_smoothing=0.0):
     weight = _cast(weight, input)
     reduction = _native(reduction, weight)
+    target = _indices(target)
     loss = F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
                            reduction=reduction or "none", label_smoothing=label_smoothing)
     if reduction is not None:
@@ -44,6 +53,7 @@ def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, l
 def nll(input, target, *, reduction, weight=None, ignore_index=-100):
     weight = _cast(weight, input)
     reduction = _native(reduction, weight)
+    target = _indices(target)
     loss = F.nll_loss(input, target, weight=weight, ignore_index=ignore_index,
                       reduction=reduction or "none")
     if reduction is not None:
@@ -52,12 +62,14 @@ def nll(input, target, *, reduction, weight=None, ignore_index=-100):
 
 
 def binary_cross_entropy(input, target, *, reduction, weight=None):
+    input, target = promote(input, target)
     weight = None if weight is None else weight.to(input.dtype).expand_as(input)
     loss = F.binary_cross_entropy(input, target, weight=weight, reduction=reduction or "none")
     return loss if reduction is not None else Terms(loss)
 
 
 def binary_cross_entropy_with_logits(input, target, *, reduction, weight=None, pos_weight=None):
+    input, target = promote(input, target)
     loss = F.binary_cross_entropy_with_logits(
         input, target, weight=_cast(weight, input), pos_weight=_cast(pos_weight, input),
         reduction=reduction or "none",

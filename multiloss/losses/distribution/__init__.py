@@ -62,7 +62,7 @@ def _samples(rng, dtype):
                  {"reduction": "batchmean"})
     for empty in ("nan", "zero"):
         yield Sample(f"kl_div[zero-sample-weights,empty={empty}]", (x, t),
-                     {"reduction": "batchmean", "empty_reduction": empty}, np.zeros((3, 1), dtype))
+                     {"reduction": "mean", "empty_reduction": empty}, np.zeros((3, 1), dtype))
 
 
 def _random(rng, dtype):

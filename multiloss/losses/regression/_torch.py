@@ -7,9 +7,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from ...backends import Terms
+from ...backends._torch import promote
 
 
 def _weighted(kernel, input, target, reduction, weight, normalised, **kw):
+    input, target = promote(input, target)
     if weight is None:
         loss = kernel(input, target, reduction=reduction or "none", **kw)
         return loss if reduction is not None else Terms(loss)
@@ -27,6 +29,7 @@ def l1(input, target, *, reduction, weight=None):
 
 
 def smooth_l1(input, target, *, reduction, beta=1.0):
+    input, target = promote(input, target)
     loss = F.smooth_l1_loss(input, target, reduction=reduction or "none", beta=beta)
     return loss if reduction is not None else Terms(loss)
 
