@@ -302,6 +302,22 @@ class LossSpec:
             self.warn(bound)
         return bound
 
+    def doc(self) -> str:
+        """The loss's docstring: summary, inputs, options with defaults, formula, reference
+        and the differences from other libraries (set on every loss object)."""
+        lines = [f"{self.name}: {self.summary}", "", "Inputs, in torch's order:"]
+        lines += [f"    {i.name}: {i.doc}" for i in self.inputs]
+        lines += ["", "Options (torch's names and defaults):"]
+        for o in self.all_options:
+            allowed = f" [{o.allowed}]" if o.allowed else ""
+            lines.append(f"    {o.name}={o.default!r}{allowed}: {o.doc}")
+        lines += ["", "Formula:"] + [f"    {ln}" for ln in self.formula.splitlines()]
+        lines += ["", f"Reference: {self.reference_name}"]
+        if self.notes:
+            lines += ["", f"Differences from other libraries: {self.notes}"]
+        lines += ["", "Weighting and reductions: docs/weighting.md"]
+        return "\n".join(lines)
+
     def implementation(self, backend: str) -> Callable:
         mod = importlib.import_module(f"multiloss.losses.{self.family}._{backend}")
         return getattr(mod, self.name)

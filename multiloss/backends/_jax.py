@@ -100,6 +100,7 @@ class Loss:
     def __init__(self, spec, options: dict):
         self.spec = spec
         self.options = dict(options)
+        self.__doc__ = spec.doc()
         fn = spec.implementation(NAME)
         array_names = [o.name for o in spec.options if o.kind == "array"]
         static = {

@@ -88,6 +88,7 @@ class Loss(torch.nn.Module):
         super().__init__()
         self.spec = spec
         self.options = dict(options)
+        self.__doc__ = spec.doc()
         self._fn = spec.implementation(NAME)
         self._array_names = tuple(o.name for o in spec.options if o.kind == "array")
         self._static = {o.name: options[o.name] for o in spec.options if o.kind != "array"}

@@ -152,7 +152,9 @@ def _ce_samples(rng, dtype, nll=False):
     for shape_name, shape in shapes.items():
         full = shape_name == "2d"
         for kind in kinds:
-            ignores = ("none", "some", "class") if kind == "index" else ("none",)
+            # targets without ignored entries are covered by the unbatched and probability
+            # cases; "some": a few targets at the default -100; "class": ignore_index=1
+            ignores = (("some", "class") if full else ("some",)) if kind == "index" else ("none",)
             if shape_name == "unbatched":
                 ignores = ("none",)
             axes = dict(
@@ -283,9 +285,9 @@ def _binary_samples(rng, dtype, logits):
             pos_weight=(False, True) if logits else (False,),
             reduction=REDUCTIONS if full else ("mean", "none"),
             sw=(False, True),
-            soft=(False, True) if full else (False,),
         )
         for g in grid(**axes):
+            g["soft"] = shape_name == "3d"  # soft targets in [0, 1]; hard 0/1 elsewhere
             x = (rng.normal(size=shape) * 3).astype(dtype) if logits else _prob_input(rng, shape, dtype)
             if g["soft"]:
                 t = rng.uniform(0, 1, size=shape).astype(dtype)
@@ -299,7 +301,7 @@ def _binary_samples(rng, dtype, logits):
             if g["pos_weight"]:
                 opts["pos_weight"] = positive(rng, shape[-1:], dtype, 0.5, 3.0)
             sw = loss_shape_weight(rng, shape, dtype) if g["sw"] else None
-            yield Sample(case_id(f"{name}[{shape_name}]", {**opts, "sw": g["sw"], "soft": g["soft"]}),
+            yield Sample(case_id(f"{name}[{shape_name}]", {**opts, "sw": g["sw"]}),
                          (x, t), opts, sw)
     # edges: exact 0 / 1 probabilities against both targets, extreme logits, empty, zero weights
     if logits:
