@@ -185,7 +185,7 @@ def test_class_index_out_of_range_is_nan_inside_jit(backend):
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "nll"])
-def test_class_index_out_of_range_gradient_inside_jit(backend, name, request):
+def test_class_index_out_of_range_gradient_inside_jit(backend, name):
     """A traced call's gradient is not a plausible number either (JAX); torch raises on the
     values, with autograd on as well."""
     x, t = _x(3, 5), np.array([0, 5, 2])
@@ -201,7 +201,7 @@ def test_class_index_out_of_range_gradient_inside_jit(backend, name, request):
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int16, np.uint8])
 @pytest.mark.parametrize("name", ["cross_entropy", "nll"])
-def test_class_indices_of_any_integer_dtype(backend, name, dtype, request):
+def test_class_indices_of_any_integer_dtype(backend, name, dtype):
     """The checks accept class indices of any integer dtype (int32 is JAX's default); both
     backends then give torch's number for the int64 indices."""
     x, t = _x(3, 5), np.array([0, 4, 2])

@@ -8,7 +8,10 @@ so ``import multiloss`` imports neither torch nor jax.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from .._registry import array_info
 
 BACKENDS = {
     # backend: (module that implements it, the framework it needs, the extra that installs it)
@@ -49,3 +52,54 @@ def load(name: str):
             f"({e}). Install it with: pip install 'multiloss[{extra}]'"
         ) from e
     return importlib.import_module(module)
+
+
+class InputChecks:
+    """The checks of a loss's call, shared by the backends: the number of inputs, shape and
+    dtype checks once per call signature (they read no values, so they also run on tracers),
+    and the value checks of the spec where those arguments are concrete integer arrays."""
+
+    _MAX_SIGNATURES = 256
+
+    def __init__(self, spec, options: dict):
+        self.spec = spec
+        self.options = options
+        self.names = tuple(i.name for i in spec.inputs)
+        self._value_idx = (
+            tuple(self.names.index(n) for n in spec.value_args)
+            if options["validate"] and spec.check_values is not None
+            else ()
+        )
+        self._signatures: set = set()
+
+    def count(self, inputs) -> None:
+        if len(inputs) != len(self.names):
+            raise TypeError(
+                f"{self.spec.name}: expected {len(self.names)} inputs "
+                f"({', '.join(self.names)}), got {len(inputs)}"
+            )
+
+    def __call__(self, inputs, sample_weight, concrete_integers: Callable) -> None:
+        """``concrete_integers(x)``: x's values as a NumPy array if x is a concrete integer
+        array, else None (a tracer, a floating array)."""
+        key = tuple((x.shape, x.dtype) for x in inputs) + (
+            None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
+        )
+        if key not in self._signatures:
+            self.spec.call_check(
+                [array_info(x) for x in inputs],
+                None if sample_weight is None else array_info(sample_weight),
+                self.options,
+            )
+            if len(self._signatures) >= self._MAX_SIGNATURES:
+                self._signatures.clear()
+            self._signatures.add(key)
+        if self._value_idx:
+            values = {}
+            for i in self._value_idx:
+                v = concrete_integers(inputs[i])
+                if v is not None:
+                    values[self.names[i]] = v
+            if values:
+                infos = {n: array_info(x) for n, x in zip(self.names, inputs)}
+                self.spec.check_values(values, infos, self.options)

@@ -10,11 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._registry import array_info
-from . import Terms
+from . import InputChecks, Terms
 
 NAME = "jax"
-_MAX_SIGNATURES = 256
 
 
 def _divide(num, den, empty: str):
@@ -78,6 +76,12 @@ def _as_array(x, name):
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}") from e
 
 
+def _concrete_integers(x):
+    if isinstance(x, jax.core.Tracer) or np.dtype(x.dtype).kind not in "iu":
+        return None
+    return np.asarray(x)
+
+
 def _option_array(value):
     if isinstance(value, jax.Array):
         return value
@@ -110,11 +114,7 @@ class Loss:
             k: _option_array(options[k]) for k in array_names if options[k] is not None
         }
         reduction, empty = options["reduction"], options["empty_reduction"]
-        self._names = tuple(i.name for i in spec.inputs)
-        self._value_idx = tuple(
-            self._names.index(n) for n in spec.value_args
-        ) if options["validate"] and spec.check_values is not None else ()
-        self._signatures: set = set()
+        self._checks = InputChecks(spec, self.options)
 
         def run(arrays, inputs, sample_weight):
             terms = fn(*inputs, **static, **arrays)
@@ -123,40 +123,13 @@ class Loss:
         self._run = jax.jit(run)
 
     def __call__(self, *inputs, sample_weight=None):
-        if len(inputs) != len(self._names):
-            raise TypeError(
-                f"{self.spec.name}: expected {len(self._names)} inputs "
-                f"({', '.join(self._names)}), got {len(inputs)}"
-            )
-        inputs = tuple(_as_array(x, n) for x, n in zip(inputs, self._names))
+        checks = self._checks
+        checks.count(inputs)
+        inputs = tuple(_as_array(x, n) for x, n in zip(inputs, checks.names))
         if sample_weight is not None:
             sample_weight = _as_array(sample_weight, "sample_weight")
-        key = tuple((x.shape, x.dtype) for x in inputs) + (
-            None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
-        )
-        if key not in self._signatures:
-            self.spec.call_check(
-                [array_info(x) for x in inputs],
-                None if sample_weight is None else array_info(sample_weight),
-                self.options,
-            )
-            if len(self._signatures) >= _MAX_SIGNATURES:
-                self._signatures.clear()
-            self._signatures.add(key)
-        if self._value_idx:
-            self._check_values(inputs)
+        checks(inputs, sample_weight, _concrete_integers)
         return self._run(self._arrays, inputs, sample_weight)
-
-    def _check_values(self, inputs):
-        values = {}
-        for i in self._value_idx:
-            x = inputs[i]
-            if isinstance(x, jax.core.Tracer) or np.dtype(x.dtype).kind not in "iu":
-                continue
-            values[self._names[i]] = np.asarray(x)
-        if values:
-            infos = {n: array_info(x) for n, x in zip(self._names, inputs)}
-            self.spec.check_values(values, infos, self.options)
 
     def __repr__(self):
         opts = ", ".join(

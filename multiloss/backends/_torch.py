@@ -10,12 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._registry import array_info
-from . import Terms
+from . import InputChecks, Terms
 
 NAME = "torch"
 _NATIVE = ("none", "sum", "mean", "batchmean")
-_MAX_SIGNATURES = 256
 
 
 def _divide(num, den, empty: str):
@@ -67,6 +65,12 @@ def promote(*tensors):
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
+def _concrete_integers(x):
+    if x.is_floating_point() or x.is_complex():
+        return None
+    return x.detach().cpu().numpy()
+
+
 def _option_tensor(value):
     if isinstance(value, torch.Tensor):
         return value.detach().clone()
@@ -98,11 +102,7 @@ class Loss(torch.nn.Module):
         self._reduction = options["reduction"]
         self._native = options["empty_reduction"] == "nan" and self._reduction in _NATIVE
         self._empty = options["empty_reduction"]
-        self._names = tuple(i.name for i in spec.inputs)
-        self._value_idx = tuple(
-            self._names.index(n) for n in spec.value_args
-        ) if options["validate"] and spec.check_values is not None else ()
-        self._signatures: set = set()
+        self._checks = InputChecks(spec, self.options)
 
     def _device(self, inputs):
         for x in inputs:
@@ -128,32 +128,16 @@ class Loss(torch.nn.Module):
             raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}") from e
 
     def forward(self, *inputs, sample_weight=None):
-        if len(inputs) != len(self._names):
-            raise TypeError(
-                f"{self.spec.name}: expected {len(self._names)} inputs "
-                f"({', '.join(self._names)}), got {len(inputs)}"
-            )
+        checks = self._checks
+        checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
             sample_weight is not None and not isinstance(sample_weight, torch.Tensor)
         ):
             device = self._device(inputs)
-            inputs = tuple(self._as_tensor(x, n, device) for x, n in zip(inputs, self._names))
+            inputs = tuple(self._as_tensor(x, n, device) for x, n in zip(inputs, checks.names))
             if sample_weight is not None:
                 sample_weight = self._as_tensor(sample_weight, "sample_weight", device)
-        key = tuple((x.shape, x.dtype) for x in inputs) + (
-            None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
-        )
-        if key not in self._signatures:
-            self.spec.call_check(
-                [array_info(x) for x in inputs],
-                None if sample_weight is None else array_info(sample_weight),
-                self.options,
-            )
-            if len(self._signatures) >= _MAX_SIGNATURES:
-                self._signatures.clear()
-            self._signatures.add(key)
-        if self._value_idx:
-            self._check_values(inputs)
+        checks(inputs, sample_weight, _concrete_integers)
         arrays = {name: getattr(self, name) for name in self._array_names}
         native = self._native and sample_weight is None
         out = self._fn(*inputs, reduction=self._reduction if native else None,
@@ -161,17 +145,6 @@ class Loss(torch.nn.Module):
         if isinstance(out, Terms):
             return reduce(out, self._reduction, sample_weight, self._empty)
         return out
-
-    def _check_values(self, inputs):
-        values = {}
-        for i in self._value_idx:
-            x = inputs[i]
-            if x.is_floating_point() or x.is_complex():
-                continue
-            values[self._names[i]] = x.detach().cpu().numpy()
-        if values:
-            infos = {n: array_info(x) for n, x in zip(self._names, inputs)}
-            self.spec.check_values(values, infos, self.options)
 
     def extra_repr(self):
         return ", ".join(
