@@ -70,7 +70,7 @@ class InputChecks:
             if options["validate"] and spec.check_values is not None
             else ()
         )
-        self._signatures: set = set()
+        self._signatures: dict = {}  # call signature -> ArrayInfo of each input (checked)
 
     def count(self, inputs) -> None:
         if len(inputs) != len(self.names):
@@ -85,15 +85,18 @@ class InputChecks:
         key = tuple((x.shape, x.dtype) for x in inputs) + (
             None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
         )
-        if key not in self._signatures:
+        infos = self._signatures.get(key)
+        if infos is None:
+            infos = [array_info(x) for x in inputs]
             self.spec.call_check(
-                [array_info(x) for x in inputs],
+                infos,
                 None if sample_weight is None else array_info(sample_weight),
                 self.options,
             )
             if len(self._signatures) >= self._MAX_SIGNATURES:
                 self._signatures.clear()
-            self._signatures.add(key)
+            infos = dict(zip(self.names, infos))
+            self._signatures[key] = infos
         if self._value_idx:
             values = {}
             for i in self._value_idx:
@@ -101,5 +104,4 @@ class InputChecks:
                 if v is not None:
                     values[self.names[i]] = v
             if values:
-                infos = {n: array_info(x) for n, x in zip(self.names, inputs)}
                 self.spec.check_values(values, infos, self.options)

@@ -74,6 +74,8 @@ def check_class_indices(values, infos, opts) -> None:
     if t is None:
         return
     n_classes, _ = class_shapes(infos["input"])
+    if t.size == 0 or (t.min() >= 0 and t.max() < n_classes):
+        return
     ignore = opts.get("ignore_index", None)
     bad = (t < 0) | (t >= n_classes)
     if ignore is not None:
