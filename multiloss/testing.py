@@ -13,9 +13,9 @@ The reference of the contract's own reductions (``sample_weight``, ``"sum_over_b
 spec's documented normaliser, with the formulas of docs/weighting.md, independently of the
 backends' ``reduce``.
 
-Errors are relative to the scale of the reference: ``max |ours - ref| / max |ref|`` (the
-absolute error where the reference is all zeros); non-finite reference entries must be matched
-exactly (NaN by NaN, inf by the same inf).
+Errors are relative to the scale of the reference: ``max |ours - ref| / max(max |ref|, floor)``
+with ``floor`` 0 in float64 and 1 in float32 (see ``SCALE_FLOOR``); non-finite reference
+entries must be matched exactly (NaN by NaN, inf by the same inf).
 """
 
 from __future__ import annotations
@@ -28,11 +28,19 @@ import numpy as np
 
 from ._registry import LossSpec, Sample, resolve, specs
 
-#: Largest accepted error per dtype (relative to the reference's scale, see the module doc).
+#: Largest accepted error per dtype, relative to the reference's scale (see the module doc).
 #: float64: torch and XLA order floating-point operations differently, so bit equality is not
-#: expected; 1e-12 holds for every case. float32: 64 ulps at 1 (float32 eps is 1.19e-7),
-#: a bound on the accumulated rounding of the sums and log-sum-exps in these losses.
+#: expected; 1e-12 holds for every case. float32: 64 ulps (float32 eps is 1.19e-7), a bound
+#: on the accumulated rounding of the sums and log-sum-exps in these losses.
 TOLERANCE = {"float64": 1e-12, "float32": 64 * float(np.finfo(np.float32).eps)}
+
+#: The smallest scale an error is taken relative to. float64: none (purely relative).
+#: float32: 1, the magnitude of the sample inputs (logits, probabilities, regression values
+#: are O(1)), because in float32 a small result computed from O(1) terms carries their
+#: rounding: cross-entropy's gradient at the target is p - 1, and with p = 0.9985 both torch
+#: and XLA get it to about 6e-8 absolute, i.e. 4e-5 relative (torch's own float32 tests use
+#: an absolute tolerance of 1e-5 for the same reason).
+SCALE_FLOOR = {"float64": 0.0, "float32": 1.0}
 
 
 @dataclass
@@ -60,8 +68,9 @@ def enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def rel_error(ours, ref) -> float:
-    """Error of ``ours`` against ``ref``, relative to the reference's scale (see module doc)."""
+def rel_error(ours, ref, floor: float = 0.0) -> float:
+    """Error of ``ours`` against ``ref``, relative to the reference's scale, ``max |ref|``, or
+    to ``floor`` where that is larger (see the module doc)."""
     a = np.asarray(ours, dtype=np.float64)
     b = np.asarray(ref, dtype=np.float64)
     if a.shape != b.shape:
@@ -76,7 +85,7 @@ def rel_error(ours, ref) -> float:
     if not fb.any():
         return 0.0
     diff = np.max(np.abs(a[fb] - b[fb]))
-    scale = np.max(np.abs(b[fb]))
+    scale = max(np.max(np.abs(b[fb])), floor)
     return float(diff / scale) if scale > 0 else float(diff)
 
 
@@ -99,11 +108,22 @@ def _cotangent(sample: Sample, shape, dtype):
     return rng.uniform(0.5, 1.5, size=shape).astype(dtype)
 
 
-def _sw_differentiable(sample: Sample) -> bool:
-    # A single weight cancels out of a weighted mean: its gradient is 0 up to rounding, which
-    # a relative error cannot judge, so it is not compared.
+def _sw_differentiable(spec: LossSpec, sample: Sample) -> bool:
+    """Whether the sample weight's gradient is compared. Not where it is zero by construction
+    and only rounding is left, which a relative error cannot judge: in a "mean" over one
+    element that counts, its weight cancels (value = s l / (s d))."""
     sw = sample.sample_weight
-    return sw is not None and np.issubdtype(np.asarray(sw).dtype, np.floating) and np.size(sw) > 1
+    if sw is None or not np.issubdtype(np.asarray(sw).dtype, np.floating):
+        return False
+    opts = {**{o.name: o.default for o in spec.all_options}, **sample.options}
+    if opts["reduction"] == "mean":
+        d, _ = spec.normalizer(sample.inputs, opts)
+        d = np.asarray(d, np.float64)
+        w = np.asarray(sw, np.float64).reshape((1,) * (d.ndim - np.ndim(sw)) + np.shape(sw))
+        # the denominator mass each weight entry carries (summed over its broadcast axes)
+        axes = tuple(i for i in range(d.ndim) if w.shape[i] == 1 and d.shape[i] != 1)
+        return np.count_nonzero(w * d.sum(axis=axes, keepdims=True)) > 1
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +138,7 @@ def run_jax(spec: LossSpec, sample: Sample):
     loss = multiloss.get(spec.name, backend="jax", **sample.options)
     pos = _diff_positions(spec, sample)
     sw = sample.sample_weight
-    primals = [sample.inputs[i] for i in pos] + ([sw] if _sw_differentiable(sample) else [])
+    primals = [sample.inputs[i] for i in pos] + ([sw] if _sw_differentiable(spec, sample) else [])
 
     def f(*diff):
         inputs = list(sample.inputs)
@@ -154,9 +174,9 @@ def _torch_inputs(torch, spec, sample):
     sw = None
     if sample.sample_weight is not None:
         sw = torch.from_numpy(np.array(sample.sample_weight))
-        if _sw_differentiable(sample):
+        if _sw_differentiable(spec, sample):
             sw.requires_grad_(True)
-    wrt = [tensors[i] for i in pos] + ([sw] if _sw_differentiable(sample) else [])
+    wrt = [tensors[i] for i in pos] + ([sw] if _sw_differentiable(spec, sample) else [])
     return tensors, sw, wrt
 
 
@@ -253,12 +273,13 @@ def compare(spec: LossSpec, sample: Sample, dtype: str) -> CaseResult:
             seconds[backend] = secs
             if out_dtype != str(ref_value.dtype):
                 message += f"{backend}: result dtype {out_dtype}, reference {ref_value.dtype}; "
-            errors[f"{backend}/value"] = rel_error(value, ref_value)
+            floor = SCALE_FLOOR[dtype]
+            errors[f"{backend}/value"] = rel_error(value, ref_value, floor)
             names = [spec.inputs[i].name for i in _diff_positions(spec, sample)]
-            if _sw_differentiable(sample):
+            if _sw_differentiable(spec, sample):
                 names.append("sample_weight")
             for name, g, rg in zip(names, grads, ref_grads, strict=True):
-                errors[f"{backend}/d_{name}"] = rel_error(g, rg)
+                errors[f"{backend}/d_{name}"] = rel_error(g, rg, floor)
     value_err = max((v for k, v in errors.items() if k.endswith("/value")), default=0.0)
     grad_err = max((v for k, v in errors.items() if "/d_" in k), default=0.0)
     return CaseResult(spec.name, sample.id, dtype, value_err, grad_err,

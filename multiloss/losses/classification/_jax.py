@@ -89,13 +89,46 @@ def binary_cross_entropy(input, target, *, weight=None):
     return Terms(loss)
 
 
+@jax.custom_jvp
+def _bce_logits(x, t):
+    return (1 - t) * x - jax.nn.log_sigmoid(x)
+
+
+@_bce_logits.defjvp
+def _bce_logits_jvp(primals, tangents):
+    x, t = primals
+    dx, dt = tangents
+    # torch's gradients: w.r.t. x, sigmoid(x) - t; w.r.t. t, -x
+    return _bce_logits(x, t), (jax.nn.sigmoid(x) - t) * dx - x * dt
+
+
+@jax.custom_jvp
+def _bce_logits_pw(x, t, pw):
+    return (1 - t) * x - ((pw - 1) * t + 1) * jax.nn.log_sigmoid(x)
+
+
+@_bce_logits_pw.defjvp
+def _bce_logits_pw_jvp(primals, tangents):
+    x, t, pw = primals
+    dx, dt, dpw = tangents
+    ls = jax.nn.log_sigmoid(x)
+    pt = pw * t
+    # torch's gradients: w.r.t. x, (pw t + 1 - t) sigmoid(x) - pw t;
+    # w.r.t. t, log_sigmoid(-x) - pw log_sigmoid(x)
+    gx = (pt + 1 - t) * jax.nn.sigmoid(x) - pt
+    gt = jax.nn.log_sigmoid(-x) - pw * ls
+    return _bce_logits_pw(x, t, pw), gx * dx + gt * dt - t * ls * dpw
+
+
 def binary_cross_entropy_with_logits(input, target, *, weight=None, pos_weight=None):
-    ls = jax.nn.log_sigmoid(input)
+    dtype = jnp.result_type(input, target)
+    x, t = input.astype(dtype), target.astype(dtype)
     if pos_weight is None:
-        loss = (1 - target) * input - ls
+        loss = _bce_logits(x, t)
     else:
-        log_weight = (pos_weight.astype(input.dtype) - 1) * target + 1
-        loss = (1 - target) * input - log_weight * ls
+        pw = jnp.broadcast_to(pos_weight.astype(dtype), jnp.broadcast_shapes(x.shape, pos_weight.shape))
+        x, t = jnp.broadcast_to(x, pw.shape), jnp.broadcast_to(t, pw.shape)
+        loss = _bce_logits_pw(x, t, pw)
     if weight is not None:
         loss = loss * weight.astype(loss.dtype)
     return Terms(loss)
