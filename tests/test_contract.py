@@ -144,6 +144,7 @@ def test_batchmean_with_sample_weight(backend):
     assert v == pytest.approx((s * elem).sum() / 3, rel=1e-13)
 
 
+@pytest.mark.filterwarnings("ignore:kl_div. reduction='mean'")
 @pytest.mark.parametrize("name", ["mse", "l1", "smooth_l1", "huber", "kl_div",
                                   "binary_cross_entropy_with_logits", "binary_cross_entropy"])
 @pytest.mark.parametrize("dtypes", [("float32", "float64"), ("float64", "float32")])

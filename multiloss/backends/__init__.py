@@ -29,14 +29,15 @@ class Terms(NamedTuple):
              ``weight`` it is that weight, and so on: torch's mean is sum(loss) / sum(weight).
     count:   1 where an element counts, 0 where it does not (ignored targets); ``None``: all
              count. "sum_over_batch_size" divides by its sum.
-    invalid: True where an input value is invalid (a class index out of range); those elements
-             are NaN in ``loss`` so that a traced call never returns a plausible number.
+
+    An element whose input is invalid in a way only values show (a class index out of range
+    under a trace, where it cannot be checked) is NaN in ``loss``, with a NaN gradient, so
+    that a traced call never returns a plausible number.
     """
 
     loss: Any
     weight: Any = None
     count: Any = None
-    invalid: Any = None
 
 
 def load(name: str):

@@ -1,5 +1,5 @@
 """JAX implementations of the classification losses. Each returns ``Terms`` (unreduced loss,
-denominator weights, count mask, invalid mask); ``multiloss.backends._jax`` reduces them."""
+denominator weights, count mask); ``multiloss.backends._jax`` reduces them."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _nll_terms(logp, target, weight, ignore_index, label_smoothing, axis):
     # training step cannot silently go on
     loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
     denom = jnp.where(counts, w_t, 0.0).astype(logp.dtype)
-    return Terms(loss, denom, counts, invalid)
+    return Terms(loss, denom, counts)
 
 
 def cross_entropy(input, target, *, weight=None, ignore_index=-100, label_smoothing=0.0):

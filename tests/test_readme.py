@@ -1,0 +1,27 @@
+"""The README's quick start runs as written, and its two set-up commands are the ones CI and
+the parity report use."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_quick_start_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert blocks, "README has no python block"
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    loss, g = namespace["loss"], namespace["g"]
+    assert loss.shape == () and g.shape == (8, 3)
+    assert float(abs(g[3]).sum()) == 0.0  # the ignored row gets no gradient
+
+
+def test_set_up_commands_match_ci():
+    bash = re.findall(r"```bash\n(.*?)```", README, flags=re.S)[0]
+    assert "pip install torch==2.13.0" in bash and bash.rstrip().splitlines()[1].endswith(
+        "multiloss parity")
+    test_cmd = bash.rstrip().splitlines()[-1].split("&&")[-1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines(), (test_cmd, "not in .ci/run")
