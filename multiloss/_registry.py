@@ -173,7 +173,9 @@ def dtype_kind(x) -> str:
     """NumPy dtype kind of a NumPy, JAX or torch array (or tracer) without reading values."""
     dt = x.dtype
     try:
-        return np.dtype(dt).kind
+        kind = np.dtype(dt).kind
+        # ml_dtypes' bfloat16 and float8 types (JAX's) have NumPy kind "V"
+        return "f" if kind == "V" and "float" in str(dt) else kind
     except TypeError:
         pass
     # torch dtypes

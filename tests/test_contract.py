@@ -172,3 +172,19 @@ def test_torch_backend_calls_torch_kernels():
     weighted = multiloss.get("cross_entropy", "torch")(x, t, sample_weight=torch.ones(4))
     assert "NllLoss" not in weighted.grad_fn.name()
     assert weighted.item() == pytest.approx(native.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bfloat16_inputs_are_floating(backend):
+    """bfloat16 (NumPy kind "V" in JAX's ml_dtypes) passes the dtype checks on both backends;
+    the value stays near the float32 one (mixed-precision accuracy is its own topic)."""
+    x32 = X.astype(np.float32)
+    t = np.array([2, 0, 1, 1])
+    ref = multiloss.get("cross_entropy", backend)(x32, t)
+    if backend == "jax":
+        out = multiloss.get("cross_entropy", backend)(jnp.asarray(x32, jnp.bfloat16), t)
+    else:
+        out = multiloss.get("cross_entropy", backend)(torch.from_numpy(x32).bfloat16(),
+                                                      torch.from_numpy(t))
+    assert "bfloat16" in str(out.dtype)
+    assert float(out) == pytest.approx(float(ref), rel=2e-2)
