@@ -61,7 +61,10 @@ def promote(*tensors):
     """Cast floating tensors to their common dtype (JAX's and NumPy's promotion), so that
     mixed float32/float64 inputs give the same dtype on both backends (torch's kernels differ:
     huber_loss keeps the input's dtype, binary_cross_entropy raises)."""
-    dtype = torch.result_type(*tensors) if len(tensors) > 1 else tensors[0].dtype
+    first = tensors[0].dtype
+    if all(t.dtype == first for t in tensors):  # the common case: nothing to do
+        return tensors
+    dtype = torch.result_type(*tensors)
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
