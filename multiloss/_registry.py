@@ -228,8 +228,9 @@ class LossSpec:
         the independent reference: the defining library's own function (for torch.nn losses,
         ``torch.nn.functional``) on torch tensors, with torch's reduction ("none", "sum",
         "mean", and "batchmean" where torch has it).
-    normalizer(inputs, opts) -> (weight, count)
-        the documented denominator weights and count mask of the unreduced loss, in NumPy, from
+    normalizer(inputs, opts) -> (weight, count) or (weight, count, scale)
+        the documented denominator weights, count mask (and, where a loss has one, the mean's
+        per-element scale, ``Terms.scale``) of the unreduced loss, in NumPy, from
         which ``multiloss.testing`` builds the reference of the contract's reductions
         (``sample_weight``, "sum_over_batch_size", ``empty_reduction="zero"``).
     """

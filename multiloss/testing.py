@@ -117,7 +117,7 @@ def _sw_differentiable(spec: LossSpec, sample: Sample) -> bool:
         return False
     opts = {**{o.name: o.default for o in spec.all_options}, **sample.options}
     if opts["reduction"] == "mean":
-        d, _ = spec.normalizer(sample.inputs, opts)
+        d = spec.normalizer(sample.inputs, opts)[0]
         d = np.asarray(d, np.float64)
         w = np.asarray(sw, np.float64).reshape((1,) * (d.ndim - np.ndim(sw)) + np.shape(sw))
         # the denominator mass each weight entry carries (summed over its broadcast axes)
@@ -222,7 +222,7 @@ def reference_value(torch, spec: LossSpec, sample: Sample, tensors, sw):
     if sw is None and empty == "nan" and red in native and not sample.contract_reference:
         return spec.reference(torch, tensors, opts, red)
     loss = spec.reference(torch, tensors, opts, "none")
-    d_np, c_np = spec.normalizer(sample.inputs, opts | {
+    d_np, c_np, *r_np = spec.normalizer(sample.inputs, opts | {
         o.name: sample.options.get(o.name) for o in spec.options if o.kind == "array"
     })
     d = torch.from_numpy(np.array(d_np, dtype=np.float64)).to(loss.dtype)
@@ -233,6 +233,8 @@ def reference_value(torch, spec: LossSpec, sample: Sample, tensors, sw):
     num = (loss * s).sum()
     if red == "sum":
         return num
+    if red == "mean" and r_np:  # the mean's per-element scale (ctc: 1 / target length)
+        num = (loss * s * torch.from_numpy(np.array(r_np[0], np.float64)).to(loss.dtype)).sum()
     den = {
         "mean": lambda: (d * s).sum(),
         "sum_over_batch_size": lambda: c.sum(),

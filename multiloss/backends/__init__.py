@@ -29,6 +29,8 @@ class Terms(NamedTuple):
              ``weight`` it is that weight, and so on: torch's mean is sum(loss) / sum(weight).
     count:   1 where an element counts, 0 where it does not (ignored targets); ``None``: all
              count. "sum_over_batch_size" divides by its sum.
+    scale:   a factor on each element in the numerator of ``"mean"`` only (``None``: 1 each).
+             torch's ctc "mean" is mean_b(l_b / max(S_b, 1)): scale = 1 / max(S_b, 1).
 
     An element whose input is invalid in a way only values show (a class index out of range
     under a trace, where it cannot be checked) is NaN in ``loss``, with a NaN gradient, so
@@ -38,6 +40,7 @@ class Terms(NamedTuple):
     loss: Any
     weight: Any = None
     count: Any = None
+    scale: Any = None
 
 
 def load(name: str):

@@ -31,9 +31,10 @@ def _divide(num, den, empty: str):
 def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan"):
     """Reduce a loss's ``Terms`` as the weighting contract says.
 
-    none: s * l;  sum: sum(s * l);  mean: sum(s * l) / sum(s * d);
+    none: s * l;  sum: sum(s * l);  mean: sum(s * l * r) / sum(s * d);
     sum_over_batch_size: sum(s * l) / sum(count);  batchmean: sum(s * l) / l.shape[0];
-    with s the sample weight (1 if None), d the loss's denominator weights (1 if None).
+    with s the sample weight (1 if None), d the loss's denominator weights (1 if None) and
+    r the loss's mean scale (``Terms.scale``, 1 if None; ctc's 1 / target length).
     """
     loss = terms.loss
     if sample_weight is not None:
@@ -45,6 +46,8 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan")
     if reduction == "sum":
         return num
     if reduction == "mean":
+        if terms.scale is not None:
+            num = jnp.sum(loss * terms.scale)
         d = terms.weight
         if sample_weight is not None:
             d = sample_weight if d is None else d * sample_weight

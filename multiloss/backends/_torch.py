@@ -40,6 +40,8 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan")
     if reduction == "sum":
         return num
     if reduction == "mean":
+        if terms.scale is not None:
+            num = (loss * terms.scale).sum()
         d = terms.weight
         if sample_weight is not None:
             d = sample_weight if d is None else d * sample_weight

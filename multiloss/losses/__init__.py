@@ -2,4 +2,10 @@
 ``__init__`` registers its specs; ``_jax.py`` and ``_torch.py`` hold one function per loss,
 named as the spec. Importing this package imports neither torch nor jax."""
 
-from . import classification, distribution, regression  # noqa: F401  (registers the specs)
+from . import (  # noqa: F401  (registers the specs)
+    classification,
+    distribution,
+    ranking,
+    regression,
+    sequence,
+)
