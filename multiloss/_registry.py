@@ -217,9 +217,10 @@ class LossSpec:
     check(infos: dict[name, ArrayInfo], opts) -> loss shape
         shape/dtype checks (no values read, so they also run on tracers); returns the shape of
         the unreduced loss, which ``sample_weight`` must broadcast to.
-    check_values(arrays: dict[name, np.ndarray], opts)
-        checks that read values (class indices in range), run only where the arguments named in
-        ``value_args`` are concrete.
+    check_values(arrays: dict[name, np.ndarray], infos, opts)
+        checks that read values (class indices in range, sequence lengths, a non-negative
+        variance), run only where the arguments named in ``value_args`` are concrete and of a
+        dtype kind in ``value_kinds`` ("iu": integers, the default).
     samples(rng, dtype) -> iterator of Sample
         the option grid and edge cases used by tests, ``multiloss parity`` and benchmarks.
     random_sample(rng, dtype) -> Sample
@@ -251,6 +252,7 @@ class LossSpec:
     reductions: tuple = REDUCTIONS
     check_values: Callable | None = None
     value_args: tuple = ()
+    value_kinds: str = "iu"
     notes: str = ""
     warn: Callable | None = None
     _option_map: dict = field(default_factory=dict, compare=False, repr=False)
@@ -283,8 +285,9 @@ class LossSpec:
             Option(
                 "validate",
                 True,
-                "check class indices against the number of classes where their values are "
-                "concrete (shape and dtype checks always run)",
+                "check the values of concrete (not traced) arguments where a loss restricts "
+                "them: class indices in range, sequence lengths, a non-negative variance "
+                "(shape and dtype checks always run)",
                 boolean,
             ),
         )

@@ -34,6 +34,12 @@ TORCH_FUNCTIONAL = {
     "mse": "mse_loss",
     "nll": "nll_loss",
     "smooth_l1": "smooth_l1_loss",
+    "multi_margin": "multi_margin_loss",
+    "multilabel_margin": "multilabel_margin_loss",
+    "soft_margin": "soft_margin_loss",
+    "multilabel_soft_margin": "multilabel_soft_margin_loss",
+    "poisson_nll": "poisson_nll_loss",
+    "gaussian_nll": "gaussian_nll_loss",
 }
 
 # names users type, and the canonical loss each must give
@@ -87,7 +93,9 @@ def test_available_lists_the_losses():
     names = multiloss.available()
     assert names == sorted(names)
     assert set(TORCH_FUNCTIONAL) <= set(names)
-    assert multiloss.available("regression") == ["huber", "l1", "mse", "smooth_l1"]
+    assert multiloss.available("regression") == [
+        "gaussian_nll", "huber", "l1", "mse", "poisson_nll", "smooth_l1"
+    ]
     assert "cross_entropy" in multiloss.available("classification")
     assert "cross_entropy" not in multiloss.available("regression")
 
@@ -219,14 +227,18 @@ def test_unknown_backend(backend):
 def test_info_describes_every_loss(name):
     info = multiloss.info(name)
     assert info["name"] == name
-    assert info["family"] in {"classification", "regression", "distribution"}
+    assert info["family"] in {"classification", "regression", "distribution", "ranking",
+                              "sequence"}
     assert name in multiloss.available(info["family"])
     assert isinstance(info["aliases"], list) and info["aliases"]
     assert isinstance(info["formula"], str) and info["formula"].strip()
     assert isinstance(info["reference"], str)
     assert info["reference"].startswith(f"torch.nn.functional.{TORCH_FUNCTIONAL[name]} ")
     assert info["summary"]
-    assert [i["name"] for i in info["inputs"]] == ["input", "target"]
+    # torch's positional inputs, in torch's order
+    sig = inspect.signature(getattr(F, TORCH_FUNCTIONAL[name]))
+    positional = [k for k, p in sig.parameters.items() if p.default is inspect.Parameter.empty]
+    assert [i["name"] for i in info["inputs"]] == positional
     # info by an alias is the same
     for alias in info["aliases"]:
         assert multiloss.info(alias) == info
@@ -243,10 +255,9 @@ def test_info_describes_every_loss(name):
 
     # torch's option names and defaults: every option torch.nn.functional has (but the
     # deprecated size_average / reduce) is an option here, with torch's default
-    sig = inspect.signature(getattr(F, TORCH_FUNCTIONAL[name]))
     torch_opts = {
         k: p.default for k, p in sig.parameters.items()
-        if k not in ("input", "target", "size_average", "reduce")
+        if k not in positional and k not in ("size_average", "reduce")
     }
     for k, default in torch_opts.items():
         assert k in opts, f"{name}: torch's option {k!r} is missing"

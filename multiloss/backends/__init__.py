@@ -83,9 +83,10 @@ class InputChecks:
                 f"({', '.join(self.names)}), got {len(inputs)}"
             )
 
-    def __call__(self, inputs, sample_weight, concrete_integers: Callable) -> None:
-        """``concrete_integers(x)``: x's values as a NumPy array if x is a concrete integer
-        array, else None (a tracer, a floating array)."""
+    def __call__(self, inputs, sample_weight, concrete: Callable) -> None:
+        """``concrete(x)``: x's values as a NumPy array if x is concrete, None for a tracer.
+        Only the spec's ``value_args`` whose dtype kind is in its ``value_kinds`` are read
+        (class indices: integers; gaussian_nll's variance: floating)."""
         key = tuple((x.shape, x.dtype) for x in inputs) + (
             None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
         )
@@ -103,8 +104,11 @@ class InputChecks:
             self._signatures[key] = infos
         if self._value_idx:
             values = {}
+            kinds = self.spec.value_kinds
             for i in self._value_idx:
-                v = concrete_integers(inputs[i])
+                if infos[self.names[i]].kind not in kinds:
+                    continue
+                v = concrete(inputs[i])
                 if v is not None:
                     values[self.names[i]] = v
             if values:

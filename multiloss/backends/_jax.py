@@ -79,8 +79,8 @@ def _as_array(x, name):
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}") from e
 
 
-def _concrete_integers(x):
-    if isinstance(x, jax.core.Tracer) or np.dtype(x.dtype).kind not in "iu":
+def _concrete(x):
+    if isinstance(x, jax.core.Tracer):
         return None
     return np.asarray(x)
 
@@ -131,7 +131,7 @@ class Loss:
         inputs = tuple(_as_array(x, n) for x, n in zip(inputs, checks.names))
         if sample_weight is not None:
             sample_weight = _as_array(sample_weight, "sample_weight")
-        checks(inputs, sample_weight, _concrete_integers)
+        checks(inputs, sample_weight, _concrete)
         return self._run(self._arrays, inputs, sample_weight)
 
     def __repr__(self):

@@ -70,9 +70,7 @@ def promote(*tensors):
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
-def _concrete_integers(x):
-    if x.is_floating_point() or x.is_complex():
-        return None
+def _concrete(x):
     return x.detach().cpu().numpy()
 
 
@@ -142,7 +140,7 @@ class Loss(torch.nn.Module):
             inputs = tuple(self._as_tensor(x, n, device) for x, n in zip(inputs, checks.names))
             if sample_weight is not None:
                 sample_weight = self._as_tensor(sample_weight, "sample_weight", device)
-        checks(inputs, sample_weight, _concrete_integers)
+        checks(inputs, sample_weight, _concrete)
         arrays = {name: getattr(self, name) for name in self._array_names}
         native = self._native and sample_weight is None
         out = self._fn(*inputs, reduction=self._reduction if native else None,

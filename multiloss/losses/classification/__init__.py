@@ -1,5 +1,6 @@
 """Classification losses: cross_entropy, nll, binary_cross_entropy,
-binary_cross_entropy_with_logits. Specs only; the implementations are in ``_jax.py`` and
+binary_cross_entropy_with_logits, multi_margin, multilabel_margin, soft_margin,
+multilabel_soft_margin. Specs only; the implementations are in ``_jax.py`` and
 ``_torch.py`` beside this file."""
 
 from __future__ import annotations
@@ -508,5 +509,408 @@ register(
         random_sample=lambda rng, dtype: _binary_random(rng, dtype, logits=True),
         reference=_ref_bce_logits,
         normalizer=_ones_normalizer,
+    )
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# margin losses: multi_margin, multilabel_margin, soft_margin, multilabel_soft_margin
+
+
+def _margin_scores(x):
+    expect_float("input", x, "floating-point scores")
+    if x.ndim > 2:
+        raise ValueError(f"input: expected shape (), (C,) or (N, C), got shape {x.shape}")
+    return 1 if x.ndim == 0 else x.shape[-1]
+
+
+def _multi_margin_check(named, opts):
+    x, t = named["input"], named["target"]
+    n_classes = _margin_scores(x)
+    if t.kind not in "iu":
+        raise TypeError(f"target: expected integer class indices, got {t.describe()}")
+    allowed = [(x.shape[0],)] if x.ndim == 2 else [(), (1,)]
+    if t.shape not in allowed:
+        want = " or ".join(str(a) for a in allowed)
+        raise ValueError(
+            f"target: expected class indices of shape {want} for input of shape {x.shape}, "
+            f"got shape {t.shape}"
+        )
+    check_class_weight(opts, n_classes)
+    return t.shape
+
+
+def _margin_index_values(lo):
+    def check(values, infos, opts):
+        t = values.get("target")
+        if t is None or t.size == 0:
+            return
+        n_classes = 1 if infos["input"].ndim == 0 else infos["input"].shape[-1]
+        bad = (t < lo) | (t >= n_classes)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = f" at index {pos}" if pos else ""
+            what = "class indices" if lo == 0 else "class indices or -1 (end of the targets)"
+            raise ValueError(
+                f"target: expected {what} in [{lo}, {n_classes}), got {t[bad][0]}{where}"
+            )
+
+    return check
+
+
+def _multilabel_margin_check(named, opts):
+    x, t = named["input"], named["target"]
+    _margin_scores(x)
+    if t.kind not in "iu":
+        raise TypeError(
+            f"target: expected integer class indices padded with -1, got {t.describe()}"
+        )
+    allowed = [x.shape] if x.ndim else [(), (1,)]
+    if t.shape not in allowed:
+        raise ValueError(
+            f"target: expected class indices padded with -1 of the input's shape {x.shape}, "
+            f"got shape {t.shape}"
+        )
+    return x.shape[:1] if x.ndim == 2 else ()
+
+
+def _multilabel_soft_margin_check(named, opts):
+    x = named["input"]
+    if x.ndim == 0:
+        raise ValueError(f"input: expected shape (C,) or (N, C), got shape {x.shape}")
+    elementwise_check(named, opts)
+    return x.shape[:-1]
+
+
+def _margin_samples(name, multilabel):
+    def samples(rng, dtype):
+        shapes = {"2d": (6, 5), "unbatched": (5,)}
+        axes_opts = (
+            [{}] if multilabel
+            else [{}, {"p": 2}, {"margin": 0.5, "weight": True}, {"p": 2, "margin": 2.0, "weight": True}]
+        )
+        for shape_name, shape in shapes.items():
+            full = shape_name == "2d"
+            for g in grid(extra=axes_opts, reduction=REDUCTIONS if full else ("mean", "none"),
+                          sw=(False, True)):
+                x = (rng.normal(size=shape) * 1.5).astype(dtype)
+                c = shape[-1]
+                opts = {"reduction": g["reduction"], **g["extra"]}
+                if opts.get("weight") is True:
+                    opts["weight"] = positive(rng, (c,), dtype)
+                t = _margin_targets(rng, shape, multilabel)
+                loss_shape = (shape[0],) if full else ()
+                sw = loss_shape_weight(rng, loss_shape, dtype) if g["sw"] else None
+                yield Sample(case_id(f"{name}[{shape_name}]", {**opts, "sw": g["sw"]}),
+                             (x, t), opts, sw)
+        # exact ties at the hinge (margin - x_t + x_i == 0): no gradient (torch tests z > 0)
+        x = np.array([[1.0, 0.0, 2.0, 1.0], [0.5, -0.5, 1.5, 0.5], [3.0, 2.0, 2.0, 2.5]], dtype)
+        t = (np.array([[2, -1, 0, 0], [2, 0, -1, 0], [0, 3, -1, 0]]) if multilabel
+             else np.array([2, 2, 0]))
+        for opts in ([{}] if multilabel else [{}, {"p": 2}]):
+            yield Sample(case_id(f"{name}[ties]", opts), (x, t), opts)
+        if multilabel:
+            # targets after the first -1 are ignored; repeated targets count twice
+            t = np.array([[3, 3, -1, 1], [-1, 0, 1, 2], [0, 1, 2, 3]])
+            yield Sample(f"{name}[prefix-and-repeats,none]", (x, t), {"reduction": "none"})
+        xi = np.array([[np.inf, 0.0, 1.0, 2.0], [1.0, -np.inf, 0.5, 0.0]], dtype)
+        ti = np.array([[1, -1, 0, 0], [2, -1, 0, 0]]) if multilabel else np.array([1, 2])
+        yield Sample(f"{name}[inf,none]", (xi, ti), {"reduction": "none"})
+        xs = (rng.normal(size=(3, 4))).astype(dtype)
+        ts = _margin_targets(rng, (3, 4), multilabel)
+        for empty in ("nan", "zero"):
+            yield Sample(f"{name}[zero-sample-weights,empty={empty}]", (xs, ts),
+                         {"empty_reduction": empty}, np.zeros(3, dtype))
+        t0 = np.zeros((0, 4), np.int64) if multilabel else np.zeros(0, np.int64)
+        for red in ("mean", "sum"):
+            # on an empty batch torch's kernels return uninitialised memory for "sum" (and
+            # multilabel_margin's "mean"; multi_margin's "mean" is 0): the contract's mean is
+            # NaN, its sum 0
+            yield Sample(f"{name}[empty-batch,{red}]", (np.zeros((0, 4), dtype), t0),
+                         {"reduction": red}, contract_reference=True)
+
+    return samples
+
+
+def _margin_targets(rng, shape, multilabel):
+    c = shape[-1]
+    lead = shape[:-1]
+    if not multilabel:
+        return rng.integers(0, c, size=lead).astype(np.int64)
+    t = np.full(shape, -1, np.int64)
+    for idx in np.ndindex(*lead):
+        k = int(rng.integers(0, c + 1))
+        t[idx][:k] = rng.permutation(c)[:k]
+    return t
+
+
+def _margin_random(name, multilabel):
+    def random_sample(rng, dtype):
+        c = int(rng.integers(1, 6))
+        batched = rng.random() < 0.8
+        shape = (int(rng.integers(0, 5)), c) if batched else (c,)
+        x = (rng.normal(size=shape) * 2).astype(dtype)
+        if x.size > 1 and rng.random() < 0.5:
+            x = np.round(x * 2) / 2  # halves: ties at the hinge happen
+        t = _margin_targets(rng, shape, multilabel)
+        opts = {"reduction": str(rng.choice(REDUCTIONS))}
+        if not multilabel:
+            opts["p"] = int(rng.choice([1, 2]))
+            opts["margin"] = float(rng.choice([0.0, 1.0, 1.5, -0.5]))
+            if rng.random() < 0.5:
+                opts["weight"] = positive(rng, (c,), dtype, 0.0, 2.0)
+        if rng.random() < 0.3:
+            opts["empty_reduction"] = "zero"
+        sw = loss_shape_weight(rng, shape[:1] if batched else (), dtype) if rng.random() < 0.5 else None
+        empty = batched and shape[0] == 0 and opts["reduction"] != "none"
+        return Sample(case_id(f"{name}[random]", opts), (x.astype(dtype), t), opts, sw,
+                      contract_reference=empty)
+
+    return random_sample
+
+
+def _soft_samples(name, multilabel):
+    def samples(rng, dtype):
+        shapes = {"2d": (5, 4), "1d": (6,)} if multilabel else {"2d": (5, 4), "1d": (7,), "3d": (2, 3, 4)}
+        for shape_name, shape in shapes.items():
+            full = shape_name == "2d"
+            weights = ("none", "full", "bcast") if multilabel and full else ("none",)
+            for g in grid(weight=weights, reduction=REDUCTIONS if full else ("mean", "none"),
+                          sw=(False, True)):
+                x = (rng.normal(size=shape) * 2).astype(dtype)
+                if multilabel:
+                    t = rng.uniform(0, 1, size=shape).astype(dtype)
+                    t[..., 0] = np.round(t[..., 0])
+                else:
+                    t = rng.choice([-1.0, 1.0], size=shape).astype(dtype)
+                opts = {"reduction": g["reduction"]}
+                if g["weight"] == "full":
+                    opts["weight"] = positive(rng, shape, dtype)
+                elif g["weight"] == "bcast":
+                    opts["weight"] = positive(rng, shape[-1:], dtype)
+                loss_shape = shape[:-1] if multilabel else shape
+                sw = loss_shape_weight(rng, loss_shape, dtype) if g["sw"] else None
+                yield Sample(case_id(f"{name}[{shape_name}]", {**opts, "sw": g["sw"]}),
+                             (x, t), opts, sw)
+        # extreme logits, targets outside {-1, 1} (torch computes the formula as is), inf, NaN
+        x = np.array([[-1e3, 1e3, 0.0, 2.0, 50.0, -50.0, np.inf, np.nan]], dtype)
+        t = np.array([[1.0, 1.0, 0.5, -3.0, -1.0, 1.0, 1.0, -1.0]], dtype)
+        if multilabel:
+            t = np.clip(t, 0.0, 1.0).astype(dtype)
+        yield Sample(f"{name}[extremes,none]", (x, t), {"reduction": "none"})
+        for empty in ("nan", "zero"):
+            xs, ts = x[:, :4], t[:, :4]
+            sw_shape = (1,) if multilabel else (1, 4)
+            yield Sample(f"{name}[zero-sample-weights,empty={empty}]", (xs, ts),
+                         {"empty_reduction": empty}, np.zeros(sw_shape, dtype))
+        yield Sample(f"{name}[empty-batch]", (np.zeros((0, 3), dtype), np.zeros((0, 3), dtype)), {})
+
+    return samples
+
+
+def _soft_random(name, multilabel):
+    def random_sample(rng, dtype):
+        ndim = int(rng.integers(1, 4)) if multilabel else int(rng.integers(0, 4))
+        shape = tuple(int(d) for d in rng.integers(0, 5, size=ndim))
+        if multilabel:
+            shape = shape[:-1] + (max(shape[-1], 1),)
+        x = (rng.normal(size=shape) * 4).astype(dtype)
+        if multilabel:
+            t = rng.uniform(0, 1, size=shape).astype(dtype)
+        else:
+            t = rng.choice([-1.0, 1.0, 0.5, 2.0], size=shape).astype(dtype)
+        opts = {"reduction": str(rng.choice(REDUCTIONS))}
+        if multilabel and rng.random() < 0.5:
+            opts["weight"] = positive(rng, shape[int(rng.integers(0, len(shape))):], dtype, 0.0, 2.0)
+        if rng.random() < 0.3:
+            opts["empty_reduction"] = "zero"
+        loss_shape = shape[:-1] if multilabel else shape
+        sw = loss_shape_weight(rng, loss_shape, dtype) if rng.random() < 0.5 else None
+        return Sample(case_id(f"{name}[random]", opts), (x, t), opts, sw)
+
+    return random_sample
+
+
+def _ref_multi_margin(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.multi_margin_loss(
+        x, t.long(), p=opts["p"], margin=opts["margin"], weight=opts["weight"], reduction=reduction
+    )
+
+
+def _ref_multilabel_margin(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.multilabel_margin_loss(x, t.long(), reduction=reduction)
+
+
+def _ref_soft_margin(torch, inputs, opts, reduction):
+    return torch.nn.functional.soft_margin_loss(*inputs, reduction=reduction)
+
+
+def _ref_multilabel_soft_margin(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.multilabel_soft_margin_loss(x, t, weight=opts["weight"],
+                                                           reduction=reduction)
+
+
+def _shape_normalizer(loss_shape):
+    def normalizer(inputs, opts):
+        shape = loss_shape(inputs)
+        return np.ones(shape), np.ones(shape)
+
+    return normalizer
+
+
+def _target_shape(inputs):
+    return inputs[1].shape
+
+
+def _rows(inputs):
+    x = inputs[0]
+    return x.shape[:1] if x.ndim == 2 else ()
+
+
+def _p_option(name, value):
+    value = integer(name, value)
+    if value not in (1, 2):
+        raise ValueError(f"{name}: expected 1 or 2 (as torch), got {value}")
+    return value
+
+
+MARGIN_SCORES = InputSpec("input", "scores, shape (C,) or (N, C)")
+
+register(
+    LossSpec(
+        name="multi_margin",
+        family=FAMILY,
+        summary="Multi-class hinge loss (a margin between the target's score and each other's).",
+        aliases=("multi_margin_loss", "MultiMarginLoss"),
+        inputs=(
+            MARGIN_SCORES,
+            InputSpec("target", "integer class indices, shape (N,) (() or (1,) for a (C,) input)",
+                      differentiable=False),
+        ),
+        options=(
+            Option("p", 1, "the hinge's power", _p_option, allowed="1 | 2"),
+            Option("margin", 1.0, "the margin", real(), allowed="float"),
+            Option("weight", None, "per-class weights, shape (C,): the target's weight scales "
+                   "its sample's loss (not normalised)", array_option(ndim=1), kind="array",
+                   allowed="None | array (C,)"),
+        ),
+        formula=(
+            "l_n = sum_{i != y_n} w[y_n] * max(0, margin - x[n, y_n] + x[n, i])^p / C;\n"
+            "'mean' = mean over n (the weights are not normalised). The gradient at a tie "
+            "(margin - x_y + x_i == 0) is 0 (torch tests > 0)."
+        ),
+        reference_name="torch.nn.functional.multi_margin_loss (torch 2.13)",
+        notes=(
+            "On an empty batch torch's 'mean' is 0 and its 'sum' uninitialised memory; the "
+            "contract gives NaN (or 0 with empty_reduction='zero') and 0. Keras' categorical_hinge is a different loss (one margin "
+            "against the largest other score). int32 targets are accepted (torch needs int64)."
+        ),
+        check=_multi_margin_check,
+        check_values=_margin_index_values(0),
+        value_args=("target",),
+        samples=_margin_samples("multi_margin", multilabel=False),
+        random_sample=_margin_random("multi_margin", multilabel=False),
+        reference=_ref_multi_margin,
+        normalizer=_shape_normalizer(_target_shape),
+    )
+)
+
+register(
+    LossSpec(
+        name="multilabel_margin",
+        family=FAMILY,
+        summary="Multi-label hinge loss between each listed target class and every other class.",
+        aliases=("multilabel_margin_loss", "MultiLabelMarginLoss"),
+        inputs=(
+            MARGIN_SCORES,
+            InputSpec("target", "integer class indices, the input's shape, read up to the first "
+                      "-1 (the rest is padding)", differentiable=False),
+        ),
+        options=(),
+        formula=(
+            "J_n = the targets y[n, j] before the first -1; l_n = sum_{j in J_n} "
+            "sum_{i not in J_n} max(0, 1 - x[n, y[n, j]] + x[n, i]) / C;\n"
+            "'mean' = mean over n. A repeated target counts twice; the gradient at a tie is 0 "
+            "(torch tests > 0)."
+        ),
+        reference_name="torch.nn.functional.multilabel_margin_loss (torch 2.13)",
+        notes=(
+            "Every target entry, padding included, must be in [-1, C) (as torch checks). On an "
+            "empty batch torch's 'mean' and 'sum' read uninitialised memory; the contract gives "
+            "NaN (or 0 with empty_reduction='zero') and 0. Memory O(N C^2) on JAX (torch's kernel loops)."
+        ),
+        check=_multilabel_margin_check,
+        check_values=_margin_index_values(-1),
+        value_args=("target",),
+        samples=_margin_samples("multilabel_margin", multilabel=True),
+        random_sample=_margin_random("multilabel_margin", multilabel=True),
+        reference=_ref_multilabel_margin,
+        normalizer=_shape_normalizer(_rows),
+    )
+)
+
+register(
+    LossSpec(
+        name="soft_margin",
+        family=FAMILY,
+        summary="Two-class logistic loss on targets in {-1, 1}.",
+        aliases=("soft_margin_loss", "SoftMarginLoss"),
+        inputs=(
+            InputSpec("input", "scores, any shape"),
+            InputSpec("target", "targets, usually -1 or 1, the input's shape (floating; torch "
+                      "does not differentiate it)", differentiable=False),
+        ),
+        options=(),
+        formula=(
+            "l = log(1 + exp(-t * x)), computed as torch does, log1p(exp(-t x)): it overflows "
+            "to inf (gradient NaN) where -t x > ~709 (float64) or ~88 (float32)."
+        ),
+        reference_name="torch.nn.functional.soft_margin_loss (torch 2.13)",
+        notes=(
+            "Not softplus: like torch, the value overflows for very negative margins. Targets "
+            "other than -1 and 1 are used as they are. A target of another shape is an error "
+            "(torch broadcasts)."
+        ),
+        check=elementwise_check,
+        samples=_soft_samples("soft_margin", multilabel=False),
+        random_sample=_soft_random("soft_margin", multilabel=False),
+        reference=_ref_soft_margin,
+        normalizer=_ones_normalizer,
+    )
+)
+
+register(
+    LossSpec(
+        name="multilabel_soft_margin",
+        family=FAMILY,
+        summary="Multi-label one-versus-all logistic loss, averaged over the classes.",
+        aliases=("multilabel_soft_margin_loss", "MultiLabelSoftMarginLoss"),
+        inputs=(
+            InputSpec("input", "logits, shape (C,) or (N, C) (or (N, ..., C): classes last)"),
+            InputSpec("target", "targets in [0, 1], the input's shape"),
+        ),
+        options=(
+            Option("weight", None, "weights broadcast to the input (usually per class, (C,)); "
+                   "not normalised", array_option(), kind="array",
+                   allowed="None | array broadcasting to input"),
+        ),
+        formula=(
+            "l_n = -sum_c w_c * (t[n, c] log_sigmoid(x[n, c]) + (1 - t[n, c]) "
+            "log_sigmoid(-x[n, c])) / C;\n'mean' = mean over n (the weights are not normalised)."
+        ),
+        reference_name="torch.nn.functional.multilabel_soft_margin_loss (torch 2.13)",
+        notes=(
+            "Equals binary_cross_entropy_with_logits averaged over the last axis (Keras' "
+            "binary_crossentropy(from_logits=True) without its clipping). A target of another "
+            "shape is an error (torch broadcasts)."
+        ),
+        check=_multilabel_soft_margin_check,
+        samples=_soft_samples("multilabel_soft_margin", multilabel=True),
+        random_sample=_soft_random("multilabel_soft_margin", multilabel=True),
+        reference=_ref_multilabel_soft_margin,
+        normalizer=_shape_normalizer(lambda inputs: inputs[0].shape[:-1]),
     )
 )

@@ -132,3 +132,73 @@ def binary_cross_entropy_with_logits(input, target, *, weight=None, pos_weight=N
     if weight is not None:
         loss = loss * weight.astype(loss.dtype)
     return Terms(loss)
+
+
+# ---------------------------------------------------------------------------------------------
+# margin losses
+
+
+def _hinge(z):
+    """max(z, 0) whose gradient at z == 0 is 0: torch's multi/multilabel margin kernels test
+    z > 0 strictly (jnp.maximum would pass half the gradient at a tie)."""
+    return jnp.where(z > 0, z, 0.0)
+
+
+def _as_batch(input, target):
+    """(N, C) scores and (N, k) targets from torch's accepted ranks (0-d, (C,) or (N, C))."""
+    n = input.shape[0] if input.ndim == 2 else 1
+    c = input.shape[-1] if input.ndim else 1
+    k = target.size // n if n else (target.shape[-1] if target.ndim == 2 else 1)
+    return input.reshape(n, c), target.reshape(n, k)
+
+
+def multi_margin(input, target, *, p=1, margin=1.0, weight=None):
+    x, t = _as_batch(input, target)
+    n_classes = x.shape[1]
+    t = t[:, 0]
+    in_range = (t >= 0) & (t < n_classes)
+    safe = jnp.where(in_range, t, 0)
+    x_t = jnp.take_along_axis(x, safe[:, None], axis=1)
+    z = _hinge(margin - x_t + x)
+    h = z if p == 1 else z * z
+    others = jnp.arange(n_classes)[None, :] != safe[:, None]
+    loss = jnp.sum(jnp.where(others, h, 0.0), axis=1) / n_classes
+    if weight is not None:
+        loss = loss * jnp.take(weight.astype(loss.dtype), safe)
+    # an out-of-range class index (reachable only under a trace) is NaN, gradient too
+    loss = loss * jnp.where(in_range, 1.0, jnp.nan)
+    return Terms(loss.reshape(target.shape))
+
+
+def multilabel_margin(input, target):
+    x, t = _as_batch(input, target)
+    n_classes = x.shape[1]
+    in_range = (t >= -1) & (t < n_classes)
+    # the targets of a row are read up to its first -1
+    listed = jnp.cumprod((t != -1).astype(jnp.int32), axis=1).astype(bool)
+    safe = jnp.where(listed & in_range, t, 0)
+    is_target = jnp.any(
+        (safe[:, :, None] == jnp.arange(n_classes)[None, None, :]) & listed[:, :, None], axis=1
+    )
+    x_t = jnp.take_along_axis(x, safe, axis=1)  # (N, C): the score of the j-th listed target
+    z = _hinge(1.0 - x_t[:, :, None] + x[:, None, :])  # (N, j, i)
+    z = jnp.where(listed[:, :, None] & ~is_target[:, None, :], z, 0.0)
+    loss = jnp.sum(z, axis=(1, 2)) / n_classes
+    loss = loss * jnp.where(jnp.all(in_range, axis=1), 1.0, jnp.nan)
+    return Terms(loss.reshape(input.shape[:-1] if input.ndim == 2 else ()))
+
+
+def soft_margin(input, target):
+    dtype = jnp.result_type(input, target)
+    x, t = input.astype(dtype), target.astype(dtype)
+    # torch's kernel: log1p(exp(-t x)), which overflows to inf (it is not softplus)
+    return Terms(jnp.log1p(jnp.exp(-t * x)))
+
+
+def multilabel_soft_margin(input, target, *, weight=None):
+    dtype = jnp.result_type(input, target)
+    x, t = input.astype(dtype), target.astype(dtype)
+    loss = -(t * jax.nn.log_sigmoid(x) + (1 - t) * jax.nn.log_sigmoid(-x))
+    if weight is not None:
+        loss = loss * weight.astype(dtype)
+    return Terms(jnp.sum(loss, axis=-1) / x.shape[-1])

@@ -75,3 +75,41 @@ def binary_cross_entropy_with_logits(input, target, *, reduction, weight=None, p
         reduction=reduction or "none",
     )
     return loss if reduction is not None else Terms(loss)
+
+
+def _empty_batch(reduction, input):
+    # on an empty batch, torch's margin kernels return uninitialised memory for "sum" (and for
+    # multilabel_margin's "mean"; multi_margin's "mean" is 0): the contract reduces it instead
+    empty = input.ndim == 2 and input.shape[0] == 0
+    return None if empty and reduction != "none" else reduction
+
+
+def multi_margin(input, target, *, reduction, p=1, margin=1.0, weight=None):
+    reduction = _empty_batch(reduction, input)
+    loss = F.multi_margin_loss(input, _long(target), p=p, margin=margin,
+                               weight=_cast(weight, input), reduction=reduction or "none")
+    return loss if reduction is not None else Terms(loss)
+
+
+def multilabel_margin(input, target, *, reduction):
+    reduction = _empty_batch(reduction, input)
+    loss = F.multilabel_margin_loss(input, _long(target), reduction=reduction or "none")
+    return loss if reduction is not None else Terms(loss)
+
+
+def soft_margin(input, target, *, reduction):
+    input, target = promote(input, target)
+    loss = F.soft_margin_loss(input, target, reduction=reduction or "none")
+    return loss if reduction is not None else Terms(loss)
+
+
+def multilabel_soft_margin(input, target, *, reduction, weight=None):
+    input, target = promote(input, target)
+    loss = F.multilabel_soft_margin_loss(input, target, weight=_cast(weight, input),
+                                         reduction=reduction or "none")
+    return loss if reduction is not None else Terms(loss)
+
+
+def _long(target):
+    # torch's margin kernels take int64 only
+    return target if target.dtype == torch.int64 else target.long()

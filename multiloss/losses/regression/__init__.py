@@ -1,12 +1,31 @@
-"""Regression losses: mse, l1, smooth_l1, huber. Specs only; implementations in ``_jax.py``
-and ``_torch.py``."""
+"""Regression losses: mse, l1, smooth_l1, huber, poisson_nll, gaussian_nll. Specs only;
+implementations in ``_jax.py`` and ``_torch.py``."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..._registry import InputSpec, LossSpec, Option, Sample, array_option, real, register
-from .._common import REDUCTIONS, case_id, elementwise_check, grid, loss_shape_weight, positive
+from ..._registry import (
+    InputSpec,
+    LossSpec,
+    Option,
+    Sample,
+    array_option,
+    boolean,
+    real,
+    register,
+)
+from .._common import (
+    REDUCTIONS,
+    case_id,
+    check_broadcasts,
+    elementwise_check,
+    expect_float,
+    expect_same_shape,
+    grid,
+    loss_shape_weight,
+    positive,
+)
 
 FAMILY = "regression"
 
@@ -195,5 +214,269 @@ register(LossSpec(
     samples=_samples("huber", lambda e: [e.get("delta", 1.0)], ({}, {"delta": 0.25})),
     random_sample=_random("huber", lambda rng: {"delta": float(rng.choice([0.1, 1.0, 3.0]))}),
     reference=_ref("huber_loss", "delta"),
+    normalizer=_normalizer_ones,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# probabilistic regression: poisson_nll, gaussian_nll
+
+
+def _poisson_check(named, opts):
+    x, t = named["input"], named["target"]
+    expect_float("input", x)
+    if t.kind not in "fiu":
+        raise TypeError(f"target: expected counts (a floating or integer array), got {t.describe()}")
+    expect_same_shape("target", t, "input", x)
+    return x.shape
+
+
+def _poisson_samples(rng, dtype):
+    shapes = {"1d": (7,), "2d": (5, 4), "3d": (2, 3, 4)}
+    for shape_name, shape in shapes.items():
+        full_grid = shape_name == "2d"
+        axes = dict(
+            log_input=(True, False),
+            full=(False, True),
+            reduction=REDUCTIONS if full_grid else ("mean", "none"),
+            sw=(False, True) if full_grid else (False,),
+        )
+        for g in grid(**axes):
+            t = rng.poisson(2.0, size=shape).astype(dtype)
+            t.flat[::3] += 0.5  # non-integer counts too
+            x = rng.normal(size=shape) if g["log_input"] else rng.uniform(0.1, 4.0, size=shape)
+            opts = {"reduction": g["reduction"], "log_input": g["log_input"], "full": g["full"]}
+            sw = loss_shape_weight(rng, shape, dtype) if g["sw"] else None
+            yield Sample(case_id(f"poisson_nll[{shape_name}]", {**opts, "sw": g["sw"]}),
+                         (x.astype(dtype), t), opts, sw)
+    # the Stirling term only where t > 1 (its masked gradient is NaN at t <= 0, as in torch);
+    # a rate of exactly 0 (log(0 + eps)); eps; large and infinite inputs; integer counts
+    t = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 10.0], dtype)
+    xr = np.array([0.0, 0.5, 1.0, 2.0, 0.0, 3.0, 9.0], dtype)
+    xl = np.array([-1.0, 0.5, 30.0, -30.0, 0.0, 1.0, 2.0], dtype)
+    for full in (False, True):
+        for eps in (1e-8, 0.5):
+            yield Sample(case_id("poisson_nll[edges,rate]", {"full": full, "eps": eps}), (xr, t),
+                         {"reduction": "none", "log_input": False, "full": full, "eps": eps})
+        yield Sample(case_id("poisson_nll[edges,log]", {"full": full}), (xl, t),
+                     {"reduction": "none", "full": full})
+    yield Sample("poisson_nll[inf,none]", (np.array([np.inf, -np.inf, 1.0], dtype),
+                                           np.array([1.0, 1.0, np.inf], dtype)), {"reduction": "none"})
+    counts = np.array([[0, 1, 2, 7], [3, 0, 1, 4]], np.int64)
+    xi = rng.normal(size=counts.shape).astype(dtype)
+    for full in (False, True):
+        yield Sample(case_id("poisson_nll[integer-target]", {"full": full}), (xi, counts),
+                     {"full": full})
+    for empty in ("nan", "zero"):
+        yield Sample(f"poisson_nll[zero-sample-weights,empty={empty}]", (xi, counts),
+                     {"empty_reduction": empty}, np.zeros(counts.shape, dtype))
+    yield Sample("poisson_nll[empty-batch]", (np.zeros((0, 2), dtype), np.zeros((0, 2), dtype)), {})
+
+
+def _poisson_random(rng, dtype):
+    shape = tuple(int(d) for d in rng.integers(0, 5, size=int(rng.integers(0, 4))))
+    opts = {"reduction": str(rng.choice(REDUCTIONS)), "log_input": bool(rng.random() < 0.5),
+            "full": bool(rng.random() < 0.5)}
+    if rng.random() < 0.3:
+        opts["eps"] = float(rng.choice([1e-3, 1.0]))
+    x = rng.normal(size=shape) * 2 if opts["log_input"] else rng.uniform(0.0, 5.0, size=shape)
+    t = rng.poisson(1.5, size=shape).astype(dtype)
+    if rng.random() < 0.5:
+        t = t + rng.uniform(0, 1, size=shape).astype(dtype)
+    if rng.random() < 0.3:
+        opts["empty_reduction"] = "zero"
+    sw = loss_shape_weight(rng, shape, dtype) if rng.random() < 0.5 else None
+    return Sample(case_id("poisson_nll[random]", opts), (x.astype(dtype), t.astype(dtype)), opts, sw)
+
+
+def _ref_poisson(torch, inputs, opts, reduction):
+    x, t = inputs
+    if not t.is_floating_point():
+        t = t.to(x.dtype)  # the documented deviation: integer counts in the input's dtype
+    return torch.nn.functional.poisson_nll_loss(
+        x, t, log_input=opts["log_input"], full=opts["full"], eps=opts["eps"], reduction=reduction
+    )
+
+
+def _gaussian_var_ok(x_shape, v_shape) -> bool:
+    if v_shape == x_shape or len(v_shape) == 0:
+        return True
+    if v_shape == x_shape[:-1]:
+        return True
+    if len(v_shape) != len(x_shape):
+        return False
+    # torch's rule: the sizes of var in the dimensions that differ sum to 1 (one dimension of
+    # size 1)
+    return sum(v for a, v in zip(x_shape, v_shape) if a != v) == 1
+
+
+def _gaussian_check(named, opts):
+    x, t, v = named["input"], named["target"], named["var"]
+    expect_float("input", x)
+    expect_float("target", t)
+    expect_float("var", v, "a floating-point array of variances")
+    check_broadcasts("target", t.shape, x.shape)
+    if not _gaussian_var_ok(x.shape, v.shape):
+        raise ValueError(
+            f"var: expected the input's shape {x.shape}, the input's shape without its last "
+            f"dimension {x.shape[:-1]}, the input's shape with one dimension of size 1, or a "
+            f"scalar, got shape {v.shape}"
+        )
+    return x.shape
+
+
+def _gaussian_values(values, infos, opts):
+    v = values.get("var")
+    if v is None or v.size == 0:
+        return
+    neg = v < 0
+    if neg.any():
+        pos = tuple(int(i) for i in np.argwhere(neg)[0])
+        where = f" at index {pos}" if pos else ""
+        raise ValueError(f"var: expected non-negative variances, got {v[neg][0]}{where}")
+
+
+def _gaussian_samples(rng, dtype):
+    cases = {
+        "2d": ((5, 4), {"full": (5, 4), "last": (5,), "ones": (5, 1), "rows": (1, 4), "scalar": ()}),
+        "3d": ((2, 3, 4), {"full": (2, 3, 4), "mid": (2, 1, 4), "last": (2, 3), "scalar": ()}),
+        "1d": ((6,), {"full": (6,), "one": (1,), "scalar": ()}),
+    }
+    for shape_name, (shape, var_shapes) in cases.items():
+        full_grid = shape_name == "2d"
+        for g in grid(var=tuple(var_shapes), full=(False, True),
+                      reduction=REDUCTIONS if full_grid else ("mean", "none"),
+                      sw=(False, True) if full_grid else (False,)):
+            if not full_grid and g["full"] and g["var"] != "full":
+                continue
+            x = rng.normal(size=shape).astype(dtype)
+            t = rng.normal(size=shape).astype(dtype)
+            v = rng.uniform(0.1, 3.0, size=var_shapes[g["var"]]).astype(dtype)
+            opts = {"reduction": g["reduction"], "full": g["full"]}
+            sw = loss_shape_weight(rng, shape, dtype) if g["sw"] else None
+            yield Sample(case_id(f"gaussian_nll[{shape_name},var={g['var']}]",
+                                 {**opts, "sw": g["sw"]}), (x, t, v), opts, sw)
+    # the clamp at eps: the value at the clamped variance, the gradient straight through;
+    # a target broadcast along a dimension; infinite and NaN variances
+    x = np.array([[1.0, 2.0, 0.5], [3.0, 4.0, -1.0]], dtype)
+    t = np.array([[0.0, 2.5, 0.5], [3.0, 1.0, 2.0]], dtype)
+    v = np.array([[1e-8, 0.5, 0.0], [1e-6, 2.0, 1e-7]], dtype)
+    for eps in (1e-6, 0.25):
+        yield Sample(case_id("gaussian_nll[clamp]", {"eps": eps}), (x, t, v),
+                     {"reduction": "none", "eps": eps})
+    yield Sample("gaussian_nll[target-broadcast]", (x, t[:, :1], v + 0.5), {"reduction": "sum"})
+    vi = np.array([[np.inf, 1.0, 1.0], [np.nan, 1.0, 2.0]], dtype)
+    yield Sample("gaussian_nll[inf-nan-var,none]", (x, t, vi), {"reduction": "none"})
+    for empty in ("nan", "zero"):
+        yield Sample(f"gaussian_nll[zero-sample-weights,empty={empty}]", (x, t, v + 1.0),
+                     {"empty_reduction": empty}, np.zeros(x.shape, dtype))
+    z = np.zeros((0, 3), dtype)
+    yield Sample("gaussian_nll[empty-batch]", (z, z, np.ones((0, 3), dtype)), {})
+
+
+def _gaussian_random(rng, dtype):
+    ndim = int(rng.integers(1, 4))
+    shape = tuple(int(d) for d in rng.integers(1, 5, size=ndim))
+    kind = str(rng.choice(["full", "last", "one", "scalar"]))
+    if kind == "full":
+        vshape = shape
+    elif kind == "last":
+        vshape = shape[:-1]
+    elif kind == "scalar":
+        vshape = ()
+    else:
+        k = int(rng.integers(0, ndim))
+        vshape = shape[:k] + (1,) + shape[k + 1:]
+    x = (rng.normal(size=shape) * 2).astype(dtype)
+    t = (rng.normal(size=shape) * 2).astype(dtype)
+    v = rng.uniform(0.0, 3.0, size=vshape).astype(dtype)
+    if v.size and rng.random() < 0.3:
+        v.flat[0] = 0.0  # clamped
+    opts = {"reduction": str(rng.choice(REDUCTIONS)), "full": bool(rng.random() < 0.5)}
+    if rng.random() < 0.3:
+        opts["eps"] = float(rng.choice([1e-3, 0.5]))
+    if rng.random() < 0.3:
+        opts["empty_reduction"] = "zero"
+    sw = loss_shape_weight(rng, shape, dtype) if rng.random() < 0.5 else None
+    return Sample(case_id(f"gaussian_nll[random,var={kind}]", opts), (x, t, v), opts, sw)
+
+
+def _ref_gaussian(torch, inputs, opts, reduction):
+    x, t, v = inputs
+    if v.ndim == 0:  # torch takes a Python float here: the same as a var of the input's shape
+        v = v.expand_as(x)
+    return torch.nn.functional.gaussian_nll_loss(x, t, v, full=opts["full"], eps=opts["eps"],
+                                                 reduction=reduction)
+
+
+register(LossSpec(
+    name="poisson_nll",
+    family=FAMILY,
+    summary="Negative log-likelihood of a Poisson distribution (counts given a rate).",
+    aliases=("poisson_nll_loss", "PoissonNLLLoss"),
+    inputs=(
+        InputSpec("input", "the log-rate (log_input=True) or the rate, any shape"),
+        InputSpec("target", "counts, the input's shape (floating, differentiable; or integer)"),
+    ),
+    options=(
+        Option("log_input", True, "the input is the log of the rate", boolean, allowed="bool"),
+        Option("full", False, "add the Stirling approximation of log(t!) where t > 1", boolean,
+               allowed="bool"),
+        Option("eps", 1e-8, "added to the rate inside the log when log_input=False", real(),
+               allowed="float"),
+    ),
+    formula=(
+        "log_input: l = exp(x) - t x;  else: l = x - t log(x + eps);\n"
+        "full: + (t log t - t + 0.5 log(2 pi t)) where t > 1, 0 elsewhere."
+    ),
+    reference_name="torch.nn.functional.poisson_nll_loss (torch 2.13)",
+    notes=(
+        "Keras' poisson takes the rate (like log_input=False) and adds eps=1e-7 inside the log, "
+        "averaging over the last axis. The gradient w.r.t. the target at t <= 0 with full=True "
+        "is NaN (torch's masked_fill passes 0 times an infinite derivative): multiloss keeps it. "
+        "Integer counts are cast to the input's dtype first (torch computes the Stirling term "
+        "of an integer target in its default dtype, float32, even for a float64 input)."
+    ),
+    check=_poisson_check,
+    samples=_poisson_samples,
+    random_sample=_poisson_random,
+    reference=_ref_poisson,
+    normalizer=_normalizer_ones,
+))
+
+register(LossSpec(
+    name="gaussian_nll",
+    family=FAMILY,
+    summary="Negative log-likelihood of a Gaussian with a predicted variance.",
+    aliases=("gaussian_nll_loss", "GaussianNLLLoss"),
+    inputs=(
+        InputSpec("input", "the predicted mean, any shape"),
+        InputSpec("target", "observations, the input's shape (or broadcasting to it)"),
+        InputSpec("var", "the predicted variance (>= 0): the input's shape, the input's shape "
+                  "without its last dimension, the input's shape with one dimension of size 1 "
+                  "(homoscedastic), or a scalar"),
+    ),
+    options=(
+        Option("full", False, "add the constant 0.5 log(2 pi)", boolean, allowed="bool"),
+        Option("eps", 1e-6, "the variance is clamped to at least eps (value only: the gradient "
+               "passes straight through the clamp, as in torch)", real(0.0), allowed="float >= 0"),
+    ),
+    formula=(
+        "v = max(var, eps) (no gradient through the clamp); l = 0.5 (log v + (x - t)^2 / v);\n"
+        "full: + 0.5 log(2 pi). d l / d var = 0.5 (1 / v - (x - t)^2 / v^2) at the clamped v."
+    ),
+    reference_name="torch.nn.functional.gaussian_nll_loss (torch 2.13)",
+    notes=(
+        "A negative variance raises (as torch) where var is concrete and gives NaN under a "
+        "trace. A 0-d var is accepted as torch accepts a Python float (torch rejects a 0-d "
+        "tensor for an input of rank > 1)."
+    ),
+    check=_gaussian_check,
+    check_values=_gaussian_values,
+    value_args=("var",),
+    value_kinds="f",
+    samples=_gaussian_samples,
+    random_sample=_gaussian_random,
+    reference=_ref_gaussian,
     normalizer=_normalizer_ones,
 ))

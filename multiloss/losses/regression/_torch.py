@@ -36,3 +36,23 @@ def smooth_l1(input, target, *, reduction, beta=1.0):
 
 def huber(input, target, *, reduction, delta=1.0, weight=None):
     return _weighted(F.huber_loss, input, target, reduction, weight, normalised=False, delta=delta)
+
+
+def poisson_nll(input, target, *, reduction, log_input=True, full=False, eps=1e-8):
+    if not target.is_floating_point():
+        target = target.to(input.dtype)  # torch would take log(t) of integers in float32
+    input, target = promote(input, target)
+    loss = F.poisson_nll_loss(input, target, log_input=log_input, full=full, eps=eps,
+                              reduction=reduction or "none")
+    return loss if reduction is not None else Terms(loss)
+
+
+def gaussian_nll(input, target, var, *, reduction, full=False, eps=1e-6):
+    input, target, var = promote(input, target, var)
+    if var.ndim == 0:
+        var = var.expand_as(input)  # torch takes a Python float here, not a 0-d tensor
+    loss = F.gaussian_nll_loss(input, target, var, full=full, eps=eps,
+                               reduction=reduction or "none")
+    if reduction is None:
+        loss = Terms(loss.expand_as(input) if loss.shape != input.shape else loss)
+    return loss
