@@ -1,0 +1,1 @@
+"""Benchmarks of multiloss against the libraries it matches (run as ``python -m benchmarks.NAME``)."""
