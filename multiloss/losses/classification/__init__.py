@@ -422,7 +422,7 @@ register(
         name="nll",
         family=FAMILY,
         summary="Negative log-likelihood of class indices under log-probabilities.",
-        aliases=("nll_loss", "NLLLoss", "negative_log_likelihood"),
+        aliases=("nll_loss", "NLLLoss", "NLLLoss2d", "negative_log_likelihood"),
         inputs=(
             InputSpec("input", "log-probabilities, shape (C,), (N, C) or (N, C, d1, ..., dk)"),
             InputSpec("target", "integer class indices, the input's shape without the class axis",
