@@ -1,0 +1,679 @@
+"""The JAX implementations: optax transforms whose updates are torch.optim's.
+
+One transform per optimizer instance, built by :func:`make` from a spec and bound
+hyperparameters. Its state mirrors torch's: a per-parameter ``step`` and torch's per-parameter
+buffers under torch's state names (``exp_avg``, ``momentum_buffer``, ...), each a pytree like
+the parameters, plus the update count that drives the schedule.
+
+Each update follows torch's single-tensor kernel (``torch/optim/<name>.py``,
+``_single_tensor_<name>``) operation by operation, in the parameter's dtype, with the scalar
+arithmetic torch does in Python doubles done in float64 under ``jax_enable_x64`` (float32
+otherwise), so that float64 runs agree with torch to rounding. ``updates`` are
+``new_param - param``; ``optax.apply_updates`` adds them back (one rounding, as any optax
+update).
+
+Parameters without a gradient are left alone as torch leaves a parameter whose ``.grad`` is
+None: no decay, no moment update, no step count. Express it with a ``None`` leaf in the
+gradient pytree (static: decided at trace time) or with ``has_grad=`` (a pytree of boolean
+scalars like the parameters, traced: decided per step inside one compiled update).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._registry import OptimizerSpec
+
+__all__ = ["LBFGSState", "TorchOptState", "clip_grad_norm", "clip_grad_value", "make"]
+
+
+class TorchOptState(NamedTuple):
+    """count: updates so far (the schedule's step, torch's ``last_epoch``); step: torch's
+    per-parameter ``state["step"]`` (a pytree of int32 like the parameters); buffers: torch's
+    per-parameter state by name, each a pytree like the parameters; schedule: the state of a
+    metric-driven schedule (ReduceLROnPlateau), else ()."""
+
+    count: Any
+    step: Any
+    buffers: dict
+    schedule: Any
+
+
+class LBFGSState(NamedTuple):
+    """torch's LBFGS state (global, over the flattened parameters): d, t, the (s, y) history
+    (``old_stps``, ``old_dirs``, ``ro``) as circular (history_size, n) arrays whose ``num_old``
+    valid rows start at row ``head`` (oldest first), H_diag, prev_flat_grad, prev_loss and
+    n_iter."""
+
+    count: Any
+    n_iter: Any
+    d: Any
+    t: Any
+    old_dirs: Any
+    old_stps: Any
+    ro: Any
+    num_old: Any
+    head: Any
+    H_diag: Any
+    prev_flat_grad: Any
+    prev_loss: Any
+    schedule: Any
+
+
+def _sdt():
+    """The dtype of torch's Python-double scalar arithmetic."""
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def _c(x, dt):
+    return jnp.asarray(x, dt)
+
+
+def _static(x) -> bool:
+    return isinstance(x, (int, float))
+
+
+def _lerp(start, end, weight, dt):
+    """torch.lerp with a scalar weight: start + w (end - start) for |w| < 0.5, else
+    end - (end - start) (1 - w)."""
+    w = _c(weight, dt)
+    small = start + w * (end - start)
+    large = end - (end - start) * (1 - w)
+    if _static(weight):
+        return small if abs(weight) < 0.5 else large
+    return jnp.where(jnp.abs(w) < 0.5, small, large)
+
+
+def _select(flag, a, b):
+    """``a if flag else b`` for a static bool or a traced one."""
+    if isinstance(flag, bool):
+        return a if flag else b
+    return jnp.where(flag, a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# per-parameter kernels: (g, p, buffers, t, h, dt) -> (new_p, new_buffers). t is this
+# parameter's step count after this step (sdt float), h the group's hyperparameters with the
+# scheduled lr (and momentum / beta1) as sdt scalars.
+
+
+def _grad(g, p, h, dt, decoupled=False):
+    """maximize and weight decay as torch applies them; returns (g, p after decoupled decay)."""
+    if h["maximize"]:
+        g = -g
+    wd = h["weight_decay"]
+    if wd != 0:
+        if decoupled:
+            p = p * _c(1 - h["lr"] * wd, dt)
+        else:
+            g = g + _c(wd, dt) * p
+    return g, p
+
+
+def _sgd(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt)
+    out = {}
+    mom = h["momentum"]
+    if "momentum_buffer" in b:
+        buf = b["momentum_buffer"]
+        new = buf * _c(mom, dt) + _c(1 - h["dampening"], dt) * g
+        new = jnp.where(t == 1, g, new)  # torch: the first buffer is the gradient itself
+        g_m = g + _c(mom, dt) * new if h["nesterov"] else new
+        active = mom != 0  # a bool, or a traced one under a momentum-cycling schedule
+        out["momentum_buffer"] = _select(active, new, buf)
+        g = _select(active, g_m, g)
+    return p + _c(-h["lr"], dt) * g, out
+
+
+def _adam(g, p, b, t, h, dt, decoupled=None):
+    decoupled = h.get("decoupled_weight_decay", True) if decoupled is None else decoupled
+    g, p = _grad(g, p, h, dt, decoupled)
+    b1, b2 = h["beta1"], h["beta2"]
+    m = _lerp(b["exp_avg"], g, 1 - b1, dt)
+    v = b["exp_avg_sq"] * _c(b2, dt) + (_c(1 - b2, dt) * g) * g
+    out = {"exp_avg": m, "exp_avg_sq": v}
+    bc1 = 1 - b1**t
+    bc2 = 1 - b2**t
+    step_size = h["lr"] / bc1
+    bc2_sqrt = bc2**0.5
+    if h["amsgrad"]:
+        vmax = jnp.maximum(b["max_exp_avg_sq"], v)
+        out["max_exp_avg_sq"] = vmax
+        denom = jnp.sqrt(vmax) / _c(bc2_sqrt, dt) + _c(h["eps"], dt)
+    else:
+        if "max_exp_avg_sq" in b:
+            out["max_exp_avg_sq"] = b["max_exp_avg_sq"]
+        denom = jnp.sqrt(v) / _c(bc2_sqrt, dt) + _c(h["eps"], dt)
+    return p + (_c(-step_size, dt) * m) / denom, out
+
+
+def _adamw(g, p, b, t, h, dt):
+    return _adam(g, p, b, t, h, dt, decoupled=True)
+
+
+def _rmsprop(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt)
+    alpha = h["alpha"]
+    sq = b["square_avg"] * _c(alpha, dt) + (_c(1 - alpha, dt) * g) * g
+    out = {"square_avg": sq}
+    if h["centered"]:
+        ga = _lerp(b["grad_avg"], g, 1 - alpha, dt)
+        out["grad_avg"] = ga
+        avg = jnp.sqrt(sq + (_c(-1.0, dt) * ga) * ga)
+    else:
+        if "grad_avg" in b:
+            out["grad_avg"] = b["grad_avg"]
+        avg = jnp.sqrt(sq)
+    avg = avg + _c(h["eps"], dt)
+    lr = h["lr"]
+    plain = p + (_c(-lr, dt) * g) / avg
+    if "momentum_buffer" not in b:
+        return plain, out
+    mom = h["momentum"]
+    buf = b["momentum_buffer"] * _c(mom, dt) + g / avg
+    with_m = p + _c(-lr, dt) * buf
+    active = mom > 0
+    out["momentum_buffer"] = _select(active, buf, b["momentum_buffer"])
+    return _select(active, with_m, plain), out
+
+
+def _adagrad(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt)
+    clr = h["lr"] / (1 + (t - 1) * h["lr_decay"])
+    s = b["sum"] + (_c(1.0, dt) * g) * g
+    std = jnp.sqrt(s) + _c(h["eps"], dt)
+    return p + (_c(-clr, dt) * g) / std, {"sum": s}
+
+
+def _adadelta(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt)
+    rho, eps = h["rho"], _c(h["eps"], dt)
+    sq = b["square_avg"] * _c(rho, dt) + (_c(1 - rho, dt) * g) * g
+    std = jnp.sqrt(sq + eps)
+    delta = jnp.sqrt(b["acc_delta"] + eps) / std * g
+    acc = b["acc_delta"] * _c(rho, dt) + (_c(1 - rho, dt) * delta) * delta
+    return p + _c(-h["lr"], dt) * delta, {"square_avg": sq, "acc_delta": acc}
+
+
+def _adamax(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt)
+    b1, b2 = h["beta1"], h["beta2"]
+    m = _lerp(b["exp_avg"], g, 1 - b1, dt)
+    u = jnp.maximum(b["exp_inf"] * _c(b2, dt), jnp.abs(g) + _c(h["eps"], dt))
+    clr = h["lr"] / (1 - b1**t)
+    return p + (_c(-clr, dt) * m) / u, {"exp_avg": m, "exp_inf": u}
+
+
+def _nadam(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt, h["decoupled_weight_decay"])
+    b1, b2, psi, lr = h["beta1"], h["beta2"], h["momentum_decay"], h["lr"]
+    bc2 = 1 - b2**t
+    mu = b1 * (1.0 - 0.5 * (0.96 ** (t * psi)))
+    mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * psi)))
+    mp_dt = b["mu_product"].dtype
+    mp = b["mu_product"] * _c(mu, mp_dt)  # torch: a tensor of the default dtype
+    mp_s = mp.astype(_sdt())
+    mp_next = mp_s * mu_next
+    m = _lerp(b["exp_avg"], g, 1 - b1, dt)
+    v = b["exp_avg_sq"] * _c(b2, dt) + (_c(1 - b2, dt) * g) * g
+    denom = jnp.sqrt(v / _c(bc2, dt)) + _c(h["eps"], dt)
+    p = p + (_c(-lr * (1.0 - mu) / (1.0 - mp_s), dt) * g) / denom
+    p = p + (_c((-lr * mu_next) / (1.0 - mp_next), dt) * m) / denom
+    return p, {"exp_avg": m, "exp_avg_sq": v, "mu_product": mp}
+
+
+def _radam(g, p, b, t, h, dt):
+    g, p = _grad(g, p, h, dt, h["decoupled_weight_decay"])
+    b1, b2, lr = h["beta1"], h["beta2"], h["lr"]
+    m = _lerp(b["exp_avg"], g, 1 - b1, dt)
+    v = b["exp_avg_sq"] * _c(b2, dt) + (_c(1 - b2, dt) * g) * g
+    bc1 = 1 - b1**t
+    bc2 = 1 - b2**t
+    corrected = m / _c(bc1, dt)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * (b2**t) / bc2
+    rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    adaptive = _c(bc2**0.5, dt) / (jnp.sqrt(v) + _c(h["eps"], dt))
+    rectified = p + _c(-1.0, dt) * (corrected * _c(lr, dt) * adaptive * _c(rect, dt))
+    plain = p + _c(-1.0, dt) * (corrected * _c(lr, dt))
+    return jnp.where(rho_t > 5.0, rectified, plain), {"exp_avg": m, "exp_avg_sq": v}
+
+
+KERNELS = {
+    "sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad,
+    "adadelta": _adadelta, "adamax": _adamax, "nadam": _nadam, "radam": _radam,
+}
+
+
+def _buffers_needed(spec: OptimizerSpec, groups: list[dict], cycles: bool) -> list[str]:
+    need = []
+    for key in spec.buffers:
+        if key == "max_exp_avg_sq" and not any(g["amsgrad"] for g in groups):
+            continue
+        if key == "grad_avg" and not any(g["centered"] for g in groups):
+            continue
+        if key == "momentum_buffer" and not (cycles or any(g["momentum"] != 0 for g in groups)):
+            continue
+        need.append(key)
+    return need
+
+
+# --------------------------------------------------------------------------------------------
+# gradient clipping, torch.nn.utils semantics
+
+
+def _vector_norm(x, p):
+    if p == math.inf:
+        return jnp.max(jnp.abs(x)) if x.size else jnp.zeros((), x.dtype)
+    if p == 2:
+        return jnp.sqrt(jnp.sum(x * x))
+    if p == 1:
+        return jnp.sum(jnp.abs(x))
+    return jnp.sum(jnp.abs(x) ** p) ** (1.0 / p)
+
+
+def _clip(grads: list, masks: list, clip) -> list:
+    """Clip the present gradients (``None``: no gradient; a False mask: none this step) as
+    torch's clip_grad_norm_ / clip_grad_value_ on the parameters that have a ``.grad``."""
+    if clip is None:
+        return grads
+    kind = clip[0]
+    if kind == "value":
+        v = clip[1]
+        return [None if g is None else jnp.clip(g, _c(-v, g.dtype), _c(v, g.dtype)) for g in grads]
+    max_norm, p = clip[1], clip[2]
+    present = [(i, g) for i, g in enumerate(grads) if g is not None]
+    if not present:
+        return grads
+    norms = []
+    for i, g in present:
+        n = _vector_norm(g, p)
+        if masks[i] is not None:
+            n = jnp.where(masks[i], n, jnp.zeros((), n.dtype))
+        norms.append(n)
+    dt = jnp.result_type(*norms)
+    total = _vector_norm(jnp.stack([n.astype(dt) for n in norms]), p)
+    coef = _c(max_norm, dt) / (total + _c(1e-6, dt))
+    coef = jnp.minimum(coef, _c(1.0, dt))
+    out = list(grads)
+    for i, g in present:
+        out[i] = g * coef.astype(g.dtype)
+    return out
+
+
+def _clip_spec(clip_grad_norm, norm_type, clip_grad_value):
+    if clip_grad_norm is not None:
+        return ("norm", float(clip_grad_norm), float(norm_type))
+    if clip_grad_value is not None:
+        return ("value", float(clip_grad_value))
+    return None
+
+
+def _flat(treedef, tree, name):
+    if tree is None:
+        return [None] * treedef.num_leaves
+    try:
+        return treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name}: expected a pytree with the parameters' structure "
+                         f"({treedef}), got {jax.tree_util.tree_structure(tree)}: {e}") from None
+
+
+def _standalone_clip(clip):
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None, *, has_grad=None, **extra):
+        del params, extra
+        leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=lambda x: x is None)
+        masks = _flat(treedef, has_grad, "has_grad")
+        out = _clip(leaves, masks, clip)
+        return jax.tree_util.tree_unflatten(treedef, out), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def clip_grad_norm(max_norm: float, norm_type: float = 2.0):
+    """torch.nn.utils.clip_grad_norm_ as an optax transform (see multiloss.optim)."""
+    return _standalone_clip(("norm", float(max_norm), float(norm_type)))
+
+
+def clip_grad_value(clip_value: float):
+    """torch.nn.utils.clip_grad_value_ as an optax transform (see multiloss.optim)."""
+    return _standalone_clip(("value", float(clip_value)))
+
+
+# --------------------------------------------------------------------------------------------
+# the transform
+
+
+class TorchTransform(optax.GradientTransformationExtraArgs):
+    """An optax.GradientTransformationExtraArgs carrying what built it: ``spec``,
+    ``param_groups`` (each group's bound hyperparameters), ``labels``, ``schedule``,
+    ``clip``."""
+
+
+def _check_real(spec, leaves):
+    for p in leaves:
+        if not jnp.issubdtype(jnp.result_type(p), jnp.floating):
+            raise TypeError(
+                f"{spec.name}: params: expected real floating-point arrays, got "
+                f"{jnp.result_type(p)} of shape {jnp.shape(p)} (torch steps complex parameters "
+                "as (real, imag) pairs: pass them as two real leaves)")
+
+
+def _group_index(labels, params, treedef, keys: list) -> list[int]:
+    n = treedef.num_leaves
+    if labels is None:
+        if len(keys) != 1:
+            raise ValueError(f"labels: {len(keys)} parameter groups need labels (a pytree like "
+                             "the parameters, or a function of them, naming each leaf's group)")
+        return [0] * n
+    if callable(labels):
+        labels = labels(params)
+    try:
+        flat = treedef.flatten_up_to(labels)
+    except (ValueError, TypeError):
+        if isinstance(labels, (list, tuple)) and len(labels) == n:
+            flat = list(labels)
+        else:
+            raise ValueError(
+                f"labels: expected a pytree with the parameters' structure ({treedef}) or a "
+                f"list of {n} labels in leaf order, got {labels!r}") from None
+    index = {k: i for i, k in enumerate(keys)}
+    out = []
+    for lab in flat:
+        try:
+            out.append(index[lab])
+        except (KeyError, TypeError):
+            raise ValueError(f"labels: unknown parameter group {lab!r}; groups are "
+                             f"{keys}") from None
+    return out
+
+
+def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, schedule=None,
+         clip=None) -> TorchTransform:
+    """The optax transform of ``spec`` for bound per-group hyperparameters ``groups`` (full
+    dicts), group labels ``keys``, leaf ``labels``, a schedule and a clip spec."""
+    if spec.name == "lbfgs":
+        return _make_lbfgs(spec, groups, keys, labels, schedule, clip)
+    kernel = KERNELS[spec.name]
+    cycles = schedule is not None and schedule.cycles_momentum
+    bound = schedule.bind([g["lr"] for g in groups]) if schedule is not None else None
+    needed = _buffers_needed(spec, groups, cycles)
+
+    def hyper(g, lrs, moms):
+        h = dict(groups[g])
+        h["lr"] = lrs[g]
+        if "betas" in h:
+            h["beta1"], h["beta2"] = h["betas"]
+        if moms is not None:
+            h["beta1" if spec.momentum_key == "betas" else "momentum"] = moms[g]
+        return h
+
+    def init(params):
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        _check_real(spec, leaves)
+        gi = _group_index(labels, params, treedef, keys)
+        buffers = {}
+        for key in needed:
+            if key == "mu_product":
+                vals = [jnp.ones((), groups[gi[i]]["mu_product_dtype"]) for i in range(len(leaves))]
+            elif key == "sum":
+                vals = [jnp.full(jnp.shape(p), groups[gi[i]]["initial_accumulator_value"],
+                                 jnp.result_type(p)) for i, p in enumerate(leaves)]
+            else:
+                vals = [jnp.zeros_like(p) for p in leaves]
+            buffers[key] = jax.tree_util.tree_unflatten(treedef, vals)
+        steps = jax.tree_util.tree_unflatten(treedef, [jnp.zeros((), jnp.int32) for _ in leaves])
+        sched = bound.init(_sdt()) if bound is not None else ()
+        return TorchOptState(jnp.zeros((), jnp.int32), steps, buffers, sched)
+
+    def update(updates, state, params=None, *, has_grad=None, metrics=None, **extra):
+        del extra
+        if params is None:
+            raise ValueError(f"{spec.name}: params: the update needs the parameters (as "
+                             "torch's step reads them), got None")
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        grads = _flat(treedef, updates, "updates")
+        masks = _flat(treedef, has_grad, "has_grad")
+        gi = _group_index(labels, params, treedef, keys)
+        grads = _clip(grads, masks, clip)
+        sdt = _sdt()
+        t_sched = state.count.astype(sdt)
+        if bound is not None:
+            lrs = bound.lrs(state.schedule, t_sched)
+            moms = bound.momenta(state.schedule, t_sched)
+        else:
+            lrs = [_c(g["lr"], sdt) for g in groups]
+            moms = None
+        hs = [hyper(g, lrs, moms) for g in range(len(groups))]
+        steps = treedef.flatten_up_to(state.step)
+        bufs = {k: treedef.flatten_up_to(v) for k, v in state.buffers.items()}
+        deltas, new_steps = [], []
+        new_bufs = {k: [] for k in bufs}
+        for i, (g, p) in enumerate(zip(grads, leaves)):
+            old = {k: bufs[k][i] for k in bufs}
+            if g is None:
+                deltas.append(jnp.zeros_like(p))
+                new_steps.append(steps[i])
+                for k in bufs:
+                    new_bufs[k].append(old[k])
+                continue
+            dt = jnp.result_type(p)
+            g = jnp.asarray(g, dt)
+            step = steps[i] + 1
+            new_p, out = kernel(g, p, old, step.astype(sdt), hs[gi[i]], dt)
+            delta = new_p - p
+            m = masks[i]
+            if m is not None:
+                delta = jnp.where(m, delta, jnp.zeros_like(delta))
+                step = jnp.where(m, step, steps[i])
+                out = {k: jnp.where(m, v, old[k]) for k, v in out.items()}
+            deltas.append(delta)
+            new_steps.append(step)
+            for k in bufs:
+                new_bufs[k].append(out.get(k, old[k]))
+        sched_state = state.schedule
+        if bound is not None and metrics is not None:
+            sched_state = bound.step(sched_state, metrics)
+        new_state = TorchOptState(
+            state.count + 1,
+            jax.tree_util.tree_unflatten(treedef, new_steps),
+            {k: jax.tree_util.tree_unflatten(treedef, v) for k, v in new_bufs.items()},
+            sched_state,
+        )
+        return jax.tree_util.tree_unflatten(treedef, deltas), new_state
+
+    return TorchTransform(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+# LBFGS
+
+
+def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
+    if len(groups) != 1:
+        raise ValueError("lbfgs: param_groups: LBFGS doesn't support per-parameter options "
+                         f"(parameter groups), got {len(groups)} groups (as torch)")
+    h = groups[0]
+    if h["line_search_fn"] is not None:
+        raise ValueError(f"lbfgs: line_search_fn: expected None on the jax backend (torch's "
+                         f"fixed-step mode), got {h['line_search_fn']!r}; strong_wolfe is "
+                         "not implemented")
+    if schedule is not None and schedule.cycles_momentum:
+        raise ValueError("schedule: LBFGS has no momentum or beta1 to cycle; pass "
+                         "cycle_momentum=False (torch raises the same)")
+    bound = schedule.bind([h["lr"]]) if schedule is not None else None
+    H = h["history_size"]
+    max_iter, max_eval = h["max_iter"], h["max_eval"]
+    tol_grad, tol_change = h["tolerance_grad"], h["tolerance_change"]
+
+    def flat_of(tree_leaves, like):
+        return jnp.concatenate([
+            jnp.zeros(jnp.size(p), jnp.result_type(p)) if g is None else jnp.ravel(g).astype(jnp.result_type(p))
+            for g, p in zip(tree_leaves, like)]) if like else jnp.zeros((0,), _sdt())
+
+    def init(params):
+        leaves = jax.tree_util.tree_leaves(params)
+        _check_real(spec, leaves)
+        dt = jnp.result_type(*leaves) if leaves else _sdt()
+        n = sum(int(jnp.size(p)) for p in leaves)
+        z = jnp.zeros((n,), dt)
+        sched = bound.init(_sdt()) if bound is not None else ()
+        return LBFGSState(jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), z, jnp.zeros((), dt),
+                          jnp.zeros((H, n), dt), jnp.zeros((H, n), dt), jnp.zeros((H,), dt),
+                          jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.ones((), dt), z,
+                          jnp.zeros((), _sdt()), sched)
+
+    def update(updates, state, params=None, *, has_grad=None, metrics=None, value=None,
+               value_and_grad_fn=None, **extra):
+        del extra
+        if params is None:
+            raise ValueError("lbfgs: params: the update needs the parameters, got None")
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        grads = _flat(treedef, updates, "updates")
+        masks = _flat(treedef, has_grad, "has_grad")
+        grads = _clip(grads, masks, clip)
+        grads = [None if g is None else (g if m is None else jnp.where(m, g, jnp.zeros_like(g)))
+                 for g, m in zip(grads, masks)]
+        dt = state.d.dtype
+        sdt = _sdt()
+        if bound is not None:
+            lr = bound.lrs(state.schedule, state.count.astype(sdt))[0]
+        else:
+            lr = _c(h["lr"], sdt)
+        x0 = flat_of(leaves, leaves)
+        sizes = [int(jnp.size(p)) for p in leaves]
+
+        def unflat(x):
+            out, o = [], 0
+            for p, s in zip(leaves, sizes):
+                out.append(x[o:o + s].reshape(jnp.shape(p)))
+                o += s
+            return jax.tree_util.tree_unflatten(treedef, out)
+
+        if max_iter > 1 and value_and_grad_fn is None:
+            raise ValueError("lbfgs: value_and_grad_fn: max_iter > 1 re-evaluates the objective; "
+                             "pass value_and_grad_fn=f (f(params) -> (loss, grads)) to update, "
+                             "or use max_iter=1")
+
+        def evaluate(x):
+            loss, g = value_and_grad_fn(unflat(x))
+            return jnp.asarray(loss, sdt), flat_of(_flat(treedef, g, "grads"), leaves)
+
+        flat_grad = flat_of(grads, leaves)
+        # torch returns at once when max|g| <= tolerance_grad: nothing changes
+        converged = jnp.max(jnp.abs(flat_grad)) <= tol_grad if flat_grad.size else jnp.array(True)
+        skip = converged if max_iter == 1 else jnp.array(False)  # the while loop skips itself
+        if value is not None:
+            loss0 = jnp.asarray(value, sdt)
+        elif max_iter > 1:
+            loss0 = evaluate(x0)[0]
+        else:
+            loss0 = jnp.zeros((), sdt)
+
+        def body(c):
+            (x, g, loss, d, t, S, Y, ro, num_old, head, Hd, prev_g, prev_loss, n_state, n_local,
+             evals, done) = c
+            n_local = n_local + 1
+            n_state = n_state + jnp.where(skip, 0, 1)
+            first = (n_state == 1) & ~skip
+            # memory update (torch: y = g - g_prev, s = d t; push if y.s > 1e-10)
+            y = g - prev_g
+            s = d * t
+            ys = jnp.dot(y, s)
+            push = ~first & ~skip & (ys > 1e-10)
+            # circular history: logical entry j (0 = oldest) is row (head + j) % H
+            full = num_old == H
+            at = jnp.where(full, head, (head + num_old) % H)
+            write = lambda A, v: jax.lax.dynamic_update_index_in_dim(  # noqa: E731
+                A, jnp.where(push, v, jax.lax.dynamic_index_in_dim(A, at, 0, False)), at, 0)
+            S = write(S, s)
+            Y = write(Y, y)
+            ro = write(ro, 1.0 / ys)
+            Hd = jnp.where(push, ys / jnp.dot(y, y), Hd)
+            head = jnp.where(push & full, (head + 1) % H, head)
+            num_old = jnp.where(push, jnp.minimum(num_old + 1, H), num_old)
+            # first iteration ever: d = -g, empty memory, H_diag = 1
+            num_old = jnp.where(first, 0, num_old)
+            head = jnp.where(first, 0, head)
+            Hd = jnp.where(first, jnp.ones_like(Hd), Hd)
+
+            # torch's two-loop recursion over the num_old stored pairs (a traced trip count)
+            def back(j, qa):
+                q, al = qa
+                i = num_old - 1 - j
+                k = (head + i) % H
+                a = jnp.dot(S[k], q) * ro[k]
+                return q + (-a) * Y[k], jax.lax.dynamic_update_index_in_dim(al, a, i, 0)
+
+            q, al = jax.lax.fori_loop(0, num_old, back, (-g, jnp.zeros((H,), dt)))
+            r = q * Hd
+
+            def fwd(i, r):
+                k = (head + i) % H
+                be = jnp.dot(Y[k], r) * ro[k]
+                return r + (al[i] - be) * S[k]
+
+            r = jax.lax.fori_loop(0, num_old, fwd, r)
+            d = jnp.where(first, -g, r)
+            prev_g = g
+            prev_loss = loss
+            t_first = jnp.minimum(_c(1.0, dt), 1.0 / jnp.sum(jnp.abs(g))) * lr.astype(dt)
+            t = jnp.where(first, t_first, lr.astype(dt))
+            gtd = jnp.dot(g, d)
+            stop = gtd > -tol_change
+            x = jnp.where(stop, x, x + t * d)
+            if max_iter > 1:
+                def reeval(_):
+                    return evaluate(x)
+
+                again = (~stop) & (n_local != max_iter)
+                loss_n, g_n = jax.lax.cond(again, reeval, lambda _: (loss, g), None)
+                loss, g = loss_n, g_n
+                evals = evals + jnp.where(again, 1, 0)
+                opt_cond = jnp.where(again, jnp.max(jnp.abs(g)) <= tol_grad, False)
+            else:
+                opt_cond = False
+            done = (stop | (n_local == max_iter) | (evals >= max_eval) | opt_cond
+                    | (jnp.max(jnp.abs(d * t)) <= tol_change)
+                    | (jnp.abs(loss - prev_loss) < tol_change))
+            return (x, g, loss, d, t, S, Y, ro, num_old, head, Hd, prev_g, prev_loss, n_state,
+                    n_local, evals, done)
+
+        c0 = (x0, flat_grad, loss0, state.d, state.t, state.old_stps, state.old_dirs, state.ro,
+              state.num_old, state.head, state.H_diag, state.prev_flat_grad, state.prev_loss,
+              state.n_iter,
+              jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32), converged)
+        if max_iter == 1:
+            c = body(c0)
+        else:
+            c = jax.lax.while_loop(lambda c: ~c[-1] & (c[14] < max_iter), body, c0)
+        (x, _, _, d, t, S, Y, ro, num_old, head, Hd, prev_g, prev_loss, n_state, _, _, _) = c
+        if max_iter == 1:
+            step = jnp.where(jnp.dot(flat_grad, d) > -tol_change, jnp.zeros_like(d), t * d)
+        else:
+            step = x - x0
+        step = jnp.where(converged, jnp.zeros_like(step), step)
+        keep = lambda new, old: jnp.where(converged, old, new)  # noqa: E731
+        sched_state = state.schedule
+        if bound is not None and metrics is not None:
+            sched_state = bound.step(sched_state, metrics)
+        new_state = LBFGSState(
+            state.count + 1, keep(n_state, state.n_iter), keep(d, state.d), keep(t, state.t),
+            Y, S, ro, num_old, head, keep(Hd, state.H_diag), keep(prev_g, state.prev_flat_grad),
+            keep(prev_loss, state.prev_loss), sched_state)
+        out, o = [], 0
+        for p, s in zip(leaves, sizes):
+            out.append(step[o:o + s].reshape(jnp.shape(p)).astype(jnp.result_type(p)))
+            o += s
+        return jax.tree_util.tree_unflatten(treedef, out), new_state
+
+    return TorchTransform(init, update)

@@ -1,0 +1,551 @@
+"""The registry of optimizer specs: the one place that defines an optimizer's name, aliases,
+torch class, hyperparameters (torch's names, torch's defaults, torch's validation), update
+formula, the optax building blocks that come closest and how the same-named optax function
+differs.
+
+Nothing here imports torch or jax. ``multiloss.optim._jax`` turns a spec plus bound
+hyperparameters into an ``optax.GradientTransformation``; ``multiloss.optim._torch`` into the
+``torch.optim`` optimizer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._registry import Option, boolean, integer, real
+
+__all__ = ["OptimizerSpec", "available", "info", "resolve", "specs"]
+
+# --------------------------------------------------------------------------------------------
+# validators (multiloss._registry's real / integer / boolean, plus the few torch needs here)
+
+nonneg = real(0.0)
+
+
+def betas_check(name, value):
+    """torch's ``betas``: a pair of reals, each in [0, 1)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name}: expected a pair (beta1, beta2), got {type(value).__name__} {value!r}")
+    check = real(0.0, 1.0, hi_open=True)
+    return (check(f"{name}[0]", value[0]), check(f"{name}[1]", value[1]))
+
+
+def optional_bool(name, value):
+    if value is None:
+        return None
+    return boolean(name, value)
+
+
+def positive_int(name, value):
+    v = integer(name, value)
+    if v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    return v
+
+
+def optional_positive_int(name, value):
+    return None if value is None else positive_int(name, value)
+
+
+def line_search(name, value):
+    if value not in (None, "strong_wolfe"):
+        raise ValueError(f"{name}: expected one of [None, 'strong_wolfe'], got {value!r}")
+    return value
+
+
+def dtype_name(name, value):
+    v = getattr(value, "__name__", None) or str(value)
+    v = v.replace("torch.", "")
+    if v not in ("float32", "float64"):
+        raise ValueError(f"{name}: expected one of ['float32', 'float64'], got {value!r}")
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# options shared by several optimizers
+
+def _lr(default):
+    return Option("lr", default, "learning rate (a schedule scales it, see multiloss.optim.schedules)",
+                  nonneg, allowed=">= 0")
+
+
+WEIGHT_DECAY = Option("weight_decay", 0.0, "L2 penalty added to the gradient: g + weight_decay * p",
+                      nonneg, allowed=">= 0")
+MAXIMIZE = Option("maximize", False, "maximize the objective: the gradient is negated first",
+                  boolean)
+EPS8 = Option("eps", 1e-8, "added to the denominator", nonneg, allowed=">= 0")
+BETAS = Option("betas", (0.9, 0.999), "coefficients of the running averages of the gradient "
+               "and of its square", betas_check, allowed="each in [0, 1)")
+DECOUPLED = Option("decoupled_weight_decay", False, "decoupled (AdamW-style) decay: "
+                   "p <- p * (1 - lr * weight_decay) before the update, instead of L2 in the "
+                   "gradient", boolean)
+
+#: torch implementation options: they choose a kernel (for-loop, foreach, fused), not the
+#: numbers. Accepted on both backends (so torch keyword arguments port unchanged), ignored on JAX.
+FOREACH = Option("foreach", None, "torch kernel choice; no effect on JAX", optional_bool,
+                 allowed="None | bool")
+FUSED = Option("fused", None, "torch kernel choice; no effect on JAX", optional_bool,
+               allowed="None | bool")
+CAPTURABLE = Option("capturable", False, "torch CUDA-graph option; no effect on JAX", boolean)
+DIFFERENTIABLE = Option("differentiable", False, "torch autograd-through-step option; no "
+                        "effect on JAX", boolean)
+TORCH_ONLY = ("foreach", "fused", "capturable", "differentiable")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Everything multiloss knows about one optimizer, shared by both backends.
+
+    options        torch's constructor keywords after ``params``, with torch's defaults and a
+                   validator raising TypeError / ValueError naming the keyword.
+    jax_options    options only the JAX backend has (e.g. NAdam's ``mu_product_dtype``).
+    momentum_key   what OneCycleLR's momentum cycling sets: "betas" (beta1), "momentum", or
+                   None (torch raises when cycling momentum on such an optimizer).
+    buffers        torch's per-parameter state keys (also the JAX state's field names).
+    check          cross-option validation (e.g. SGD's nesterov rule), on the bound dict.
+    optax          the optax building blocks that reproduce it, for the docs.
+    differences    (what differs in the same-named optax function, measured effect) pairs.
+    """
+
+    name: str
+    torch_class: str
+    summary: str
+    options: tuple
+    formula: str
+    optax: str
+    differences: tuple = ()
+    aliases: tuple = ()
+    jax_options: tuple = ()
+    momentum_key: str | None = None
+    buffers: tuple = ()
+    check: Callable[[dict], None] | None = None
+    supports_groups: bool = True
+    notes: str = ""
+    _option_map: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        self._option_map.update({o.name: o for o in (*self.options, *self.jax_options)})
+
+    @property
+    def hyperparameters(self) -> tuple:
+        """The options that change the numbers (torch's kernel-choice options excluded)."""
+        return tuple(o.name for o in self.options if o.name not in TORCH_ONLY)
+
+    def bind(self, options: Mapping[str, Any], backend: str = "jax", partial: bool = False) -> dict:
+        """Validate ``options`` and fill in torch's defaults (``partial``: only the given ones,
+        for a parameter group's overrides). Returns a new dict."""
+        valid = self.options if backend == "torch" else (*self.options, *self.jax_options)
+        names = {o.name for o in valid}
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            close = sorted({c for k in unknown for c in difflib.get_close_matches(k, names, n=2)})
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise TypeError(
+                f"{self.name}: unknown hyperparameter(s) {', '.join(map(repr, unknown))}{hint}; "
+                f"valid ones are: {', '.join(o.name for o in valid)}"
+            )
+        bound = {}
+        for opt in valid:
+            if partial and opt.name not in options:
+                continue
+            try:
+                bound[opt.name] = opt.bind(options.get(opt.name, opt.default))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{self.name}: {e}") from None
+        if self.check is not None and not partial:
+            self.check(bound)
+        return bound
+
+    def doc(self) -> str:
+        lines = [f"{self.name}: {self.summary}", "", f"torch: torch.optim.{self.torch_class}", "",
+                 "Hyperparameters (torch's names and defaults):"]
+        for o in self.options:
+            allowed = f" [{o.allowed}]" if o.allowed else ""
+            lines.append(f"    {o.name}={o.default!r}{allowed}: {o.doc}")
+        for o in self.jax_options:
+            lines.append(f"    {o.name}={o.default!r} (JAX only): {o.doc}")
+        lines += ["", "Update (torch's, over all parameters flattened):" if not self.supports_groups
+                  else "Update (torch's, per parameter with a gradient; t counts that "
+                  "parameter's steps):"]
+        lines += [f"    {ln}" for ln in self.formula.strip().splitlines()]
+        lines += ["", f"optax building blocks: {self.optax}"]
+        if self.differences:
+            lines += ["", "Differences from the same-named optax function:"]
+            lines += [f"    - {what} ({effect})" for what, effect in self.differences]
+        if self.notes:
+            lines += ["", self.notes]
+        lines += ["", "Mapping table and measured differences: docs/optim.md"]
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# cross-option checks (torch's)
+
+
+def _sgd_check(b):
+    if b["nesterov"] and (b["momentum"] <= 0 or b["dampening"] != 0):
+        raise ValueError(
+            f"sgd: nesterov: Nesterov momentum requires a momentum > 0 and zero dampening, got "
+            f"momentum={b['momentum']!r}, dampening={b['dampening']!r}"
+        )
+
+
+def _lbfgs_check(b):
+    if b["max_eval"] is None:
+        b["max_eval"] = b["max_iter"] * 5 // 4
+
+
+# --------------------------------------------------------------------------------------------
+# the specs
+
+_SPECS: dict[str, OptimizerSpec] = {}
+_NAMES: dict[str, str] = {}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[_\-\s]", "", name).lower()
+
+
+def register(spec: OptimizerSpec) -> OptimizerSpec:
+    for n in (spec.name, spec.torch_class, *spec.aliases):
+        for key in {n, _norm(n)}:
+            if _NAMES.get(key, spec.name) != spec.name:
+                raise ValueError(f"name {n!r} of {spec.name!r} is taken by {_NAMES[key]!r}")
+            _NAMES[key] = spec.name
+    _SPECS[spec.name] = spec
+    return spec
+
+
+register(OptimizerSpec(
+    name="sgd", torch_class="SGD",
+    summary="stochastic gradient descent with (Nesterov) momentum, dampening and L2 weight decay",
+    options=(
+        _lr(1e-3),
+        Option("momentum", 0.0, "momentum factor", nonneg, allowed=">= 0"),
+        Option("dampening", 0.0, "dampening of the gradient in the momentum buffer", real()),
+        WEIGHT_DECAY,
+        Option("nesterov", False, "Nesterov momentum (needs momentum > 0, dampening = 0)", boolean),
+        MAXIMIZE, FOREACH, DIFFERENTIABLE, FUSED,
+    ),
+    formula="""
+g = -grad if maximize else grad
+g = g + weight_decay * p                          if weight_decay != 0
+b = g (first step)  |  b = momentum * b + (1 - dampening) * g          if momentum != 0
+g = g + momentum * b if nesterov else b                                if momentum != 0
+p = p - lr * g
+""",
+    optax="add_decayed_weights(wd) -> trace(momentum, nesterov) -> scale(-lr); no dampening block",
+    differences=(
+        ("optax.sgd has no dampening (torch: b = momentum b + (1 - dampening) g after a first "
+         "b = g; optax's trace equals it when dampening = 0)", "dampening"),
+        ("optax.sgd has no weight_decay; torch adds it to the gradient before momentum",
+         "weight_decay"),
+        ("no maximize in optax", "maximize"),
+    ),
+    momentum_key="momentum", buffers=("momentum_buffer",), check=_sgd_check,
+))
+
+_ADAM_FORMULA = """
+g = -grad if maximize else grad
+p = p * (1 - lr * weight_decay)                   if decoupled  (AdamW)
+g = g + weight_decay * p                          if not decoupled (L2, torch.optim.Adam)
+m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g^2
+v_max = max(v_max, v) and v := v_max              if amsgrad (max of the raw v, then corrected)
+p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+"""
+
+_ADAM_OPTIONS = (
+    _lr(1e-3), BETAS, EPS8, WEIGHT_DECAY,
+    Option("amsgrad", False, "AMSGrad: the running max of the second moment", boolean),
+    FOREACH, MAXIMIZE, CAPTURABLE, DIFFERENTIABLE, FUSED,
+)
+
+register(OptimizerSpec(
+    name="adam", torch_class="Adam",
+    summary="Adam with L2 weight decay in the gradient (decoupled_weight_decay=True: AdamW)",
+    options=(*_ADAM_OPTIONS, DECOUPLED),
+    formula=_ADAM_FORMULA,
+    optax="add_decayed_weights(wd) -> scale_by_adam(b1, b2, eps) -> scale(-lr) (amsgrad: "
+          "scale_by_amsgrad, which differs)",
+    differences=(
+        ("weight_decay is L2 added to the gradient, not optax.adamw's decoupled decay",
+         "weight_decay"),
+        ("amsgrad keeps the max of the raw second moment and bias-corrects it; optax.amsgrad "
+         "keeps the max of the bias-corrected one", "amsgrad"),
+        ("no maximize in optax", "maximize"),
+    ),
+    momentum_key="betas", buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+))
+
+register(OptimizerSpec(
+    name="adamw", torch_class="AdamW",
+    summary="Adam with decoupled weight decay (torch's default weight_decay is 1e-2)",
+    options=tuple(
+        Option("weight_decay", 1e-2, "decoupled decay: p <- p * (1 - lr * weight_decay)",
+               nonneg, allowed=">= 0") if o.name == "weight_decay" else o
+        for o in _ADAM_OPTIONS
+    ),
+    formula=_ADAM_FORMULA.replace("if decoupled  (AdamW)", "(always)").replace(
+        "g = g + weight_decay * p                          if not decoupled (L2, torch.optim.Adam)\n", ""),
+    optax="scale_by_adam(b1, b2, eps) -> add_decayed_weights(wd) -> scale(-lr) (= optax.adamw "
+          "with weight_decay=1e-2)",
+    differences=(
+        ("torch's default weight_decay is 1e-2, optax.adamw's 1e-4", "defaults"),
+        ("amsgrad as torch.optim.Adam", "amsgrad"),
+    ),
+    momentum_key="betas", buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+))
+
+register(OptimizerSpec(
+    name="rmsprop", torch_class="RMSprop",
+    summary="RMSprop: eps outside the square root, alpha=0.99, momentum applied before the lr",
+    options=(
+        _lr(1e-2),
+        Option("alpha", 0.99, "smoothing constant of the squared-gradient average", nonneg,
+               allowed=">= 0"),
+        EPS8, WEIGHT_DECAY,
+        Option("momentum", 0.0, "momentum factor", nonneg, allowed=">= 0"),
+        Option("centered", False, "normalise by the variance estimate", boolean),
+        CAPTURABLE, FOREACH, MAXIMIZE, DIFFERENTIABLE,
+    ),
+    formula="""
+g = -grad if maximize else grad;  g = g + weight_decay * p  if weight_decay != 0
+v = alpha * v + (1 - alpha) * g^2
+a = lerp(a, g, 1 - alpha); avg = sqrt(v - a^2) + eps        if centered
+avg = sqrt(v) + eps                                          otherwise
+b = momentum * b + g / avg;  p = p - lr * b                  if momentum > 0
+p = p - lr * g / avg                                         otherwise
+""",
+    optax="scale_by_rms(decay=alpha, eps, eps_in_sqrt=False) / scale_by_stddev -> "
+          "trace(momentum) -> scale(-lr)",
+    differences=(
+        ("optax's decay defaults to 0.9, torch's alpha to 0.99", "defaults"),
+        ("optax puts eps inside the square root by default (eps_in_sqrt=True)", "eps"),
+        ("optax.rmsprop applies momentum after the learning rate (trace of lr * g / avg), "
+         "torch before it: equal for a constant lr, different under a schedule", "momentum"),
+    ),
+    momentum_key="momentum", buffers=("square_avg", "grad_avg", "momentum_buffer"),
+))
+
+register(OptimizerSpec(
+    name="adagrad", torch_class="Adagrad",
+    summary="Adagrad with lr decay, eps outside the square root and initial accumulator 0",
+    options=(
+        _lr(1e-2),
+        Option("lr_decay", 0.0, "lr / (1 + (t - 1) * lr_decay)", nonneg, allowed=">= 0"),
+        WEIGHT_DECAY,
+        Option("initial_accumulator_value", 0.0, "initial value of the sum of squares",
+               nonneg, allowed=">= 0"),
+        Option("eps", 1e-10, "added to the denominator", nonneg, allowed=">= 0"),
+        FOREACH, MAXIMIZE, DIFFERENTIABLE, FUSED,
+    ),
+    formula="""
+g = -grad if maximize else grad;  g = g + weight_decay * p  if weight_decay != 0
+s = s + g^2
+p = p - lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)
+""",
+    optax="scale_by_rss(initial_accumulator_value=0, eps=0) with eps outside the root "
+          "(no exact block) -> scale_by_schedule(lr / (1 + t * lr_decay))",
+    differences=(
+        ("optax.adagrad's initial accumulator is 0.1 (torch 0) and its eps 1e-7 is inside "
+         "the square root (torch 1e-10 outside)", "defaults, eps"),
+        ("no lr_decay, weight_decay or maximize in optax.adagrad", "options"),
+    ),
+    buffers=("sum",),
+))
+
+register(OptimizerSpec(
+    name="adadelta", torch_class="Adadelta",
+    summary="Adadelta with a learning rate (default 1.0)",
+    options=(
+        _lr(1.0),
+        Option("rho", 0.9, "running-average coefficient", real(0.0, 1.0), allowed="[0, 1]"),
+        Option("eps", 1e-6, "added inside the square roots", nonneg, allowed=">= 0"),
+        WEIGHT_DECAY, FOREACH, CAPTURABLE, MAXIMIZE, DIFFERENTIABLE,
+    ),
+    formula="""
+g = -grad if maximize else grad;  g = g + weight_decay * p  if weight_decay != 0
+v = rho * v + (1 - rho) * g^2
+delta = sqrt(u + eps) / sqrt(v + eps) * g
+u = rho * u + (1 - rho) * delta^2
+p = p - lr * delta
+""",
+    optax="scale_by_adadelta(rho, eps) -> scale(-lr)",
+    differences=(
+        ("optax.adadelta(learning_rate=None) applies no sign flip: it ascends; pass "
+         "learning_rate=1.0 for torch's default", "lr"),
+        ("no maximize in optax.adadelta (its weight_decay is L2 in the gradient, as torch's)",
+         "maximize"),
+    ),
+    buffers=("square_avg", "acc_delta"),
+))
+
+register(OptimizerSpec(
+    name="adamax", torch_class="Adamax",
+    summary="Adamax (infinity-norm Adam), eps added to |g| inside the max",
+    options=(_lr(2e-3), BETAS, EPS8, WEIGHT_DECAY, FOREACH, MAXIMIZE, DIFFERENTIABLE, CAPTURABLE),
+    formula="""
+g = -grad if maximize else grad;  g = g + weight_decay * p  if weight_decay != 0
+m = lerp(m, g, 1 - beta1);  u = max(beta2 * u, |g| + eps)
+p = p - lr / (1 - beta1^t) * m / u
+""",
+    optax="scale_by_adamax(b1, b2, eps) -> scale(-lr) (= optax.adamax)",
+    differences=(
+        ("none in the update (optax.adamax also adds eps to |g| inside the max); optax.adamax "
+         "has no weight_decay or maximize", "options"),
+    ),
+    momentum_key="betas", buffers=("exp_avg", "exp_inf"),
+))
+
+
+def _dtype_option():
+    return Option(
+        "mu_product_dtype", "float32",
+        "dtype of the running product of the mu_t. torch keeps it in torch.get_default_dtype() "
+        "(float32 unless set), even for float64 parameters; 'float64' mirrors a torch run under "
+        "torch.set_default_dtype(torch.float64)", dtype_name, allowed="'float32' | 'float64'")
+
+
+register(OptimizerSpec(
+    name="nadam", torch_class="NAdam",
+    summary="NAdam with torch's momentum-decay schedule mu_t",
+    options=(
+        _lr(2e-3), BETAS, EPS8, WEIGHT_DECAY,
+        Option("momentum_decay", 4e-3, "psi in mu_t = beta1 (1 - 0.5 * 0.96^(t psi))", nonneg,
+               allowed=">= 0"),
+        DECOUPLED, FOREACH, MAXIMIZE, CAPTURABLE, DIFFERENTIABLE,
+    ),
+    jax_options=(_dtype_option(),),
+    formula="""
+g = -grad if maximize else grad;  decay as Adam (decoupled_weight_decay)
+mu_t = beta1 (1 - 0.5 * 0.96^(t * momentum_decay));  P_t = P_{t-1} * mu_t
+m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g^2
+d = sqrt(v / (1 - beta2^t)) + eps
+p = p - lr (1 - mu_t) / (1 - P_t) * g / d - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m / d
+""",
+    optax="no optax block: optax.nadam uses a constant beta1 (scale_by_adam(nesterov=True))",
+    differences=(
+        ("optax.nadam has no mu_t schedule (momentum_decay); its Nesterov term uses constant "
+         "beta1", "trajectory"),
+    ),
+    momentum_key="betas", buffers=("exp_avg", "exp_avg_sq", "mu_product"),
+))
+
+register(OptimizerSpec(
+    name="radam", torch_class="RAdam",
+    summary="Rectified Adam (rectifies when rho_t > 5, eps added to sqrt(v))",
+    options=(_lr(1e-3), BETAS, EPS8, WEIGHT_DECAY, DECOUPLED, FOREACH, MAXIMIZE, CAPTURABLE,
+             DIFFERENTIABLE),
+    formula="""
+g = -grad if maximize else grad;  decay as Adam (decoupled_weight_decay)
+m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g^2
+rho_inf = 2 / (1 - beta2) - 1;  rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+if rho_t > 5:  p = p - lr * m / (1 - beta1^t) * sqrt(1 - beta2^t) / (sqrt(v) + eps) * r_t,
+               r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+else:          p = p - lr * m / (1 - beta1^t)
+""",
+    optax="scale_by_radam(b1, b2, eps, threshold=5) with eps outside sqrt(v_hat) (differs) -> "
+          "scale(-lr)",
+    differences=(
+        ("optax adds eps to sqrt(v_hat) (bias-corrected), torch to sqrt(v) before the "
+         "correction", "eps"),
+        ("optax rectifies when rho_t >= threshold, torch when rho_t > 5", "threshold"),
+    ),
+    momentum_key="betas", buffers=("exp_avg", "exp_avg_sq"),
+))
+
+register(OptimizerSpec(
+    name="lbfgs", torch_class="LBFGS",
+    summary="L-BFGS without line search (torch's fixed-step mode)",
+    options=(
+        Option("lr", 1.0, "step length (the first step is min(1, 1/|g|_1) * lr)", nonneg,
+               allowed=">= 0"),
+        Option("max_iter", 20, "iterations per step; > 1 re-evaluates the objective "
+               "(JAX: pass value_and_grad_fn to update)", positive_int, allowed="int >= 1"),
+        Option("max_eval", None, "evaluations per step (None: max_iter * 5 // 4)",
+               optional_positive_int, allowed="None | int >= 1"),
+        Option("tolerance_grad", 1e-7, "stop when max|g| <= tolerance_grad", real()),
+        Option("tolerance_change", 1e-9, "stop on smaller changes of loss or parameters",
+               real()),
+        Option("history_size", 100, "number of (s, y) pairs kept", positive_int,
+               allowed="int >= 1"),
+        Option("line_search_fn", None, "None (fixed step) or 'strong_wolfe' (torch only)",
+               line_search, allowed="None | 'strong_wolfe'"),
+    ),
+    formula="""
+(one inner iteration; max_iter > 1 repeats it at the new point, with torch's stopping rules)
+stop (no change) if max|g| <= tolerance_grad
+y = g - g_prev, s = t_prev d_prev; if y.s > 1e-10: push (s, y) (history_size), H = y.s / y.y
+d = -H0 g by the two-loop recursion (H0 = H)
+t = min(1, 1 / |g|_1) * lr on the very first iteration, else lr
+p = p + t d  unless g.d > -tolerance_change
+""",
+    optax="no exact block: optax.lbfgs(linesearch=None) scales its first step by "
+          "min(1, 1/|g|_2) and does not skip pairs with y.s <= 1e-10",
+    differences=(
+        ("first step min(1, 1/|g|_1) * lr (optax: its own scale); pairs with y.s <= 1e-10 are "
+         "skipped; no step when g.d > -tolerance_change", "trajectory"),
+    ),
+    check=_lbfgs_check, supports_groups=False,
+    notes=("JAX: line_search_fn='strong_wolfe' is not implemented. max_iter > 1 needs the "
+           "objective: tx.update(grads, state, params, value=loss, "
+           "value_and_grad_fn=f) with f(params) -> (loss, grads). A parameter without a "
+           "gradient counts as a zero gradient, as torch's LBFGS does."),
+))
+
+
+# --------------------------------------------------------------------------------------------
+# lookup
+
+
+def resolve(name: str) -> OptimizerSpec:
+    """The spec of an optimizer by name, alias or torch class name (case-insensitive)."""
+    if not isinstance(name, str):
+        raise TypeError(f"name: expected an optimizer name (str), got {type(name).__name__}")
+    key = name if name in _NAMES else _norm(name)
+    if key in _NAMES:
+        return _SPECS[_NAMES[key]]
+    every = sorted({n for s in _SPECS.values() for n in (s.name, s.torch_class, *s.aliases)})
+    close = difflib.get_close_matches(name, every, n=5, cutoff=0.5)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    raise ValueError(
+        f"name: unknown optimizer {name!r}{hint}. multiloss.optim.available() lists all"
+    )
+
+
+def available() -> list[str]:
+    """The canonical names of the optimizers."""
+    return sorted(_SPECS)
+
+
+def specs():
+    return [_SPECS[n] for n in sorted(_SPECS)]
+
+
+def info(name: str) -> dict:
+    """An optimizer's torch class, hyperparameters (default, allowed, meaning), update formula,
+    optax building blocks and the differences from the same-named optax function."""
+    spec = resolve(name)
+    return {
+        "name": spec.name,
+        "torch": f"torch.optim.{spec.torch_class}",
+        "aliases": list(spec.aliases),
+        "summary": spec.summary,
+        "options": [
+            {"name": o.name, "default": o.default, "allowed": o.allowed, "doc": o.doc}
+            for o in spec.options
+        ],
+        "jax_options": [
+            {"name": o.name, "default": o.default, "allowed": o.allowed, "doc": o.doc}
+            for o in spec.jax_options
+        ],
+        "formula": spec.formula.strip(),
+        "optax": spec.optax,
+        "differences": [{"what": w, "affects": e} for w, e in spec.differences],
+        "notes": spec.notes,
+    }
+

@@ -1,0 +1,186 @@
+"""The torch backend: the ``torch.optim`` optimizer itself, with validated hyperparameters, and
+:func:`from_torch`'s reading of a live optimizer and scheduler."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import torch
+
+from . import schedules as S
+from ._registry import _SPECS, TORCH_ONLY, OptimizerSpec
+
+
+class OptimizerFactory(functools.partial):
+    """``factory(params)`` builds ``torch.optim.<Class>(params, **hyperparameters)``."""
+
+    def __repr__(self):
+        kw = ", ".join(f"{k}={v!r}" for k, v in self.keywords.items())
+        return f"<multiloss optimizer factory torch.optim.{self.func.__name__}({kw})>"
+
+
+def make(spec: OptimizerSpec, bound: dict, params=None):
+    cls = getattr(torch.optim, spec.torch_class)
+    kwargs = dict(bound)
+    if params is None:
+        return OptimizerFactory(cls, **kwargs)
+    return cls(params, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# from_torch
+
+
+def spec_of(optimizer) -> OptimizerSpec:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got "
+                        f"{type(optimizer).__name__}")
+    by_class = {s.torch_class: s for s in _SPECS.values()}
+    for cls in type(optimizer).__mro__:
+        if cls.__module__.startswith("torch.optim") and cls.__name__ in by_class:
+            if cls is not type(optimizer):
+                break
+            return by_class[cls.__name__]
+    raise ValueError(f"optimizer: torch.optim.{type(optimizer).__name__} has no multiloss "
+                     f"equivalent; supported: "
+                     f"{', '.join(sorted('torch.optim.' + c for c in by_class))}")
+
+
+def _scalar(v):
+    return float(v) if isinstance(v, torch.Tensor) else v
+
+
+def read_groups(spec: OptimizerSpec, optimizer, scheduler) -> list[dict]:
+    """Each param group's hyperparameters (torch's base lr when a scheduler set ``lr``)."""
+    groups = []
+    for g in optimizer.param_groups:
+        h = {}
+        for name in spec.hyperparameters:
+            if name not in g:
+                continue
+            h[name] = _scalar(g[name])
+        if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                h["lr"] = _scalar(g["lr"])
+            else:
+                h["lr"] = _scalar(g.get("initial_lr", g["lr"]))
+        if "betas" in h:
+            h["betas"] = tuple(_scalar(b) for b in h["betas"])
+            cyc = getattr(scheduler, "cycle_momentum", False)
+            if cyc and "max_momentum" in g:
+                # OneCycleLR replaced beta1 with its cycled value; the schedule gives it back
+                h["betas"] = (g["max_momentum"], h["betas"][1])
+        if spec.name == "nadam":
+            h["mu_product_dtype"] = str(torch.get_default_dtype()).replace("torch.", "")
+        groups.append(h)
+    return groups
+
+
+def read_schedule(scheduler, optimizer):
+    """The multiloss schedule reproducing a torch scheduler."""
+    L = torch.optim.lr_scheduler
+    if scheduler is None:
+        return None
+    if getattr(scheduler, "optimizer", None) is not optimizer:
+        raise ValueError("scheduler: expected a scheduler of the given optimizer")
+    name = type(scheduler).__name__
+    if isinstance(scheduler, L.ReduceLROnPlateau):
+        if scheduler.last_epoch != 0 or scheduler.num_bad_epochs != 0:
+            raise ValueError("scheduler: from_torch reads a fresh ReduceLROnPlateau (not stepped "
+                             f"yet), got one at last_epoch={scheduler.last_epoch}")
+        return S.ReduceLROnPlateau(mode=scheduler.mode, factor=scheduler.factor,
+                                   patience=scheduler.patience, threshold=scheduler.threshold,
+                                   threshold_mode=scheduler.threshold_mode,
+                                   cooldown=scheduler.cooldown, min_lr=list(scheduler.min_lrs),
+                                   eps=scheduler.eps)
+    if scheduler.last_epoch != 0:
+        raise ValueError(f"scheduler: from_torch reads a fresh scheduler (last_epoch 0, as "
+                         f"constructed), got {name} at last_epoch={scheduler.last_epoch}")
+    return _schedule(scheduler, top=True)
+
+
+def _schedule(s, top=False):
+    L = torch.optim.lr_scheduler
+    name = type(s).__name__
+    if type(s) is L.StepLR:
+        return S.StepLR(s.step_size, s.gamma)
+    if type(s) is L.MultiStepLR:
+        return S.MultiStepLR(sorted(s.milestones.elements()), s.gamma)
+    if type(s) is L.ConstantLR:
+        return S.ConstantLR(s.factor, s.total_iters)
+    if type(s) is L.LinearLR:
+        return S.LinearLR(s.start_factor, s.end_factor, s.total_iters)
+    if type(s) is L.ExponentialLR:
+        return S.ExponentialLR(s.gamma)
+    if type(s) is L.PolynomialLR:
+        return S.PolynomialLR(s.total_iters, s.power)
+    if type(s) is L.CosineAnnealingLR:
+        return S.CosineAnnealingLR(s.T_max, s.eta_min)
+    if type(s) is L.CosineAnnealingWarmRestarts:
+        return S.CosineAnnealingWarmRestarts(s.T_0, s.T_mult, s.eta_min)
+    if type(s) is L.LambdaLR:
+        return S.LambdaLR(list(s.lr_lambdas))
+    if type(s) is L.SequentialLR and top:
+        return S.SequentialLR([_schedule(x) for x in s._schedulers], list(s._milestones))
+    if type(s) is L.OneCycleLR and top:
+        phases = s._schedule_phases
+        pct = (phases[0]["end_step"] + 1) / s.total_steps
+        groups = s.optimizer.param_groups
+        out = S.OneCycleLR(
+            [g["max_lr"] for g in groups], total_steps=s.total_steps, pct_start=float(pct),
+            anneal_strategy=s._anneal_func_type, cycle_momentum=s.cycle_momentum,
+            base_momentum=[g.get("base_momentum", 0.85) for g in groups],
+            max_momentum=[g.get("max_momentum", 0.95) for g in groups],
+            three_phase=len(phases) == 3)
+        # torch's own numbers: the phase ends and each group's lrs and momenta
+        out._phases = [(p["end_step"], *[_ONECYCLE_KEYS[p[k]] for k in
+                        ("start_lr", "end_lr", "start_momentum", "end_momentum")])
+                       for p in phases]
+        out._groups = [{"initial": g["initial_lr"], "max": g["max_lr"], "min": g["min_lr"],
+                        "base_m": g.get("base_momentum"), "max_m": g.get("max_momentum")}
+                       for g in groups]
+        return out
+    raise ValueError(f"scheduler: {name} has no multiloss equivalent here; supported: StepLR, "
+                     "MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, "
+                     "CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, SequentialLR, "
+                     "OneCycleLR, ReduceLROnPlateau")
+
+
+_ONECYCLE_KEYS = {"initial_lr": "initial", "max_lr": "max", "min_lr": "min",
+                  "base_momentum": "base_m", "max_momentum": "max_m"}
+
+
+def read_labels(optimizer, params):
+    """One group index per parameter: a dict keyed by name (from ``params``, a torch module or
+    (name, tensor) pairs, or from the optimizer's own ``param_names``), else a list in the
+    order of ``optimizer.param_groups``."""
+    index = {}
+    for gi, g in enumerate(optimizer.param_groups):
+        for p in g["params"]:
+            index[id(p)] = gi
+    if params is not None:
+        named = params.named_parameters() if isinstance(params, torch.nn.Module) else params
+        if not isinstance(named, Iterable):
+            raise TypeError("params: expected a torch.nn.Module or (name, tensor) pairs, got "
+                            f"{type(params).__name__}")
+        out = {}
+        for item in named:
+            name, p = item
+            if id(p) in index:
+                out[name] = index[id(p)]
+        return out
+    if all("param_names" in g for g in optimizer.param_groups):
+        return {n: gi for gi, g in enumerate(optimizer.param_groups) for n in g["param_names"]}
+    return [gi for gi, g in enumerate(optimizer.param_groups) for _ in g["params"]]
+
+
+def check_fresh(optimizer):
+    if len(optimizer.state):
+        raise ValueError(
+            f"optimizer: from_torch reads a fresh optimizer (no step taken); this one holds "
+            f"state for {len(optimizer.state)} parameter(s). Build the JAX transform from the "
+            "optimizer as constructed; its state is not transferred")
+
+
+__all__ = ["TORCH_ONLY", "make", "spec_of"]

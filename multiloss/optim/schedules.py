@@ -1,0 +1,631 @@
+"""Learning-rate schedules with torch's step semantics, for multiloss's JAX optimizers.
+
+    >>> from multiloss.optim import schedules
+    >>> tx = multiloss.optim.get("sgd", lr=0.1, momentum=0.9,
+    ...                          schedule=schedules.StepLR(step_size=30, gamma=0.1))
+
+Each class takes torch's arguments (without ``optimizer``) and torch's defaults, and is
+validated as torch validates it (plus type checks). Semantics, as torch's loop
+
+    for batch in data:  loss.backward(); opt.step(); sched.step()
+
+has them: constructing a torch scheduler sets each group's lr to f(0), so update k (k = 0, 1,
+...) uses f(k), the value after k ``sched.step()`` calls. On JAX, update k of the transform
+uses f(k): k is the number of earlier ``update`` calls, stored in the optimizer state.
+
+- Base learning rates are each parameter group's ``lr`` (torch's ``initial_lr``); list-valued
+  arguments (LambdaLR's lr_lambda, OneCycleLR's max_lr / momenta, ReduceLROnPlateau's min_lr)
+  give one value per group, as torch.
+- Values are computed in float64 under ``jax_enable_x64`` (optax's int32 count makes several
+  of its schedules float32) from torch's closed forms; torch steps most schedulers
+  recursively (lr_{k+1} = lr_k * ratio), which equals the closed form up to rounding (1e-16
+  relative per step).
+- ReduceLROnPlateau is metric-driven: pass the metric to the update,
+  ``tx.update(grads, state, params, metrics=val_loss)``; that update uses the current lr and
+  then steps the plateau logic (torch: ``opt.step(); sched.step(val_loss)``). An update
+  without ``metrics`` does not step it (torch: no ``sched.step`` that iteration).
+- ``schedule.torch(optimizer)`` builds the torch scheduler with the same arguments.
+- ``schedule.as_optax(lr)`` is the schedule as an optax schedule (count -> lr) for one base lr.
+
+Nothing here imports jax or torch at import time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from .._registry import boolean, integer, real
+
+__all__ = [
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "ExponentialLR",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
+    "OneCycleLR",
+    "PolynomialLR",
+    "ReduceLROnPlateau",
+    "Schedule",
+    "SequentialLR",
+    "StepLR",
+]
+
+
+def _positive_int(name, value):
+    v = integer(name, value)
+    if v < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    return v
+
+
+def _per_group(name, value, n, check):
+    """A scalar or a list with one value per parameter group (torch's _format_param)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(
+                f"{name}: expected {n} values (one per parameter group), got {len(value)}"
+            )
+        return [check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return [check(name, value)] * n
+
+
+class _Bound:
+    """A schedule bound to the base learning rates of the parameter groups using it.
+
+    init() -> state;  lrs(state, t) -> G scalars;  momenta(state, t) -> G scalars or None;
+    step(state, metrics) -> state.  ``t`` is the number of earlier updates (float scalar)."""
+
+    def __init__(self, schedule, base_lrs):
+        self.schedule = schedule
+        self.base_lrs = list(base_lrs)
+        self.n = len(self.base_lrs)
+
+    def init(self, sdt):
+        return ()
+
+    def lrs(self, state, t):
+        return [self.schedule._lr(t, base, g) for g, base in enumerate(self.base_lrs)]
+
+    def momenta(self, state, t):
+        return None
+
+    def step(self, state, metrics):
+        return state
+
+
+class Schedule:
+    """Base class: one torch LR scheduler's rule."""
+
+    torch_name = ""
+    stateful = False
+    cycles_momentum = False
+    _args: tuple = ()
+
+    def bind(self, base_lrs: Sequence[float]) -> _Bound:
+        return _Bound(self, base_lrs)
+
+    def _lr(self, t, base, g):  # closed form of torch's lr after t steps, for group g
+        raise NotImplementedError
+
+    def as_optax(self, lr: float) -> Callable:
+        """This schedule as an optax schedule ``count -> lr`` for the base ``lr`` (float64 under
+        jax_enable_x64)."""
+        if self.stateful:
+            raise TypeError(f"{self.torch_name} is metric-driven; it has no optax count schedule")
+        bound = self.bind([real(0.0)("lr", lr)])
+
+        def schedule(count):
+            import jax.numpy as jnp
+
+            return bound.lrs((), jnp.asarray(count, _sdt()))[0]
+
+        return schedule
+
+    def torch(self, optimizer):
+        """The torch scheduler with the same arguments, for ``optimizer``."""
+        import torch
+
+        cls = getattr(torch.optim.lr_scheduler, self.torch_name)
+        return cls(optimizer, **self._torch_kwargs(optimizer))
+
+    def _torch_kwargs(self, optimizer) -> dict:
+        return {k: getattr(self, k) for k in self._args}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._args)
+        return f"{self.torch_name}({args})"
+
+
+def _sdt():
+    import jax
+
+    return "float64" if jax.config.jax_enable_x64 else "float32"
+
+
+def _np():
+    import jax.numpy as jnp
+
+    return jnp
+
+
+# --------------------------------------------------------------------------------------------
+# closed-form schedules
+
+
+class StepLR(Schedule):
+    """torch.optim.lr_scheduler.StepLR: lr = base * gamma ** (t // step_size)."""
+
+    torch_name = "StepLR"
+    _args = ("step_size", "gamma")
+
+    def __init__(self, step_size: int, gamma: float = 0.1):
+        self.step_size = _positive_int("step_size", step_size)
+        self.gamma = real()("gamma", gamma)
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        return base * self.gamma ** jnp.floor(t / self.step_size)
+
+
+class MultiStepLR(Schedule):
+    """torch.optim.lr_scheduler.MultiStepLR: lr = base * gamma ** (number of milestones <= t)
+    (a milestone listed twice counts twice, as torch's Counter)."""
+
+    torch_name = "MultiStepLR"
+    _args = ("milestones", "gamma")
+
+    def __init__(self, milestones: Sequence[int], gamma: float = 0.1):
+        if isinstance(milestones, (str, bytes)) or not hasattr(milestones, "__iter__"):
+            raise TypeError(f"milestones: expected a sequence of ints, got {milestones!r}")
+        self.milestones = sorted(integer(f"milestones[{i}]", m) for i, m in enumerate(milestones))
+        self.gamma = real()("gamma", gamma)
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        k = sum(jnp.where(t >= m, 1.0, 0.0) for m in self.milestones) if self.milestones else 0.0
+        return base * self.gamma ** jnp.asarray(k, t.dtype)
+
+
+class ConstantLR(Schedule):
+    """torch.optim.lr_scheduler.ConstantLR: base * factor for t < total_iters, then base."""
+
+    torch_name = "ConstantLR"
+    _args = ("factor", "total_iters")
+
+    def __init__(self, factor: float = 1.0 / 3, total_iters: int = 5):
+        self.factor = real(0.0, 1.0)("factor", factor)
+        self.total_iters = _positive_int("total_iters", total_iters)
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        return base * (self.factor + jnp.where(t >= self.total_iters, 1.0, 0.0) * (1 - self.factor))
+
+
+class LinearLR(Schedule):
+    """torch.optim.lr_scheduler.LinearLR:
+    base * (start_factor + (end_factor - start_factor) * min(total_iters, t) / total_iters)."""
+
+    torch_name = "LinearLR"
+    _args = ("start_factor", "end_factor", "total_iters")
+
+    def __init__(self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5):
+        self.start_factor = real(0.0, 1.0, lo_open=True)("start_factor", start_factor)
+        self.end_factor = real(0.0, 1.0)("end_factor", end_factor)
+        self.total_iters = _positive_int("total_iters", total_iters)
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        return base * (self.start_factor + (self.end_factor - self.start_factor)
+                       * jnp.minimum(self.total_iters, t) / self.total_iters)
+
+
+class ExponentialLR(Schedule):
+    """torch.optim.lr_scheduler.ExponentialLR: base * gamma ** t."""
+
+    torch_name = "ExponentialLR"
+    _args = ("gamma",)
+
+    def __init__(self, gamma: float):
+        self.gamma = real()("gamma", gamma)
+
+    def _lr(self, t, base, g):
+        return base * self.gamma ** t
+
+
+class PolynomialLR(Schedule):
+    """torch.optim.lr_scheduler.PolynomialLR: base * (1 - min(total_iters, t) / total_iters) ** power."""
+
+    torch_name = "PolynomialLR"
+    _args = ("total_iters", "power")
+
+    def __init__(self, total_iters: int = 5, power: float = 1.0):
+        self.total_iters = _positive_int("total_iters", total_iters)
+        self.power = real()("power", power)
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        return base * (1.0 - jnp.minimum(self.total_iters, t) / self.total_iters) ** self.power
+
+
+class CosineAnnealingLR(Schedule):
+    """torch.optim.lr_scheduler.CosineAnnealingLR:
+    eta_min + (base - eta_min) * (1 + cos(pi * t / T_max)) / 2 for every t: past T_max the lr
+    rises again (period 2 T_max), as torch's; optax.cosine_decay_schedule stays at its end."""
+
+    torch_name = "CosineAnnealingLR"
+    _args = ("T_max", "eta_min")
+
+    def __init__(self, T_max: int, eta_min: float = 0.0):
+        self.T_max = _positive_int("T_max", T_max)
+        self.eta_min = real()("eta_min", eta_min)
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        return self.eta_min + (base - self.eta_min) * (1 + jnp.cos(math.pi * t / self.T_max)) / 2
+
+
+class CosineAnnealingWarmRestarts(Schedule):
+    """torch.optim.lr_scheduler.CosineAnnealingWarmRestarts (SGDR): cycles of T_0, T_0 T_mult,
+    T_0 T_mult^2, ... steps; eta_min + (base - eta_min) (1 + cos(pi T_cur / T_i)) / 2."""
+
+    torch_name = "CosineAnnealingWarmRestarts"
+    _args = ("T_0", "T_mult", "eta_min")
+
+    def __init__(self, T_0: int, T_mult: int = 1, eta_min: float = 0.0):
+        self.T_0 = _positive_int("T_0", T_0)
+        self.T_mult = _positive_int("T_mult", T_mult)
+        self.eta_min = real()("eta_min", eta_min)
+
+    def _cycle(self, t):
+        jnp = _np()
+        if self.T_mult == 1:
+            return t - self.T_0 * jnp.floor(t / self.T_0), jnp.asarray(float(self.T_0), t.dtype)
+        starts, lengths = [0], [self.T_0]
+        while starts[-1] < 2**31:  # the update count is an int32
+            starts.append(starts[-1] + lengths[-1])
+            lengths.append(lengths[-1] * self.T_mult)
+        k = sum(jnp.where(t >= float(s), 1, 0) for s in starts[1:])
+        start = jnp.asarray(starts, t.dtype)[k]
+        return t - start, jnp.asarray(lengths, t.dtype)[k]
+
+    def _lr(self, t, base, g):
+        jnp = _np()
+        t_cur, t_i = self._cycle(t)
+        return self.eta_min + (base - self.eta_min) * (1 + jnp.cos(math.pi * t_cur / t_i)) / 2
+
+
+class LambdaLR(Schedule):
+    """torch.optim.lr_scheduler.LambdaLR: base * lr_lambda(t), one callable or one per group.
+
+    By default the callables run on the host with a Python int, exactly as torch calls them
+    (``jax.pure_callback`` inside jit: any Python code works). ``traceable=True`` calls them on
+    the traced count instead (no host round trip; they must then be written with jnp)."""
+
+    torch_name = "LambdaLR"
+    _args = ("lr_lambda",)
+
+    def __init__(self, lr_lambda: Callable | Sequence[Callable], traceable: bool = False):
+        fns = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda]
+        for i, f in enumerate(fns):
+            if not callable(f):
+                raise TypeError(f"lr_lambda: expected a callable (or a list of them), got "
+                                f"{type(f).__name__} at index {i}")
+        self.lr_lambda = lr_lambda
+        self.traceable = boolean("traceable", traceable)
+
+    def bind(self, base_lrs):
+        n = len(base_lrs)
+        if isinstance(self.lr_lambda, (list, tuple)):
+            if len(self.lr_lambda) != n:
+                raise ValueError(f"lr_lambda: expected {n} callables (one per parameter group), "
+                                 f"got {len(self.lr_lambda)}")
+            fns = list(self.lr_lambda)
+        else:
+            fns = [self.lr_lambda] * n
+        return _LambdaBound(self, base_lrs, fns)
+
+    def _torch_kwargs(self, optimizer):
+        return {"lr_lambda": self.lr_lambda}
+
+
+class _LambdaBound(_Bound):
+    def __init__(self, schedule, base_lrs, fns):
+        super().__init__(schedule, base_lrs)
+        self.fns = fns
+
+    def lrs(self, state, t):
+        if self.schedule.traceable:
+            return [base * f(t.astype("int32")) for base, f in zip(self.base_lrs, self.fns)]
+        import jax
+        import numpy as np
+
+        dt, fns = t.dtype, self.fns
+
+        def host(count):
+            counts = np.asarray(count)
+            out = [[float(f(int(k))) for f in fns] for k in counts.reshape(-1)]
+            return np.asarray(out, dtype=dt).reshape(counts.shape + (len(fns),))
+
+        factors = jax.pure_callback(host, jax.ShapeDtypeStruct(t.shape + (self.n,), dt), t,
+                                    vmap_method="sequential")
+        return [base * factors[..., g] for g, base in enumerate(self.base_lrs)]
+
+
+class SequentialLR(Schedule):
+    """torch.optim.lr_scheduler.SequentialLR: ``schedulers[i]`` from ``milestones[i-1]`` on,
+    restarted at its own step 0 (torch calls its closed form at 0 at the milestone). Stage i's
+    lr at global step t is f_i(t - milestones[i-1]); torch's warmup chains
+    (LinearLR -> CosineAnnealingLR, ...) are the common use."""
+
+    torch_name = "SequentialLR"
+    _args = ("schedulers", "milestones")
+
+    def __init__(self, schedulers: Sequence[Schedule], milestones: Sequence[int]):
+        if not isinstance(schedulers, (list, tuple)) or not schedulers:
+            raise ValueError("schedulers: expected a non-empty list of schedules, got "
+                             f"{schedulers!r}")
+        for i, s in enumerate(schedulers):
+            if not isinstance(s, Schedule):
+                raise TypeError(f"schedulers[{i}]: expected a multiloss.optim.schedules "
+                                f"schedule, got {type(s).__name__}")
+            if isinstance(s, (ReduceLROnPlateau, SequentialLR, OneCycleLR)):
+                raise ValueError(f"schedulers[{i}]: {s.torch_name} cannot be a stage of "
+                                 "SequentialLR (torch rejects ReduceLROnPlateau and cannot "
+                                 "restart SequentialLR; OneCycleLR overwrites the base lrs)")
+        if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
+            raise ValueError(f"milestones: expected {len(schedulers) - 1} milestones (one fewer "
+                             f"than schedulers), got {milestones!r}")
+        ms = [integer(f"milestones[{i}]", m) for i, m in enumerate(milestones)]
+        if ms != sorted(ms) or any(m < 0 for m in ms):
+            raise ValueError(f"milestones: expected non-negative increasing ints, got {ms}")
+        self.schedulers = list(schedulers)
+        self.milestones = ms
+
+    def bind(self, base_lrs):
+        return _SequentialBound(self, base_lrs)
+
+    def torch(self, optimizer):
+        import torch
+
+        inner = [s.torch(optimizer) for s in self.schedulers]
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, inner, self.milestones)
+
+
+class _SequentialBound(_Bound):
+    def __init__(self, schedule, base_lrs):
+        super().__init__(schedule, base_lrs)
+        self.stages = [s.bind(base_lrs) for s in schedule.schedulers]
+
+    def lrs(self, state, t):
+        jnp = _np()
+        ms = self.schedule.milestones
+        out = self.stages[0].lrs((), t)
+        for i, stage in enumerate(self.stages[1:]):
+            local = jnp.maximum(t - ms[i], 0.0)
+            vals = stage.lrs((), local)
+            out = [jnp.where(t >= ms[i], v, o) for v, o in zip(vals, out)]
+        return out
+
+
+class OneCycleLR(Schedule):
+    """torch.optim.lr_scheduler.OneCycleLR, with its momentum (SGD, RMSprop) / beta1 (Adam
+    family) cycling when ``cycle_momentum`` (torch's default). The lr starts at
+    max_lr / div_factor, whatever the optimizer's lr. torch raises once stepped past
+    total_steps; here the formula continues."""
+
+    torch_name = "OneCycleLR"
+    _args = ("max_lr", "total_steps", "pct_start", "anneal_strategy", "cycle_momentum",
+             "base_momentum", "max_momentum", "div_factor", "final_div_factor", "three_phase")
+
+    def __init__(self, max_lr: float | Sequence[float], total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None,
+                 pct_start: float = 0.3, anneal_strategy: str = "cos",
+                 cycle_momentum: bool = True, base_momentum: float | Sequence[float] = 0.85,
+                 max_momentum: float | Sequence[float] = 0.95, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False):
+        if total_steps is not None:
+            self.total_steps = _positive_int("total_steps", total_steps)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = (_positive_int("epochs", epochs)
+                                * _positive_int("steps_per_epoch", steps_per_epoch))
+        else:
+            raise ValueError("total_steps: expected total_steps, or epochs and steps_per_epoch, "
+                             "got none of them")
+        if isinstance(pct_start, bool) or not isinstance(pct_start, float):
+            raise TypeError(f"pct_start: expected a float in [0, 1], got {pct_start!r}")
+        self.pct_start = real(0.0, 1.0)("pct_start", pct_start)
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"anneal_strategy: expected one of ['cos', 'linear'], got "
+                             f"{anneal_strategy!r}")
+        self.anneal_strategy = anneal_strategy
+        self.cycle_momentum = boolean("cycle_momentum", cycle_momentum)
+        self.max_lr = max_lr
+        self.base_momentum = base_momentum
+        self.max_momentum = max_momentum
+        self.div_factor = real()("div_factor", div_factor)
+        self.final_div_factor = real()("final_div_factor", final_div_factor)
+        self.three_phase = boolean("three_phase", three_phase)
+        for name in ("max_lr", "base_momentum", "max_momentum"):
+            v = getattr(self, name)
+            for i, x in enumerate(v if isinstance(v, (list, tuple)) else [v]):
+                real()(f"{name}[{i}]" if isinstance(v, (list, tuple)) else name, x)
+        total = self.total_steps
+        if self.three_phase:
+            self._phases = [
+                (float(self.pct_start * total) - 1, "initial", "max", "max_m", "base_m"),
+                (float(2 * self.pct_start * total) - 2, "max", "initial", "base_m", "max_m"),
+                (total - 1, "initial", "min", "max_m", "max_m"),
+            ]
+        else:
+            self._phases = [
+                (float(self.pct_start * total) - 1, "initial", "max", "max_m", "base_m"),
+                (total - 1, "max", "min", "base_m", "max_m"),
+            ]
+        self._groups = None  # from_torch: torch's own per-group values
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self.cycle_momentum
+
+    def bind(self, base_lrs):
+        return _OneCycleBound(self, base_lrs)
+
+    def group_values(self, n):
+        """Per group: initial_lr, max_lr, min_lr, base_momentum, max_momentum (Python floats,
+        computed as torch does)."""
+        if self._groups is not None:
+            if len(self._groups) != n:
+                raise ValueError(f"max_lr: expected {len(self._groups)} parameter groups, got {n}")
+            return self._groups
+        max_lrs = _per_group("max_lr", self.max_lr, n, real())
+        base_m = _per_group("base_momentum", self.base_momentum, n, real())
+        max_m = _per_group("max_momentum", self.max_momentum, n, real())
+        out = []
+        for i in range(n):
+            initial = max_lrs[i] / self.div_factor
+            out.append({"initial": initial, "max": max_lrs[i],
+                        "min": initial / self.final_div_factor,
+                        "base_m": base_m[i], "max_m": max_m[i]})
+        return out
+
+    def _anneal(self, start, end, pct):
+        jnp = _np()
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (jnp.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _value(self, t, values, which):
+        jnp = _np()
+        out = None
+        start_step = 0.0
+        pieces = []
+        for phase in self._phases:
+            end_step = phase[0]
+            s, e = (phase[1], phase[2]) if which == "lr" else (phase[3], phase[4])
+            pct = (t - start_step) / (end_step - start_step)
+            pieces.append((end_step, self._anneal(values[s], values[e], pct)))
+            start_step = end_step
+        out = pieces[-1][1]
+        for end_step, v in reversed(pieces[:-1]):
+            out = jnp.where(t <= end_step, v, out)
+        return out
+
+
+class _OneCycleBound(_Bound):
+    def __init__(self, schedule, base_lrs):
+        super().__init__(schedule, base_lrs)
+        self.values = schedule.group_values(self.n)
+
+    def lrs(self, state, t):
+        return [self.schedule._value(t, v, "lr") for v in self.values]
+
+    def momenta(self, state, t):
+        if not self.schedule.cycle_momentum:
+            return None
+        return [self.schedule._value(t, v, "momentum") for v in self.values]
+
+
+# --------------------------------------------------------------------------------------------
+# ReduceLROnPlateau
+
+
+class PlateauState(NamedTuple):
+    """torch's ReduceLROnPlateau state: the groups' current lrs, best, num_bad_epochs,
+    cooldown_counter and last_epoch."""
+
+    lrs: Any
+    best: Any
+    num_bad_epochs: Any
+    cooldown_counter: Any
+    last_epoch: Any
+
+
+class ReduceLROnPlateau(Schedule):
+    """torch.optim.lr_scheduler.ReduceLROnPlateau, metric-driven.
+
+    ``tx.update(grads, state, params, metrics=m)`` applies the update with the current lr, then
+    steps the plateau rule with m, as torch's ``opt.step(); sched.step(m)``: a metric is better
+    when < best * (1 - threshold) (mode "min", "rel"; "abs": < best - threshold; "max" mirrors
+    it); after more than ``patience`` bad steps every group's lr becomes
+    max(lr * factor, min_lr) if that lowers it by more than ``eps``, then ``cooldown`` steps
+    ignore bad epochs. (optax.contrib.reduce_on_plateau reduces when the count reaches
+    patience, one step earlier, and scales instead of setting per-group lrs.)"""
+
+    torch_name = "ReduceLROnPlateau"
+    stateful = True
+    _args = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr",
+             "eps")
+
+    def __init__(self, mode: str = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                 min_lr: float | Sequence[float] = 0.0, eps: float = 1e-8):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: expected one of ['min', 'max'], got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode: expected one of ['rel', 'abs'], got "
+                             f"{threshold_mode!r}")
+        self.mode = mode
+        self.threshold_mode = threshold_mode
+        self.factor = real(hi=1.0, hi_open=True)("factor", factor)
+        self.patience = integer("patience", patience)
+        self.threshold = real()("threshold", threshold)
+        self.cooldown = integer("cooldown", cooldown)
+        if self.patience < 0 or self.cooldown < 0:
+            bad = "patience" if self.patience < 0 else "cooldown"
+            raise ValueError(f"{bad}: expected an int >= 0, got {getattr(self, bad)!r}")
+        if isinstance(min_lr, (list, tuple)):
+            self.min_lr = [real()(f"min_lr[{i}]", v) for i, v in enumerate(min_lr)]
+        else:
+            self.min_lr = real()("min_lr", min_lr)
+        self.eps = real()("eps", eps)
+
+    def bind(self, base_lrs):
+        return _PlateauBound(self, base_lrs)
+
+
+class _PlateauBound(_Bound):
+    def __init__(self, schedule, base_lrs):
+        super().__init__(schedule, base_lrs)
+        self.min_lrs = _per_group("min_lr", schedule.min_lr, self.n, real())
+
+    def init(self, sdt):
+        jnp = _np()
+        worse = math.inf if self.schedule.mode == "min" else -math.inf
+        return PlateauState(jnp.asarray(self.base_lrs, sdt), jnp.asarray(worse, sdt),
+                            jnp.asarray(0, "int32"), jnp.asarray(0, "int32"),
+                            jnp.asarray(0, "int32"))
+
+    def lrs(self, state, t):
+        return [state.lrs[g] for g in range(self.n)]
+
+    def step(self, state, metrics):
+        jnp = _np()
+        s = self.schedule
+        current = jnp.asarray(metrics, state.best.dtype).reshape(())
+        best = state.best
+        if s.mode == "min" and s.threshold_mode == "rel":
+            better = current < best * (1.0 - s.threshold)
+        elif s.mode == "min":
+            better = current < best - s.threshold
+        elif s.threshold_mode == "rel":
+            better = current > best * (s.threshold + 1.0)
+        else:
+            better = current > best + s.threshold
+        best = jnp.where(better, current, best)
+        bad = jnp.where(better, 0, state.num_bad_epochs + 1)
+        in_cooldown = state.cooldown_counter > 0
+        cooldown = jnp.where(in_cooldown, state.cooldown_counter - 1, state.cooldown_counter)
+        bad = jnp.where(in_cooldown, 0, bad)
+        reduce = bad > s.patience
+        old = state.lrs
+        new = jnp.maximum(old * s.factor, jnp.asarray(self.min_lrs, old.dtype))
+        lrs = jnp.where(reduce & (old - new > s.eps), new, old)
+        cooldown = jnp.where(reduce, s.cooldown, cooldown)
+        bad = jnp.where(reduce, 0, bad)
+        return PlateauState(lrs, best, bad.astype("int32"), cooldown.astype("int32"),
+                            state.last_epoch + 1)
+

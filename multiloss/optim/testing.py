@@ -1,0 +1,614 @@
+"""The trajectory harness: run the same problem with torch.optim (the independent reference)
+and with multiloss's JAX transform, and compare the parameters after every step.
+
+    >>> from multiloss.optim import testing
+    >>> r = testing.run(testing.case("adam/amsgrad"), "float64")
+    >>> r.max_error <= testing.TOLERANCE["float64"]
+
+The problem: parameters ``{"w": (3, 4), "b": (4,)}`` drawn once from a fixed seed, and the
+gradient of L(p) = sum(0.5 a (p - c)^2 + 0.25 sin(2 p)) (a in [0.5, 1.5], c ~ 3 N(0, 1)), one
+NumPy function used by both sides, so that the gradients are bit-identical functions of the
+parameters and every difference comes from the optimizers. Both sides see the same sequence
+of "no gradient" steps, clipping and metrics.
+
+Error of one step: max over parameters of max|p_jax - p_torch| / max|p_torch|; a case's error
+is the largest over its steps. ``naive`` runs the same-named optax call with the same numbers
+(the port a user would write) the same way, to show where the mapping matters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import schedules as S
+
+#: Largest accepted error per dtype (see the module doc and docs/optim.md). float64: torch
+#: and XLA order floating-point operations differently and ``optax.apply_updates`` adds the
+#: update back (one rounding per step), so bit equality is not expected; 1e-12 is the bar.
+#: float32: 32 ulps (3.8e-6) relative after 100 steps: single-precision rounding of the
+#: moments, of p + (new_p - p) and of torch's and XLA's differently ordered sums accumulates
+#: over the steps (measured worst 1.2e-6).
+TOLERANCE = {"float64": 1e-12, "float32": 32 * float(np.finfo(np.float32).eps)}
+
+#: LBFGS in float32: its two-loop recursion takes dot products of float32 vectors (summed in
+#: different orders by torch's BLAS and by XLA) and divides by y.s and y.y, which amplifies
+#: their rounding (measured worst 2.5e-5).
+LBFGS_FLOAT32 = 1e-4
+
+
+STEPS = 100
+SHAPES = {"w": (3, 4), "b": (4,)}
+
+
+def problem(dtype="float64", seed=0):
+    """Initial parameters, the gradient and the loss (NumPy, ``dtype``)."""
+    rng = np.random.default_rng(seed)
+    p0 = {k: rng.normal(size=s).astype(dtype) for k, s in SHAPES.items()}
+    a = {k: rng.uniform(0.5, 1.5, size=s).astype(dtype) for k, s in SHAPES.items()}
+    c = {k: (3 * rng.normal(size=s)).astype(dtype) for k, s in SHAPES.items()}
+    half, quarter, two = (np.asarray(x, dtype) for x in (0.5, 0.25, 2.0))
+
+    def grad(p):
+        return {k: (a[k] * (p[k] - c[k]) + half * np.cos(two * p[k])).astype(dtype) for k in p}
+
+    def loss(p):
+        return float(sum(np.sum(half * a[k] * (p[k] - c[k]) ** 2 + quarter * np.sin(two * p[k]))
+                         for k in p))
+
+    return p0, grad, loss
+
+
+@dataclass
+class Case:
+    """One comparison. ``jax`` are the keyword arguments of ``multiloss.optim.get`` (without
+    the name); ``torch_groups(named_params)`` builds torch's param groups; ``torch_schedule
+    (optimizer)`` torch's scheduler (built from torch's classes, independently of
+    multiloss); ``no_grad(step, name)`` says whether a parameter gets no gradient at a step;
+    ``metric(step)`` feeds ReduceLROnPlateau; ``naive()`` is the same-named optax call, and
+    ``naive_gap`` a lower bound on its measured divergence (set where it diverges)."""
+
+    id: str
+    optimizer: str
+    hyper: dict = field(default_factory=dict)
+    jax: dict = field(default_factory=dict)
+    torch_groups: Callable | None = None
+    torch_schedule: Callable | None = None
+    clip: tuple | None = None
+    no_grad: Callable | None = None
+    no_grad_mode: str = "none"  # "none": None leaves; "mask": has_grad=
+    metric: Callable | None = None
+    naive: Callable | None = None
+    naive_gap: float | None = None  # the naive port diverges by more than this (tests assert it)
+    from_torch: bool = False
+    steps: int = STEPS
+    seed: int = 0
+
+
+def tolerance(case: Case, dtype: str) -> float:
+    """The accepted error of ``case`` in ``dtype``."""
+    if dtype == "float32" and case.optimizer == "lbfgs":
+        return LBFGS_FLOAT32
+    return TOLERANCE[dtype]
+
+
+@dataclass
+class Result:
+    case: str
+    dtype: str
+    errors: list  # per step
+    naive_errors: list | None = None
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors)
+
+    @property
+    def naive_max(self) -> float | None:
+        return None if self.naive_errors is None else max(self.naive_errors)
+
+
+def _error(pj, pt) -> float:
+    worst = 0.0
+    for k in pt:
+        ref = np.asarray(pt[k], np.float64)
+        d = np.max(np.abs(np.asarray(pj[k], np.float64) - ref))
+        scale = np.max(np.abs(ref))
+        e = d / scale if scale > 0 else d
+        worst = max(worst, float(e) if np.isfinite(e) else math.inf)
+    return worst
+
+
+# --------------------------------------------------------------------------------------------
+# the torch side (the reference)
+
+
+def run_torch(case: Case, dtype: str, build_only=False):
+    import torch
+
+    p0, grad, loss = problem(dtype, case.seed)
+    named = {k: torch.tensor(v, requires_grad=True) for k, v in p0.items()}
+    cls = getattr(torch.optim, _torch_class(case.optimizer))
+    params = case.torch_groups(named) if case.torch_groups else list(named.values())
+    opt = cls(params, **case.hyper)
+    sched = case.torch_schedule(opt) if case.torch_schedule else None
+    if build_only:
+        return opt, sched, named
+    return _torch_loop(case, opt, sched, named, grad, loss)
+
+
+def _torch_loop(case, opt, sched, named, grad, loss):
+    import torch
+
+    traj = []
+    for k in range(case.steps):
+        def closure(k=k):
+            p = {n: v.detach().numpy() for n, v in named.items()}
+            g = grad(p)
+            for n, v in named.items():
+                v.grad = None if case.no_grad and case.no_grad(k, n) else torch.from_numpy(g[n])
+            if case.clip:
+                have = [v for v in named.values() if v.grad is not None]
+                if case.clip[0] == "norm":
+                    torch.nn.utils.clip_grad_norm_(have, case.clip[1], norm_type=case.clip[2])
+                else:
+                    torch.nn.utils.clip_grad_value_(have, case.clip[1])
+            return loss(p)
+
+        if isinstance(opt, torch.optim.LBFGS):
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+        if sched is not None:
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(case.metric(k))
+            else:
+                sched.step()
+        traj.append({n: v.detach().numpy().copy() for n, v in named.items()})
+    return traj
+
+
+def _torch_class(name):
+    from ._registry import resolve
+
+    return resolve(name).torch_class
+
+
+# --------------------------------------------------------------------------------------------
+# the JAX side
+
+
+def _jax_loops(case, tx, dtypes, naive=False) -> dict:
+    """The JAX trajectories of ``case`` in each of ``dtypes``, stepped together by one
+    jitted function (one compilation for all dtypes)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    probs = {d: problem(d, case.seed) for d in dtypes}
+    params = {d: {k: jnp.asarray(v) for k, v in probs[d][0].items()} for d in dtypes}
+    states = {d: tx.init(params[d]) for d in dtypes}
+    lbfgs_many = case.optimizer == "lbfgs" and case.hyper.get("max_iter", 20) > 1 and not naive
+
+    def value_and_grad(d):
+        p0, grad, loss = probs[d]
+
+        def host(p):
+            p = {k: np.asarray(v) for k, v in p.items()}
+            return np.asarray(loss(p), np.float64), grad(p)
+
+        shapes = (jax.ShapeDtypeStruct((), np.float64),
+                  {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in p0.items()})
+        return lambda p: jax.pure_callback(host, shapes, p, vmap_method="sequential")
+
+    vgs = {d: value_and_grad(d) for d in dtypes} if lbfgs_many else {}
+
+    def one(d, g, state, params, has_grad, metric, value):
+        extra = {}
+        if has_grad is not None:
+            extra["has_grad"] = has_grad
+        if metric is not None:
+            extra["value" if naive else "metrics"] = metric
+        if lbfgs_many:
+            extra["value"] = value
+            extra["value_and_grad_fn"] = vgs[d]
+        u, state = tx.update(g, state, params, **extra)
+        return optax.apply_updates(params, u), state
+
+    @jax.jit
+    def step(args):
+        return tuple(one(d, *a) for d, a in zip(dtypes, args))
+
+    trajs = {d: [] for d in dtypes}
+    for k in range(case.steps):
+        args = []
+        for d in dtypes:
+            _, grad, loss = probs[d]
+            p = {n: np.asarray(v) for n, v in params[d].items()}
+            g = grad(p)
+            has_grad = None
+            if case.no_grad:
+                miss = {n: bool(case.no_grad(k, n)) for n in g}
+                if case.no_grad_mode == "mask" and not naive:
+                    has_grad = {n: jnp.asarray(not m) for n, m in miss.items()}
+                elif naive:
+                    g = {n: (np.zeros_like(v) if miss[n] else v) for n, v in g.items()}
+                else:
+                    g = {n: (None if miss[n] else v) for n, v in g.items()}
+            metric = None if case.metric is None else np.asarray(case.metric(k), np.float64)
+            value = np.asarray(loss(p), np.float64)
+            args.append((g, states[d], params[d], has_grad, metric, value))
+        out = step(tuple(args))
+        for d, (new_params, new_state) in zip(dtypes, out):
+            params[d], states[d] = new_params, new_state
+            trajs[d].append({n: np.asarray(v) for n, v in new_params.items()})
+    return trajs
+
+
+def _jax_loop(case, tx, dtype, naive=False):
+    return _jax_loops(case, tx, (dtype,), naive)[dtype]
+
+
+def build_jax(case: Case):
+    from . import from_torch, get
+
+    if case.from_torch:
+        opt, sched, named = run_torch(case, "float64", build_only=True)
+        return from_torch(opt, sched, params=list(named.items()), **case.jax).transform
+    return get(case.optimizer, backend="jax", **case.hyper, **case.jax)
+
+
+def run_all(case: Case, dtypes=("float64", "float32"), naive: bool = False,
+            ours: bool = True) -> dict:
+    """Run ``case`` on torch and on JAX in each dtype (the JAX runs compiled together); a
+    :class:`Result` per dtype. ``naive``: also the naive optax port (float64 only);
+    ``ours=False``: only the naive port, whose errors are then also the result's ``errors``."""
+    refs = {d: run_torch(case, d) for d in dtypes}
+    out = {}
+    if ours:
+        trajs = _jax_loops(case, build_jax(case), dtypes)
+        for d in dtypes:
+            out[d] = Result(case.id, d, [_error(a, b) for a, b in zip(trajs[d], refs[d])])
+    if (naive or not ours) and case.naive is not None and "float64" in dtypes:
+        other = _jax_loop(case, case.naive(), "float64", naive=True)
+        errs = [_error(a, b) for a, b in zip(other, refs["float64"])]
+        if "float64" in out:
+            out["float64"].naive_errors = errs
+        else:
+            out["float64"] = Result(case.id, "float64", errs, errs)
+    return out
+
+
+def run(case: Case, dtype: str = "float64", naive: bool = True, ours: bool = True) -> Result:
+    """Run ``case`` in one dtype (see :func:`run_all`)."""
+    return run_all(case, (dtype,), naive=naive and dtype == "float64", ours=ours)[dtype]
+
+
+# --------------------------------------------------------------------------------------------
+# the cases
+
+
+def _optax():
+    import optax
+
+    return optax
+
+
+def _groups_wb(hyper_w=None, hyper_b=None):
+    def build(named):
+        return [{"params": [named["w"]], **(hyper_w or {})},
+                {"params": [named["b"]], **(hyper_b or {})}]
+
+    return build
+
+
+_LABELS = {"w": 0, "b": 1}
+_DECAY_LABELS = {"w": "decay", "b": "no_decay"}
+
+
+def _sched(cls_name, **kw):
+    def build(opt):
+        import torch
+
+        return getattr(torch.optim.lr_scheduler, cls_name)(opt, **kw)
+
+    return build
+
+
+def _lambda(epoch):  # plain Python: int arithmetic and min(), as a torch user writes it
+    return min(1.0, (epoch + 1) / 10) * 0.9 ** (epoch // 7)
+
+
+def _lambda_b(epoch):
+    return 1.0 / (1 + 0.05 * epoch)
+
+
+def _plateau_metric(k):
+    # improves for 15 steps, then flat with a tiny wiggle: reductions, cooldowns, then min_lr
+    return 1.0 / (1 + k) if k < 15 else 1.0 / 16 + 1e-6 * (k % 2)
+
+
+def _every_third_b(k, name):
+    return name == "b" and k % 3 == 1
+
+
+def _cases() -> list[Case]:
+    ox = _optax
+    c = []
+
+    def add(*a, **kw):
+        c.append(Case(*a, **kw))
+
+    # ---- SGD
+    add("sgd/defaults", "sgd")
+    add("sgd/momentum", "sgd", {"lr": 0.05, "momentum": 0.9}, naive=lambda: ox().sgd(0.05, 0.9))
+    add("sgd/dampening", "sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.5},
+        naive=lambda: ox().sgd(0.05, 0.9), naive_gap=0.1)
+    add("sgd/nesterov", "sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+        naive=lambda: ox().sgd(0.05, 0.9, nesterov=True))
+    add("sgd/weight_decay", "sgd", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1},
+        naive=lambda: ox().sgd(0.05, 0.9), naive_gap=0.01)
+    add("sgd/maximize", "sgd", {"lr": 0.01, "momentum": 0.5, "weight_decay": 0.1,
+                                "maximize": True},
+        naive=lambda: ox().chain(ox().add_decayed_weights(0.1), ox().sgd(0.01, 0.5)),
+        naive_gap=0.1)
+    # ---- Adam / AdamW
+    add("adam/defaults", "adam", naive=lambda: ox().adam(1e-3))
+    add("adam/betas_eps", "adam", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-3},
+        naive=lambda: ox().adam(0.05, 0.8, 0.99, 1e-3))
+    add("adam/weight_decay", "adam", {"lr": 0.05, "weight_decay": 0.1},
+        naive=lambda: ox().adamw(0.05, weight_decay=0.1), naive_gap=0.01)
+    add("adam/amsgrad", "adam", {"lr": 0.05, "amsgrad": True}, naive=lambda: ox().amsgrad(0.05),
+        naive_gap=0.01)
+    add("adam/maximize", "adam", {"lr": 0.05, "maximize": True, "weight_decay": 0.1})
+    add("adam/decoupled_weight_decay", "adam", {"lr": 0.05, "weight_decay": 0.1,
+                                                 "decoupled_weight_decay": True},
+        naive=lambda: ox().adamw(0.05, weight_decay=0.1))
+    add("adamw/defaults", "adamw", naive=lambda: ox().adamw(1e-3), naive_gap=1e-4)
+    add("adamw/amsgrad", "adamw", {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True,
+                                   "maximize": True, "betas": (0.85, 0.995), "eps": 1e-6})
+    # ---- RMSprop
+    add("rmsprop/defaults", "rmsprop", naive=lambda: ox().rmsprop(1e-2), naive_gap=0.1)
+    add("rmsprop/alpha_eps", "rmsprop", {"lr": 0.02, "alpha": 0.9, "eps": 1e-3},
+        naive=lambda: ox().rmsprop(0.02, decay=0.9, eps=1e-3), naive_gap=1e-3)
+    add("rmsprop/centered", "rmsprop", {"lr": 0.01, "centered": True},
+        naive=lambda: ox().rmsprop(0.01, decay=0.99, centered=True), naive_gap=1e-7)
+    add("rmsprop/momentum", "rmsprop", {"lr": 0.01, "momentum": 0.9},
+        naive=lambda: ox().rmsprop(0.01, decay=0.99, momentum=0.9), naive_gap=1e-7)
+    add("rmsprop/weight_decay", "rmsprop", {"lr": 0.01, "weight_decay": 0.1, "maximize": True,
+                                            "centered": True, "momentum": 0.5})
+    # ---- Adagrad
+    add("adagrad/defaults", "adagrad", naive=lambda: ox().adagrad(1e-2), naive_gap=1e-3)
+    add("adagrad/lr_decay", "adagrad", {"lr": 0.1, "lr_decay": 0.05},
+        naive=lambda: ox().adagrad(0.1), naive_gap=0.1)
+    add("adagrad/initial_accumulator_value", "adagrad",
+        {"lr": 0.1, "initial_accumulator_value": 0.1, "eps": 1e-7},
+        naive=lambda: ox().adagrad(0.1, initial_accumulator_value=0.1, eps=1e-7), naive_gap=1e-9)
+    add("adagrad/weight_decay", "adagrad", {"lr": 0.1, "weight_decay": 0.1, "maximize": True})
+    # ---- Adadelta
+    add("adadelta/defaults", "adadelta", naive=lambda: ox().adadelta(), naive_gap=0.1)
+    add("adadelta/rho_eps", "adadelta", {"lr": 0.5, "rho": 0.8, "eps": 1e-4},
+        naive=lambda: ox().adadelta(0.5, rho=0.8, eps=1e-4))
+    add("adadelta/weight_decay", "adadelta", {"weight_decay": 0.1},
+        naive=lambda: ox().adadelta(1.0, weight_decay=0.1))
+    add("adadelta/maximize", "adadelta", {"lr": 0.5, "maximize": True})
+    # ---- Adamax
+    add("adamax/defaults", "adamax", naive=lambda: ox().adamax(2e-3))
+    add("adamax/eps", "adamax", {"lr": 0.05, "eps": 1e-2}, naive=lambda: ox().adamax(0.05, eps=1e-2))
+    add("adamax/weight_decay", "adamax", {"lr": 0.05, "weight_decay": 0.1, "maximize": True,
+                                          "betas": (0.8, 0.99)})
+    # ---- NAdam
+    add("nadam/defaults", "nadam", naive=lambda: ox().nadam(2e-3), naive_gap=1e-3)
+    add("nadam/momentum_decay", "nadam", {"lr": 0.05, "momentum_decay": 0.02,
+                                          "betas": (0.8, 0.99)})
+    add("nadam/weight_decay", "nadam", {"lr": 0.05, "weight_decay": 0.1, "maximize": True,
+                                        "eps": 1e-4})
+    add("nadam/decoupled_weight_decay", "nadam", {"lr": 0.05, "weight_decay": 0.1,
+                                                   "decoupled_weight_decay": True},
+        naive=lambda: ox().nadamw(0.05, weight_decay=0.1), naive_gap=0.01)
+    # ---- RAdam
+    add("radam/defaults", "radam", naive=lambda: ox().radam(1e-3), naive_gap=1e-10)
+    add("radam/eps", "radam", {"lr": 0.05, "eps": 1e-3}, naive=lambda: ox().radam(0.05, eps=1e-3),
+        naive_gap=1e-4)
+    add("radam/weight_decay", "radam", {"lr": 0.05, "weight_decay": 0.1, "maximize": True,
+                                        "betas": (0.8, 0.99)})
+    add("radam/decoupled_weight_decay", "radam", {"lr": 0.05, "weight_decay": 0.1,
+                                                   "decoupled_weight_decay": True})
+    # ---- LBFGS
+    add("lbfgs/max_iter=1", "lbfgs", {"lr": 0.1, "max_iter": 1},
+        naive=lambda: ox().lbfgs(0.1, memory_size=100, linesearch=None), naive_gap=0.01)
+    add("lbfgs/history_size_no_grad", "lbfgs", {"lr": 0.1, "max_iter": 1, "history_size": 3},
+        no_grad=lambda k, name: name == "b" and k in (4, 5, 20))
+    add("lbfgs/max_iter=5", "lbfgs", {"lr": 0.1, "max_iter": 5, "max_eval": 4, "history_size": 10,
+                                      "tolerance_grad": 1e-3, "tolerance_change": 1e-4})
+
+    # ---- schedules (SGD with momentum unless the schedule is about beta1)
+    sgd = {"lr": 0.05, "momentum": 0.9}
+
+    def sch(id_, schedule, torch_build, naive_sched=None, optimizer="sgd", hyper=sgd,
+            naive_gap=None, **kw):
+        naive = None
+        if naive_sched is not None:
+            naive = (lambda: ox().sgd(naive_sched(), 0.9)) if optimizer == "sgd" else None
+        add(f"schedule/{id_}", optimizer, dict(hyper), {"schedule": schedule}, naive=naive,
+            torch_schedule=torch_build, naive_gap=naive_gap, **kw)
+
+    sch("StepLR", S.StepLR(10, 0.5), _sched("StepLR", step_size=10, gamma=0.5),
+        lambda: ox().exponential_decay(0.05, 10, 0.5, staircase=True), naive_gap=1e-10)
+    sch("MultiStepLR", S.MultiStepLR([10, 30, 30, 60], 0.5),
+        _sched("MultiStepLR", milestones=[10, 30, 30, 60], gamma=0.5),
+        lambda: ox().piecewise_constant_schedule(0.05, {10: 0.5, 30: 0.25, 60: 0.5}))
+    sch("ExponentialLR", S.ExponentialLR(0.97), _sched("ExponentialLR", gamma=0.97),
+        lambda: ox().exponential_decay(0.05, 1, 0.97), naive_gap=1e-9)
+    sch("CosineAnnealingLR", S.CosineAnnealingLR(30, 1e-3),
+        _sched("CosineAnnealingLR", T_max=30, eta_min=1e-3),
+        lambda: ox().cosine_decay_schedule(0.05, 30, alpha=1e-3 / 0.05), naive_gap=0.1)
+    sch("LinearLR", S.LinearLR(0.1, 1.0, 20), _sched("LinearLR", start_factor=0.1,
+                                                      end_factor=1.0, total_iters=20),
+        lambda: ox().linear_schedule(0.005, 0.05, 20), naive_gap=1e-10)
+    sch("ConstantLR", S.ConstantLR(0.25, 10), _sched("ConstantLR", factor=0.25, total_iters=10),
+        lambda: ox().piecewise_constant_schedule(0.0125, {10: 4.0}))
+    sch("PolynomialLR", S.PolynomialLR(60, 2.0), _sched("PolynomialLR", total_iters=60, power=2.0),
+        lambda: ox().polynomial_schedule(0.05, 0.0, 2.0, 60), naive_gap=1e-10)
+    sch("LambdaLR", S.LambdaLR(_lambda), _sched("LambdaLR", lr_lambda=_lambda))
+    sch("LambdaLR/traceable", S.LambdaLR(lambda e: 0.97**e, traceable=True),
+        _sched("LambdaLR", lr_lambda=lambda e: 0.97**e))
+
+    def seq(opt):
+        import torch
+
+        L = torch.optim.lr_scheduler
+        return L.SequentialLR(opt, [L.LinearLR(opt, 0.1, 1.0, 10), L.CosineAnnealingLR(opt, 40),
+                                    L.ExponentialLR(opt, 0.95)], milestones=[10, 50])
+
+    sch("SequentialLR", S.SequentialLR([S.LinearLR(0.1, 1.0, 10), S.CosineAnnealingLR(40),
+                                        S.ExponentialLR(0.95)], [10, 50]), seq,
+        lambda: ox().join_schedules([ox().linear_schedule(0.005, 0.05, 10),
+                                    ox().cosine_decay_schedule(0.05, 40),
+                                    ox().exponential_decay(0.05, 1, 0.95)], [10, 50]),
+        naive_gap=1e-10)
+    sch("OneCycleLR/sgd", S.OneCycleLR(0.1, total_steps=100),
+        _sched("OneCycleLR", max_lr=0.1, total_steps=100),
+        lambda: ox().cosine_onecycle_schedule(100, 0.1), naive_gap=0.01)
+    sch("OneCycleLR/adam", S.OneCycleLR(0.1, total_steps=100),
+        _sched("OneCycleLR", max_lr=0.1, total_steps=100), optimizer="adam",
+        hyper={"lr": 0.05})
+    sch("OneCycleLR/three_phase_linear", S.OneCycleLR(0.1, total_steps=100, pct_start=0.25,
+                                                      anneal_strategy="linear", three_phase=True,
+                                                      base_momentum=0.8, max_momentum=0.9),
+        _sched("OneCycleLR", max_lr=0.1, total_steps=100, pct_start=0.25,
+               anneal_strategy="linear", three_phase=True, base_momentum=0.8,
+               max_momentum=0.9), optimizer="nadam", hyper={"lr": 0.05})
+    sch("OneCycleLR/no_momentum", S.OneCycleLR(0.1, total_steps=100, cycle_momentum=False),
+        _sched("OneCycleLR", max_lr=0.1, total_steps=100, cycle_momentum=False),
+        optimizer="adagrad", hyper={"lr": 0.05})
+    sch("CosineAnnealingWarmRestarts", S.CosineAnnealingWarmRestarts(10, 2, 1e-3),
+        _sched("CosineAnnealingWarmRestarts", T_0=10, T_mult=2, eta_min=1e-3),
+        lambda: ox().sgdr_schedule([dict(init_value=0.05, peak_value=0.05, decay_steps=10 * 2**i,
+                                        warmup_steps=0, end_value=1e-3) for i in range(4)]))
+    sch("CosineAnnealingWarmRestarts/T_mult=1", S.CosineAnnealingWarmRestarts(15),
+        _sched("CosineAnnealingWarmRestarts", T_0=15), optimizer="rmsprop",
+        hyper={"lr": 0.01, "momentum": 0.5})
+    sch("ReduceLROnPlateau", S.ReduceLROnPlateau(factor=0.5, patience=3, cooldown=2,
+                                                 min_lr=0.005),
+        _sched("ReduceLROnPlateau", factor=0.5, patience=3, cooldown=2, min_lr=0.005),
+        metric=_plateau_metric)
+    sch("ReduceLROnPlateau/max_abs", S.ReduceLROnPlateau(mode="max", factor=0.7, patience=2,
+                                                         threshold=1e-3, threshold_mode="abs"),
+        _sched("ReduceLROnPlateau", mode="max", factor=0.7, patience=2, threshold=1e-3,
+               threshold_mode="abs"), metric=lambda k: -_plateau_metric(k),
+        optimizer="adam", hyper={"lr": 0.05})
+    add("schedule/ReduceLROnPlateau/naive", "sgd", dict(sgd),
+        {"schedule": S.ReduceLROnPlateau(factor=0.5, patience=3)},
+        torch_schedule=_sched("ReduceLROnPlateau", factor=0.5, patience=3),
+        metric=_plateau_metric,
+        naive=lambda: ox().chain(ox().sgd(0.05, 0.9),
+                                ox().contrib.reduce_on_plateau(factor=0.5, patience=3)),
+        naive_gap=0.01)
+
+    # ---- parameter groups
+    add("groups/lr_weight_decay", "adamw", {"lr": 0.05, "weight_decay": 0.1},
+        {"param_groups": {"decay": {}, "no_decay": {"weight_decay": 0.0, "lr": 0.02}},
+         "labels": _DECAY_LABELS},
+        torch_groups=_groups_wb({}, {"weight_decay": 0.0, "lr": 0.02}),
+        naive=lambda: ox().adamw(0.05, weight_decay=0.1), naive_gap=0.01)
+    add("groups/decay_labels", "sgd", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1},
+        {"param_groups": {"decay": {}, "no_decay": {"weight_decay": 0.0}},
+         "labels": lambda p: __import__("multiloss.optim", fromlist=["x"]).decay_labels(p)},
+        torch_groups=_groups_wb({}, {"weight_decay": 0.0}))
+    add("groups/options", "adam", {"lr": 0.05},
+        {"param_groups": [{"amsgrad": True, "betas": (0.8, 0.99)}, {"weight_decay": 0.1}],
+         "labels": _LABELS},
+        torch_groups=_groups_wb({"amsgrad": True, "betas": (0.8, 0.99)}, {"weight_decay": 0.1}))
+    add("groups/LambdaLR_per_group", "sgd", {"lr": 0.05, "momentum": 0.9},
+        {"param_groups": [{}, {"lr": 0.1}], "labels": _LABELS,
+         "schedule": S.LambdaLR([_lambda, _lambda_b])},
+        torch_groups=_groups_wb({}, {"lr": 0.1}),
+        torch_schedule=_sched("LambdaLR", lr_lambda=[_lambda, _lambda_b]))
+    add("groups/OneCycleLR_per_group", "adamw", {"lr": 0.05},
+        {"param_groups": [{}, {"weight_decay": 0.0}], "labels": _LABELS,
+         "schedule": S.OneCycleLR([0.1, 0.03], total_steps=100, base_momentum=[0.85, 0.8])},
+        torch_groups=_groups_wb({}, {"weight_decay": 0.0}),
+        torch_schedule=_sched("OneCycleLR", max_lr=[0.1, 0.03], total_steps=100,
+                              base_momentum=[0.85, 0.8]))
+    add("groups/ReduceLROnPlateau_min_lr", "sgd", {"lr": 0.05, "momentum": 0.9},
+        {"param_groups": [{}, {"lr": 0.02}], "labels": _LABELS,
+         "schedule": S.ReduceLROnPlateau(factor=0.5, patience=2, min_lr=[0.01, 0.0])},
+        torch_groups=_groups_wb({}, {"lr": 0.02}),
+        torch_schedule=_sched("ReduceLROnPlateau", factor=0.5, patience=2, min_lr=[0.01, 0.0]),
+        metric=_plateau_metric)
+    for opt, hyper in (("adam", {"lr": 0.05, "weight_decay": 0.1}),
+                       ("sgd", {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1}),
+                       ("nadam", {"lr": 0.05, "weight_decay": 0.1})):
+        add(f"groups/no_grad/{opt}", opt, hyper, no_grad=_every_third_b,
+            naive=(lambda o=opt, h=hyper: ox().chain(ox().add_decayed_weights(h["weight_decay"]),
+                                                    getattr(ox(), o)(0.05, **({"momentum": 0.9} if o == "sgd" else {}))))
+            if opt != "nadam" else None, naive_gap=0.01 if opt != "nadam" else None)
+    add("groups/no_grad_mask/adamw", "adamw", {"lr": 0.05}, no_grad=_every_third_b,
+        no_grad_mode="mask")
+    add("groups/no_grad_mask/rmsprop", "rmsprop", {"lr": 0.01, "momentum": 0.5, "centered": True},
+        no_grad=_every_third_b, no_grad_mode="mask")
+
+    # ---- clipping
+    add("clip/grad_norm", "sgd", {"lr": 0.05, "momentum": 0.9}, {"clip_grad_norm": 5.0},
+        clip=("norm", 5.0, 2.0),
+        naive=lambda: ox().chain(ox().clip_by_global_norm(5.0), ox().sgd(0.05, 0.9)),
+        naive_gap=1e-9)
+    add("clip/grad_norm_inf", "adam", {"lr": 0.05}, {"clip_grad_norm": 2.0, "clip_norm_type": "inf"},
+        clip=("norm", 2.0, math.inf))
+    add("clip/grad_norm_p3_no_grad", "adamw", {"lr": 0.05},
+        {"clip_grad_norm": 3.0, "clip_norm_type": 3.0}, clip=("norm", 3.0, 3.0),
+        no_grad=_every_third_b, no_grad_mode="mask")
+    add("clip/grad_value", "sgd", {"lr": 0.05, "momentum": 0.9}, {"clip_grad_value": 1.5},
+        clip=("value", 1.5),
+        naive=lambda: ox().chain(ox().clip(1.5), ox().sgd(0.05, 0.9)))
+
+    # ---- from_torch
+    add("from_torch/adamw_groups_onecycle", "adamw", {"lr": 0.05},
+        torch_groups=_groups_wb({"weight_decay": 0.05}, {"weight_decay": 0.0, "amsgrad": True}),
+        torch_schedule=_sched("OneCycleLR", max_lr=[0.1, 0.05], total_steps=100,
+                              pct_start=0.2), from_torch=True)
+    add("from_torch/sgd_sequential", "sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                             "weight_decay": 1e-2},
+        torch_schedule=seq, from_torch=True)
+    add("from_torch/nadam_plateau", "nadam", {"lr": 0.05, "decoupled_weight_decay": True,
+                                              "weight_decay": 0.1},
+        torch_schedule=_sched("ReduceLROnPlateau", factor=0.5, patience=3),
+        metric=_plateau_metric, from_torch=True)
+    add("from_torch/lbfgs_step", "lbfgs", {"lr": 0.1, "max_iter": 1, "history_size": 5},
+        torch_schedule=_sched("StepLR", step_size=20, gamma=0.5), from_torch=True)
+    add("from_torch/rmsprop_lambda", "rmsprop", {"lr": 0.01, "momentum": 0.5},
+        torch_groups=_groups_wb({}, {"lr": 0.02, "centered": True}),
+        torch_schedule=_sched("LambdaLR", lr_lambda=[_lambda, _lambda_b]), from_torch=True)
+    return c
+
+
+CASES = _cases()
+_BY_ID = {c.id: c for c in CASES}
+
+
+def case(case_id: str) -> Case:
+    return _BY_ID[case_id]
+
+
+def table(dtypes=("float64", "float32")) -> str:
+    """The markdown table of docs/optim.md: largest error per case and dtype, and the naive
+    optax port's (float64)."""
+    rows = ["| case | float64 | float32 | naive optax (float64) |", "|---|---|---|---|"]
+    for c in CASES:
+        res = run_all(c, dtypes, naive=True)
+        naive = res["float64"].naive_max if "float64" in res else None
+        rows.append(f"| {c.id} | " + " | ".join(f"{res[d].max_error:.1e}" for d in dtypes)
+                    + f" | {'' if naive is None else f'{naive:.1e}'} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    print(table())

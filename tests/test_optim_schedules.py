@@ -1,0 +1,284 @@
+"""multiloss.optim.schedules against torch.optim.lr_scheduler itself: the learning rates (and
+OneCycleLR's momenta) step by step, 100-step trajectories of every schedule in float64 and
+float32, optax's same-named schedules diverging (off by one, flat past T_max, float32 under
+x64, one step late on a plateau), and validation."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import multiloss.optim as mo
+from multiloss.optim import schedules as S
+from multiloss.optim import testing as T
+
+jax.config.update("jax_enable_x64", True)
+
+CASES = [c.id for c in T.CASES if c.id.startswith("schedule/")]
+NAIVE = [c for c in CASES if T.case(c).naive_gap is not None]
+L = torch.optim.lr_scheduler
+BASE = [0.05, 0.02]  # two parameter groups
+
+
+def _check(result, case, dtype):
+    tol = T.tolerance(case, dtype)
+    assert result.max_error <= tol, (case.id, dtype, result.max_error, tol)
+
+
+@pytest.mark.parametrize("case_id", CASES)
+def test_trajectory_matches_torch(case_id):
+    """float64 and float32, the two JAX runs compiled together."""
+    case = T.case(case_id)
+    for dtype, result in T.run_all(case).items():
+        _check(result, case, dtype)
+
+
+@pytest.mark.parametrize("case_id", NAIVE)
+def test_naive_optax_schedule_diverges(case_id):
+    case = T.case(case_id)
+    r = T.run(case, "float64", ours=False)  # multiloss's own run: test_trajectory_matches_torch
+    assert r.naive_max > case.naive_gap, (case_id, r.naive_max)
+
+
+# ---------------------------------------------------------------------------------------------
+# the learning rates themselves, step by step (two groups, no compilation)
+
+
+def _torch_opt(kind="sgd"):
+    ps = [torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    groups = [{"params": [p], "lr": lr} for p, lr in zip(ps, BASE)]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
+    return torch.optim.Adam(groups)
+
+
+def _torch_lrs(build, steps, kind="sgd", metrics=None):
+    opt = _torch_opt(kind)
+    sched = build(opt)
+    lrs, moms = [], []
+    for k in range(steps):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        moms.append([g["betas"][0] if kind == "adam" else g["momentum"] for g in opt.param_groups])
+        if k == steps - 1:
+            break
+        opt.step()
+        if metrics is None:
+            sched.step()
+        else:
+            sched.step(metrics(k))
+    return np.array(lrs), np.array(moms)
+
+
+def _rel(ours, ref):
+    return float(np.max(np.abs(ours - ref) / np.max(np.abs(ref), axis=0)))
+
+
+def _ours(schedule, steps):
+    b = schedule.bind(BASE)
+    t = jnp.arange(steps, dtype=jnp.float64)
+    lrs = np.stack([np.asarray(x) for x in b.lrs((), t)], axis=1)
+    m = b.momenta((), t)
+    return lrs, None if m is None else np.stack([np.asarray(x) for x in m], axis=1)
+
+
+SEQUENCES = [
+    ("StepLR", S.StepLR(7, 0.5), lambda o: L.StepLR(o, 7, 0.5)),
+    ("MultiStepLR", S.MultiStepLR([5, 20, 20, 60]), lambda o: L.MultiStepLR(o, [5, 20, 20, 60])),
+    ("ExponentialLR", S.ExponentialLR(0.95), lambda o: L.ExponentialLR(o, 0.95)),
+    ("CosineAnnealingLR", S.CosineAnnealingLR(25, 1e-3),
+     lambda o: L.CosineAnnealingLR(o, 25, 1e-3)),
+    ("LinearLR", S.LinearLR(0.2, 0.9, 30), lambda o: L.LinearLR(o, 0.2, 0.9, 30)),
+    ("LinearLR/decay_to_0", S.LinearLR(1.0, 0.0, 40), lambda o: L.LinearLR(o, 1.0, 0.0, 40)),
+    ("ConstantLR", S.ConstantLR(0.5, 12), lambda o: L.ConstantLR(o, 0.5, 12)),
+    ("PolynomialLR", S.PolynomialLR(50, 0.9), lambda o: L.PolynomialLR(o, 50, 0.9)),
+    ("LambdaLR", S.LambdaLR(T._lambda), lambda o: L.LambdaLR(o, T._lambda)),
+    ("LambdaLR/list", S.LambdaLR([T._lambda, T._lambda_b]),
+     lambda o: L.LambdaLR(o, [T._lambda, T._lambda_b])),
+    ("CosineAnnealingWarmRestarts", S.CosineAnnealingWarmRestarts(5, 3, 1e-4),
+     lambda o: L.CosineAnnealingWarmRestarts(o, 5, 3, 1e-4)),
+    ("CosineAnnealingWarmRestarts/T_mult=1", S.CosineAnnealingWarmRestarts(9),
+     lambda o: L.CosineAnnealingWarmRestarts(o, 9)),
+    ("SequentialLR", S.SequentialLR([S.ConstantLR(0.1, 3), S.ExponentialLR(0.9),
+                                     S.CosineAnnealingWarmRestarts(10)], [5, 30]),
+     lambda o: L.SequentialLR(o, [L.ConstantLR(o, 0.1, 3), L.ExponentialLR(o, 0.9),
+                                  L.CosineAnnealingWarmRestarts(o, 10)], [5, 30])),
+    ("OneCycleLR", S.OneCycleLR([0.1, 0.3], total_steps=120),
+     lambda o: L.OneCycleLR(o, [0.1, 0.3], total_steps=120)),
+    ("OneCycleLR/epochs_linear_3phase", S.OneCycleLR(0.1, epochs=10, steps_per_epoch=12,
+                                                     anneal_strategy="linear", three_phase=True,
+                                                     div_factor=10.0, final_div_factor=100.0),
+     lambda o: L.OneCycleLR(o, 0.1, epochs=10, steps_per_epoch=12, anneal_strategy="linear",
+                            three_phase=True, div_factor=10.0, final_div_factor=100.0)),
+]
+
+
+@pytest.mark.parametrize(("name", "ours", "build"), SEQUENCES, ids=[s[0] for s in SEQUENCES])
+def test_learning_rates_match_torch(name, ours, build):
+    steps = 121
+    ref, ref_m = _torch_lrs(build, steps)
+    lrs, moms = _ours(ours, steps)
+    assert lrs.dtype == np.float64
+    # torch steps most schedulers recursively (lr *= ratio) and computes cos with libm; the
+    # closed form with XLA's cos agrees to rounding, relative to each group's largest lr
+    assert _rel(lrs, ref) <= 1e-13, _rel(lrs, ref)
+    if moms is not None:
+        assert _rel(moms, ref_m) <= 1e-14
+    assert np.all(np.asarray(ours.torch(_torch_opt()).get_last_lr()) == ref[0])
+
+
+def test_cosine_annealing_rises_past_T_max_like_torch_and_optax_stays_flat():
+    lrs, _ = _ours(S.CosineAnnealingLR(10), 31)
+    ref, _ = _torch_lrs(lambda o: L.CosineAnnealingLR(o, 10), 31)
+    assert _rel(lrs, ref) <= 1e-13
+    assert lrs[10, 0] < 1e-18 and abs(lrs[20, 0] - 0.05) < 1e-15  # back to the base lr
+    flat = optax.cosine_decay_schedule(0.05, 10)(jnp.arange(31))
+    assert float(flat[20]) == 0.0
+
+
+def test_onecycle_momentum_cycles_beta1_on_adam():
+    sched = S.OneCycleLR(0.1, total_steps=50, base_momentum=0.8, max_momentum=0.9)
+    ref, ref_m = _torch_lrs(lambda o: L.OneCycleLR(o, 0.1, total_steps=50, base_momentum=0.8,
+                                                   max_momentum=0.9), 51, kind="adam")
+    lrs, moms = _ours(sched, 51)
+    assert _rel(lrs, ref) <= 1e-14 and _rel(moms, ref_m) <= 1e-14
+    assert moms.min() == pytest.approx(0.8) and moms.max() == pytest.approx(0.9)
+    # optax's onecycle is one step off torch's
+    onecycle = jax.jit(optax.cosine_onecycle_schedule(50, 0.1))
+    naive = np.array([float(onecycle(k)) for k in range(51)])
+    assert np.max(np.abs(naive - ref[:, 0])) > 1e-3
+
+
+@pytest.mark.parametrize("kw", [dict(factor=0.5, patience=3, cooldown=2, min_lr=[0.01, 0.0]),
+                                dict(mode="max", threshold_mode="abs", threshold=1e-3,
+                                     patience=0, eps=1e-3, factor=0.9)])
+def test_plateau_learning_rates_match_torch(kw):
+    sign = -1.0 if kw.get("mode") == "max" else 1.0
+    metrics = lambda k: sign * T._plateau_metric(k)  # noqa: E731
+    ref, _ = _torch_lrs(lambda o: L.ReduceLROnPlateau(o, **kw), 80, metrics=metrics)
+    b = S.ReduceLROnPlateau(**kw).bind(BASE)
+    state = b.init(jnp.float64)
+    lrs = []
+    for k in range(80):
+        lrs.append([float(x) for x in b.lrs(state, None)])
+        state = b.step(state, metrics(k))
+    np.testing.assert_array_equal(np.array(lrs), ref)  # the same multiplications: exact
+    assert len(np.unique(ref[:, 0])) > 3
+
+
+def test_plateau_reduces_one_step_later_than_optax():
+    """torch reduces when the bad epochs exceed patience; optax's reduce_on_plateau when they
+    reach it."""
+    ref, _ = _torch_lrs(lambda o: L.ReduceLROnPlateau(o, factor=0.5, patience=3), 40,
+                        metrics=T._plateau_metric)
+    tx = optax.contrib.reduce_on_plateau(factor=0.5, patience=3)
+    state = tx.init({"w": jnp.zeros(1)})
+    update = jax.jit(tx.update)
+    scale = []
+    for k in range(40):
+        scale.append(float(state.scale))
+        _, state = update({"w": jnp.zeros(1)}, state, value=T._plateau_metric(k))
+    first_torch = int(np.argmax(ref[:, 0] < BASE[0]))
+    first_optax = int(np.argmax(np.array(scale) < 1.0))
+    assert first_optax < first_torch
+
+
+def test_schedules_are_float64_under_x64_where_optax_is_float32():
+    count = jnp.asarray(7, jnp.int32)
+    for ours, theirs in [
+        (S.ExponentialLR(0.97), optax.exponential_decay(0.05, 1, 0.97)),
+        (S.LinearLR(0.1, 1.0, 20), optax.linear_schedule(0.005, 0.05, 20)),
+        (S.PolynomialLR(60, 2.0), optax.polynomial_schedule(0.05, 0.0, 2.0, 60)),
+    ]:
+        assert ours.as_optax(0.05)(count).dtype == jnp.float64
+        assert theirs(count).dtype == jnp.float32
+
+
+def test_as_optax_equals_the_bound_schedule():
+    f = S.StepLR(5, 0.5).as_optax(0.1)
+    assert float(f(12)) == 0.1 * 0.5**2
+    with pytest.raises(TypeError, match=r"ReduceLROnPlateau is metric-driven"):
+        S.ReduceLROnPlateau().as_optax(0.1)
+
+
+def test_lambda_lr_runs_plain_python_under_jit():
+    sched = S.LambdaLR(lambda e: 1.0 if e < 3 else math.cos(e) ** 2)  # math: not traceable
+    f = jax.jit(sched.as_optax(0.1))
+    for k in (0, 2, 3, 10):
+        assert float(f(k)) == pytest.approx(0.1 * (1.0 if k < 3 else math.cos(k) ** 2), rel=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation (torch's rules, plus types)
+
+
+@pytest.mark.parametrize(("make", "exc", "msg"), [
+    (lambda: S.StepLR(0), ValueError, r"step_size: expected an int >= 1, got 0"),
+    (lambda: S.StepLR(2.5), TypeError, r"step_size: expected an int, got float 2.5"),
+    (lambda: S.ConstantLR(factor=1.5), ValueError, r"factor: expected a value in \[0.0, 1.0\], got 1.5"),
+    (lambda: S.LinearLR(start_factor=0.0), ValueError, r"start_factor: expected a value in \(0.0, 1.0\], got 0.0"),
+    (lambda: S.LinearLR(end_factor=2.0), ValueError, r"end_factor: .*got 2.0"),
+    (lambda: S.CosineAnnealingLR(0), ValueError, r"T_max: expected an int >= 1, got 0"),
+    (lambda: S.CosineAnnealingWarmRestarts(0), ValueError, r"T_0: expected an int >= 1, got 0"),
+    (lambda: S.CosineAnnealingWarmRestarts(5, T_mult=0), ValueError, r"T_mult: .*got 0"),
+    (lambda: S.OneCycleLR(0.1), ValueError, r"total_steps: expected total_steps, or epochs and "
+                                            r"steps_per_epoch"),
+    (lambda: S.OneCycleLR(0.1, total_steps=10, pct_start=1.5), ValueError,
+     r"pct_start: expected a value in \[0.0, 1.0\], got 1.5"),
+    (lambda: S.OneCycleLR(0.1, total_steps=10, pct_start=1), TypeError, r"pct_start: expected a float"),
+    (lambda: S.OneCycleLR(0.1, total_steps=10, anneal_strategy="exp"), ValueError,
+     r"anneal_strategy: expected one of \['cos', 'linear'\], got 'exp'"),
+    (lambda: S.ReduceLROnPlateau(factor=1.0), ValueError, r"factor: expected a value in \[-inf, 1.0\), got 1.0"),
+    (lambda: S.ReduceLROnPlateau(mode="avg"), ValueError, r"mode: expected one of \['min', 'max'\], got 'avg'"),
+    (lambda: S.ReduceLROnPlateau(threshold_mode="pct"), ValueError, r"threshold_mode: .*got 'pct'"),
+    (lambda: S.ReduceLROnPlateau(patience=-1), ValueError, r"patience: expected an int >= 0, got -1"),
+    (lambda: S.LambdaLR(0.5), TypeError, r"lr_lambda: expected a callable"),
+    (lambda: S.SequentialLR([S.StepLR(2), S.ReduceLROnPlateau()], [3]), ValueError,
+     r"schedulers\[1\]: ReduceLROnPlateau cannot be a stage of SequentialLR"),
+    (lambda: S.SequentialLR([S.StepLR(2), S.StepLR(3)], [3, 4]), ValueError,
+     r"milestones: expected 1 milestones"),
+])
+def test_bad_schedule_arguments(make, exc, msg):
+    with pytest.raises(exc, match=msg):
+        make()
+
+
+def test_torch_rejects_the_same_values():
+    opt = _torch_opt()
+    for build in (lambda: L.ConstantLR(opt, factor=1.5), lambda: L.LinearLR(opt, 0.0),
+                  lambda: L.CosineAnnealingWarmRestarts(opt, 0),
+                  lambda: L.OneCycleLR(opt, 0.1, total_steps=10, pct_start=1.5),
+                  lambda: L.ReduceLROnPlateau(opt, factor=1.0),
+                  lambda: L.ReduceLROnPlateau(opt, mode="avg")):
+        with pytest.raises(ValueError):
+            build()
+
+
+def test_per_group_lists_must_match_the_groups():
+    groups = [{}, {"lr": 0.1}]
+    labels = {"w": 0, "b": 1}
+    with pytest.raises(ValueError, match=r"lr_lambda: expected 2 callables \(one per parameter "
+                                         r"group\), got 3"):
+        mo.get("sgd", param_groups=groups, labels=labels,
+               schedule=S.LambdaLR([T._lambda] * 3))
+    with pytest.raises(ValueError, match=r"max_lr: expected 2 values \(one per parameter group\), "
+                                         r"got 1"):
+        mo.get("sgd", param_groups=groups, labels=labels,
+               schedule=S.OneCycleLR([0.1], total_steps=10))
+
+
+def test_momentum_cycling_needs_momentum_or_beta1():
+    with pytest.raises(ValueError, match=r"schedule: OneCycleLR cycles momentum but Adagrad has "
+                                         r"no momentum or beta1"):
+        mo.get("adagrad", schedule=S.OneCycleLR(0.1, total_steps=10))
+    with pytest.raises(ValueError):  # torch too
+        L.OneCycleLR(torch.optim.Adagrad([torch.zeros(1, requires_grad=True)]), 0.1,
+                     total_steps=10)
+    with pytest.raises(TypeError, match=r"schedule: expected a multiloss.optim.schedules "
+                                        r"schedule, got function"):
+        mo.get("sgd", schedule=lambda c: 0.1)
