@@ -25,3 +25,20 @@ def test_set_up_commands_match_ci():
     test_cmd = bash.rstrip().splitlines()[-1].split("&&")[-1].strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_cmd in ci.splitlines(), (test_cmd, "not in .ci/run")
+
+
+def test_optimizer_snippet_runs():
+    import jax
+    import numpy as np
+
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    block = next(b for b in blocks if "multiloss.optim" in b)
+    namespace = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    tx, state, params = namespace["tx"], namespace["state"], namespace["params"]
+    grads = jax.tree_util.tree_map(np.ones_like, params)
+    updates, _ = tx.update(grads, state, params)
+    # AdamW's first step moves every parameter by about -lr (the first OneCycleLR lr: 1.2e-4)
+    assert np.all(np.asarray(updates["w"]) < 0)
+    tx2, labels = namespace["tx2"], namespace["labels"]
+    assert set(labels) == {"weight", "bias"} and hasattr(tx2, "update")
