@@ -3,8 +3,9 @@
 does, names, validation, the torch backend and lazy imports.
 
 Trajectory cases live in multiloss/optim/testing.py (one place for the tests and the table of
-docs/optim.md); schedules are in test_optim_schedules.py, parameter groups, "no gradient",
-clipping and from_torch in test_optim_groups.py."""
+docs/optim.md) and all run here; the other checks of the schedules are in
+test_optim_schedules.py, of parameter groups, "no gradient", clipping and from_torch in
+test_optim_groups.py."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ jax.config.update("jax_enable_x64", True)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam",
               "radam", "lbfgs")
-CASES = [c.id for c in T.CASES if c.id.split("/")[0] in OPTIMIZERS]
+CASES = [c.id for c in T.CASES]  # every optimizer, schedule, group, clipping and from_torch case
 NAIVE = [c for c in CASES if T.case(c).naive_gap is not None]
 
 

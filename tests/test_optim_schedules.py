@@ -20,30 +20,11 @@ from multiloss.optim import testing as T
 
 jax.config.update("jax_enable_x64", True)
 
-CASES = [c.id for c in T.CASES if c.id.startswith("schedule/")]
-NAIVE = [c for c in CASES if T.case(c).naive_gap is not None]
 L = torch.optim.lr_scheduler
 BASE = [0.05, 0.02]  # two parameter groups
 
-
-def _check(result, case, dtype):
-    tol = T.tolerance(case, dtype)
-    assert result.max_error <= tol, (case.id, dtype, result.max_error, tol)
-
-
-@pytest.mark.parametrize("case_id", CASES)
-def test_trajectory_matches_torch(case_id):
-    """float64 and float32, the two JAX runs compiled together."""
-    case = T.case(case_id)
-    for dtype, result in T.run_all(case).items():
-        _check(result, case, dtype)
-
-
-@pytest.mark.parametrize("case_id", NAIVE)
-def test_naive_optax_schedule_diverges(case_id):
-    case = T.case(case_id)
-    r = T.run(case, "float64", ours=False)  # multiloss's own run: test_trajectory_matches_torch
-    assert r.naive_max > case.naive_gap, (case_id, r.naive_max)
+# The 100-step trajectories of every schedule against torch run in test_optim.py (all of
+# multiloss.optim.testing's cases).
 
 
 # ---------------------------------------------------------------------------------------------
