@@ -105,6 +105,24 @@ def _triplet_distance_check(named, opts):
 # options
 
 
+def checked_distance(fn, convert=lambda d: d):
+    """A user's distance function, checked on each call to return one distance per pair (the
+    inputs' shape without the last axis); shared by both backends."""
+
+    def dist(x1, x2):
+        d = fn(x1, x2)
+        shape = tuple(getattr(d, "shape", ()))
+        if shape != tuple(x1.shape[:-1]):
+            raise ValueError(
+                f"distance_function: expected distances of shape {tuple(x1.shape[:-1])} for "
+                f"inputs of shape {tuple(x1.shape)} (one per pair, over the last axis), got "
+                f"shape {shape}"
+            )
+        return convert(d)
+
+    return dist
+
+
 def _distance_function(name, value):
     if value is None:
         return None

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...backends import Terms
+from . import checked_distance
 
 #: torch's ``constexpr float EPSILON = 1e-12`` of cosine_embedding_loss (aten Loss.cpp): a float,
 #: so float64 computations add float32(1e-12) = 9.999999960041972e-13, not 1e-12.
@@ -193,21 +194,6 @@ def triplet_margin(anchor, positive, negative, *, margin=1.0, p=2.0, eps=PAIRWIS
     return _triplet(dist, anchor, positive, negative, margin, swap)
 
 
-def _checked(fn):
-    def dist(x1, x2):
-        d = fn(x1, x2)
-        shape = tuple(getattr(d, "shape", ()))
-        if shape != tuple(x1.shape[:-1]):
-            raise ValueError(
-                f"distance_function: expected distances of shape {tuple(x1.shape[:-1])} for "
-                f"inputs of shape {tuple(x1.shape)} (one per pair, over the last axis), got "
-                f"shape {shape}"
-            )
-        return jnp.asarray(d)
-
-    return dist
-
-
 def triplet_margin_with_distance(anchor, positive, negative, *, distance_function=None,
                                  margin=1.0, swap=False):
     if distance_function is None:
@@ -215,5 +201,5 @@ def triplet_margin_with_distance(anchor, positive, negative, *, distance_functio
     elif isinstance(distance_function, str):
         dist = DISTANCES[distance_function]
     else:
-        dist = _checked(distance_function)
+        dist = checked_distance(distance_function, jnp.asarray)
     return _triplet(dist, anchor, positive, negative, margin, swap)

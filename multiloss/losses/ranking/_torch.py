@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backends import Terms
+from . import checked_distance
 
 
 def _out(loss_fn, reduction):
@@ -45,21 +46,6 @@ def cosine_distance(x1, x2):
 DISTANCES = {"pairwise": torch.pairwise_distance, "cosine": cosine_distance}
 
 
-def _checked(fn):
-    def dist(x1, x2):
-        d = fn(x1, x2)
-        shape = tuple(getattr(d, "shape", ()))
-        if shape != tuple(x1.shape[:-1]):
-            raise ValueError(
-                f"distance_function: expected distances of shape {tuple(x1.shape[:-1])} for "
-                f"inputs of shape {tuple(x1.shape)} (one per pair, over the last axis), got "
-                f"shape {shape}"
-            )
-        return d
-
-    return dist
-
-
 def triplet_margin_with_distance(anchor, positive, negative, *, reduction,
                                  distance_function=None, margin=1.0, swap=False):
     if distance_function is None:
@@ -67,7 +53,7 @@ def triplet_margin_with_distance(anchor, positive, negative, *, reduction,
     elif isinstance(distance_function, str):
         dist = DISTANCES[distance_function]
     else:
-        dist = _checked(distance_function)
+        dist = checked_distance(distance_function)
     return _out(lambda r: F.triplet_margin_with_distance_loss(
         anchor, positive, negative, distance_function=dist, margin=margin, swap=swap,
         reduction=r), reduction)
