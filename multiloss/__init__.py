@@ -10,14 +10,18 @@ imports neither torch nor jax: a backend is imported when first asked for.
 
 from __future__ import annotations
 
-from . import optim  # torch's optimizers on optax (imports no framework either)
+# multiloss.nn (framework modules, loaded lazily) and multiloss.optim (torch's optimizers on
+# optax) import no framework either
+from . import nn, optim
+from ._combine import LossParts, combine
 from ._from_torch import from_torch
 from ._registry import available, info, resolve
 from .backends import BACKENDS
 from .backends import load as _load_backend
 
 __version__ = "0.1.0"
-__all__ = ["available", "from_torch", "get", "info", "optim", "resolve", "__version__"]
+__all__ = ["LossParts", "available", "combine", "from_torch", "get", "info", "nn", "optim",
+           "resolve", "__version__"]
 
 
 def get(name: str, backend: str = "jax", **options):

@@ -1,6 +1,7 @@
-"""The ``multiloss`` command: ``multiloss list``, ``multiloss info NAME`` and
+"""The ``multiloss`` command: ``multiloss list``, ``multiloss info NAME``,
 ``multiloss parity`` (every registered loss over its sample grid on both backends against the
-reference, in float64 and float32)."""
+reference, in float64 and float32) and ``multiloss demo`` (a torch recipe and its Flax/optax port
+trained side by side, see multiloss/demo.py)."""
 
 from __future__ import annotations
 
@@ -211,6 +212,12 @@ def main(argv=None) -> int:
                    help="worker processes (default: min(2, CPUs))")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample grid")
     p.set_defaults(func=_cmd_parity)
+    from . import demo
+
+    p = sub.add_parser("demo", help="a torch recipe and its Flax/optax port trained side by side",
+                       description=demo.__doc__.split("\n\n")[1].replace("\n", " "))
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.run_cli)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
