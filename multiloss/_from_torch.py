@@ -91,6 +91,17 @@ def from_torch(criterion, backend: str = "jax"):
         raise ValueError(
             f"criterion: torch.nn.{base.__name__} has no multiloss twin"
         ) from None
+    legacy = {k: getattr(criterion, k) for k in ("size_average", "reduce")
+              if getattr(criterion, k, None) is not None}
+    if legacy:
+        # torch turns these constructor arguments into `reduction` and keeps neither; a
+        # criterion that carries them (set by old code) leaves its reduction ambiguous
+        got = ", ".join(f"{k}={v!r}" for k, v in legacy.items())
+        raise ValueError(
+            f"criterion: carries torch's deprecated {got}; set criterion.reduction to 'mean', "
+            f"'sum' or 'none' instead (torch.nn.modules.loss._Reduction.legacy_get_string "
+            f"gives the equivalent)"
+        )
     reduction = getattr(criterion, "reduction", "mean")
     if reduction not in ("mean", "sum", "none", "batchmean"):
         raise ValueError(

@@ -191,3 +191,12 @@ def test_a_torch_distance_callable_cannot_be_converted():
     with pytest.raises(ValueError, match=r"^distance_function: the torch callable .* cannot be "
                        r"converted to JAX"):
         multiloss.from_torch(crit)
+
+
+@pytest.mark.parametrize("attr,value", [("size_average", False), ("reduce", False)])
+def test_deprecated_size_average_or_reduce_attributes(attr, value):
+    crit = torch.nn.MSELoss()
+    setattr(crit, attr, value)  # what old code did; torch 2.13 keeps only `reduction`
+    with pytest.raises(ValueError, match=rf"^criterion: carries torch's deprecated {attr}=False; "
+                       r"set criterion.reduction"):
+        multiloss.from_torch(crit)
