@@ -3,6 +3,10 @@
 - :class:`UncertaintyWeighting` (``flax.nnx.Module``) and :class:`TorchUncertaintyWeighting`
   (``torch.nn.Module``): learnable uncertainty weighting of task losses (Kendall, Gal and
   Cipolla 2018), the same parameter ``log_vars``, initialisation, values and gradients;
+- :class:`ArcFace` / :class:`TorchArcFace` and :class:`CosFace` / :class:`TorchCosFace`: the
+  class matrix ``W`` (embedding_size, num_classes) of the margin losses "arcface" and
+  "cosface" as a learnable parameter, with pytorch-metric-learning's name, layout and N(0, 1)
+  initialisation (docs/metric.md);
 - :func:`to_torch` / :func:`from_torch`: a module's parameters to its twin on the other
   framework (a new twin, or loaded into an existing one after checking that the parameter
   trees match);
@@ -23,8 +27,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "ArcFace",
     "CombinedLoss",
+    "CosFace",
+    "TorchArcFace",
     "TorchCombinedLoss",
+    "TorchCosFace",
     "TorchUncertaintyWeighting",
     "UncertaintyWeighting",
     "from_torch",
@@ -37,12 +45,16 @@ _LAZY = {
     "CombinedLoss": ("._jax", "CombinedLoss"),
     "TorchUncertaintyWeighting": ("._torch", "TorchUncertaintyWeighting"),
     "TorchCombinedLoss": ("._torch", "CombinedLoss"),
+    "ArcFace": ("._jax", "ArcFace"),
+    "CosFace": ("._jax", "CosFace"),
+    "TorchArcFace": ("._torch", "TorchArcFace"),
+    "TorchCosFace": ("._torch", "TorchCosFace"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._jax import CombinedLoss, UncertaintyWeighting
+    from ._jax import ArcFace, CombinedLoss, CosFace, UncertaintyWeighting
     from ._torch import CombinedLoss as TorchCombinedLoss
-    from ._torch import TorchUncertaintyWeighting
+    from ._torch import TorchArcFace, TorchCosFace, TorchUncertaintyWeighting
 
 
 def __getattr__(name: str):
@@ -111,18 +123,21 @@ def _check_config(src, dst, src_name, dst_name):
 
 def to_torch(module, into=None):
     """The torch twin of a ``multiloss.nn`` flax.nnx module with the same parameter values
-    (e.g. :class:`UncertaintyWeighting` -> :class:`TorchUncertaintyWeighting`).
+    (e.g. :class:`UncertaintyWeighting` -> :class:`TorchUncertaintyWeighting`,
+    :class:`ArcFace` -> :class:`TorchArcFace`).
 
     ``into``: an existing torch module to copy the parameters into (cast to its dtype, on its
     device) instead of building a new twin. Its parameter tree (names and shapes) and its task
-    names and kinds must equal ``module``'s, else ValueError saying what differs. Returns the
+    names and kinds must equal ``module``'s, else ValueError saying what differs (a margin
+    module's loss options, margin and scale, are its own: only ``W`` is copied). Returns the
     torch module. TypeError for a module that is not a multiloss.nn nnx module.
     """
     import importlib
 
     if not _is_nnx(module):
-        raise TypeError(f"module: expected a multiloss.nn flax.nnx module (UncertaintyWeighting), "
-                        f"got {type(module).__module__}.{type(module).__qualname__}")
+        raise TypeError(f"module: expected a multiloss.nn flax.nnx module (UncertaintyWeighting, "
+                        f"ArcFace, CosFace), got "
+                        f"{type(module).__module__}.{type(module).__qualname__}")
     T = importlib.import_module("._torch", __name__)
     import torch
 
@@ -146,12 +161,15 @@ def to_torch(module, into=None):
 
 def from_torch(module, into=None):
     """The flax.nnx twin of a ``multiloss.nn`` torch module with the same parameter values
-    (e.g. :class:`TorchUncertaintyWeighting` -> :class:`UncertaintyWeighting`).
+    (e.g. :class:`TorchUncertaintyWeighting` -> :class:`UncertaintyWeighting`,
+    :class:`TorchArcFace` -> :class:`ArcFace`; a new margin module's ``rngs`` is
+    ``nnx.Rngs(0)``, its draw overwritten).
 
     ``into``: an existing nnx module to copy the parameters into (cast to its dtype) instead of
     building a new twin. Its parameter tree (names joined with ".", and shapes) and its task
-    names and kinds must equal ``module``'s, else ValueError saying what differs. Returns the
-    nnx module. TypeError for a module that is not a multiloss.nn torch module.
+    names and kinds must equal ``module``'s, else ValueError saying what differs (a margin
+    module's margin and scale are its own: only ``W`` is copied). Returns the nnx module.
+    TypeError for a module that is not a multiloss.nn torch module.
 
     (For a torch loss *criterion*, ``torch.nn.CrossEntropyLoss(...)``, use
     :func:`multiloss.from_torch`.)
@@ -160,13 +178,15 @@ def from_torch(module, into=None):
 
     if not _is_torch(module):
         raise TypeError(f"module: expected a multiloss.nn torch module "
-                        f"(TorchUncertaintyWeighting), got "
+                        f"(TorchUncertaintyWeighting, TorchArcFace, TorchCosFace), got "
                         f"{type(module).__module__}.{type(module).__qualname__}")
     J = importlib.import_module("._jax", __name__)
     from flax import nnx
 
     if into is None:
-        into = getattr(J, module.nnx_twin)(**module.config())
+        twin = getattr(J, module.nnx_twin)
+        extra = {"rngs": nnx.Rngs(0)} if issubclass(twin, J._MarginModule) else {}
+        into = twin(**module.config(), **extra)
     elif not isinstance(into, nnx.Module):
         raise TypeError(f"into: expected a flax.nnx.Module, got {type(into).__name__}")
     src = {k: v.detach().cpu().numpy() for k, v in module.named_parameters()}

@@ -88,3 +88,33 @@ def ordered_losses(tasks: tuple, losses, ndim) -> list:
             shape = tuple(getattr(v, "shape", ()))
             raise ValueError(f"losses[{t!r}]: expected a scalar loss, got shape {shape}")
     return values
+
+
+# ---------------------------------------------------------------------------------------------
+# the margin losses' modules (arcface, cosface)
+
+#: module name -> registry loss it calls
+MARGIN_LOSSES = {"ArcFace": "arcface", "CosFace": "cosface"}
+
+
+def margin_config(loss: str, embedding_size, num_classes, margin, scale, reduction,
+                  empty_reduction, dtype) -> dict:
+    """Validate a margin module's arguments: its config (the constructor arguments of a twin),
+    with the loss options bound by the registry (a bad margin or scale raises its error)."""
+    from .._registry import resolve
+
+    sizes = {}
+    for name, v in (("embedding_size", embedding_size), ("num_classes", num_classes)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name}: expected a positive int, got {type(v).__name__} {v!r}")
+        if v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v}")
+        sizes[name] = int(v)
+    bound = resolve(loss).bind({"margin": margin, "scale": scale, "reduction": reduction,
+                                "empty_reduction": empty_reduction})
+    return {**sizes, "margin": bound["margin"], "scale": bound["scale"],
+            "reduction": bound["reduction"], "empty_reduction": bound["empty_reduction"],
+            "dtype": dtype_name(dtype)}
+
+
+LOSS_OPTIONS = ("margin", "scale", "reduction", "empty_reduction")

@@ -1,18 +1,27 @@
-"""The JAX side of ``multiloss.nn``: the combined loss and the uncertainty weighting as a
-``flax.nnx.Module``."""
+"""The JAX side of ``multiloss.nn``: the combined loss, and the uncertainty weighting and the
+margin losses' class matrices (ArcFace, CosFace) as ``flax.nnx.Module``."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from .._combine import LossParts, call_parts
-from ._common import KINDS, ordered_losses, uncertainty_config
+from ._common import (
+    KINDS,
+    LOSS_OPTIONS,
+    MARGIN_LOSSES,
+    margin_config,
+    ordered_losses,
+    uncertainty_config,
+)
 
-__all__ = ["CombinedLoss", "UncertaintyWeighting"]
+__all__ = ["ArcFace", "CombinedLoss", "CosFace", "UncertaintyWeighting"]
 
 
 def _ndim(x) -> int:
@@ -100,3 +109,105 @@ class UncertaintyWeighting(nnx.Module):
         return {t: KINDS[k][0] * jnp.exp(-s[i])
                 for i, (t, k) in enumerate(zip(self.tasks, self.kinds))}
 
+
+
+@functools.lru_cache(maxsize=64)
+def _registry_loss(name: str, options: tuple):
+    import multiloss
+
+    return multiloss.get(name, backend="jax", **dict(options))
+
+
+class _MarginModule(nnx.Module):
+    """The class matrix of a margin loss (arcface, cosface) and the loss itself."""
+
+    torch_twin = ""
+    loss_name = ""
+
+    def __init__(self, embedding_size, num_classes, margin, scale, *, reduction="mean",
+                 empty_reduction="nan", dtype="float32", rngs: nnx.Rngs):
+        cfg = margin_config(self.loss_name, embedding_size, num_classes, margin, scale,
+                            reduction, empty_reduction, dtype)
+        self.embedding_size = cfg["embedding_size"]
+        self.num_classes = cfg["num_classes"]
+        self.margin = cfg["margin"]
+        self.scale = cfg["scale"]
+        self.reduction = cfg["reduction"]
+        self.empty_reduction = cfg["empty_reduction"]
+        if not isinstance(rngs, nnx.Rngs):
+            raise TypeError(f"rngs: expected a flax.nnx.Rngs, got {type(rngs).__name__}")
+        # pytorch-metric-learning's initialisation, torch.nn.init.normal_: N(0, 1)
+        self.W = nnx.Param(jax.random.normal(rngs.params(), (self.embedding_size,
+                                                             self.num_classes), cfg["dtype"]))
+
+    def config(self) -> dict:
+        """The constructor arguments of a twin (sizes, loss options, dtype)."""
+        return {"embedding_size": self.embedding_size, "num_classes": self.num_classes,
+                **{k: getattr(self, k) for k in LOSS_OPTIONS}, "dtype": str(self.W[...].dtype)}
+
+    @property
+    def loss(self):
+        """The registry loss this module calls (``multiloss.get(loss_name, "jax", ...)``)."""
+        return _registry_loss(self.loss_name, tuple((k, getattr(self, k)) for k in LOSS_OPTIONS))
+
+    def __call__(self, embeddings, labels, sample_weight=None):
+        """The loss of ``embeddings`` (N, D) with class indices ``labels`` (N,) against the
+        class matrix ``W``, reduced by the module's ``reduction``."""
+        return self.loss(embeddings, labels, self.W[...], sample_weight=sample_weight)
+
+    def logits(self, embeddings):
+        """``scale * cos(embedding, class vector)``, (N, C), without the margin (what
+        pytorch-metric-learning's ``get_logits`` gives): the scores to predict a class with."""
+        from ..losses.metric._jax import _normalize
+
+        w = self.W[...]
+        dtype = jnp.result_type(embeddings, w)
+        cos = jnp.matmul(_normalize(jnp.asarray(embeddings, dtype), 1),
+                         _normalize(w.astype(dtype), 0), precision=jax.lax.Precision.HIGHEST)
+        return cos * self.scale
+
+
+class ArcFace(_MarginModule):
+    """ArcFace (Deng et al. 2019) as a ``flax.nnx.Module``: the class matrix ``W`` as a
+    parameter and the registry loss :func:`multiloss.get` ``("arcface")`` on it.
+
+    ``W``: an ``nnx.Param`` of shape ``(embedding_size, num_classes)``, one column per class
+    (pytorch-metric-learning's name and layout), drawn from N(0, 1) as pytorch-metric-learning
+    (``torch.nn.init.normal_``) with ``rngs.params()``. ``margin``: in degrees (28.6 = 0.5
+    rad); ``scale``: 64; ``reduction`` / ``empty_reduction``: the weighting contract's;
+    ``dtype``: of ``W`` (default "float32", as the torch twin).
+
+    The torch twin :class:`multiloss.nn.TorchArcFace` has the same parameter name, layout,
+    initialisation distribution (not the same numbers: the frameworks draw differently),
+    values and gradients. Convert with :func:`multiloss.nn.to_torch` /
+    :func:`multiloss.nn.from_torch`.
+
+        >>> head = ArcFace(128, 1000, rngs=nnx.Rngs(0))
+        >>> loss = head(embeddings, labels)            # embeddings (N, 128), labels (N,)
+    """
+
+    torch_twin = "TorchArcFace"
+    loss_name = MARGIN_LOSSES["ArcFace"]
+
+    def __init__(self, embedding_size, num_classes, margin=28.6, scale=64.0, *,
+                 reduction="mean", empty_reduction="nan", dtype="float32", rngs: nnx.Rngs):
+        super().__init__(embedding_size, num_classes, margin, scale, reduction=reduction,
+                         empty_reduction=empty_reduction, dtype=dtype, rngs=rngs)
+
+
+class CosFace(_MarginModule):
+    """CosFace (Wang et al. 2018, the large margin cosine loss) as a ``flax.nnx.Module``: the
+    class matrix ``W`` as a parameter and the registry loss ``"cosface"`` on it.
+
+    ``W``: an ``nnx.Param`` of shape ``(embedding_size, num_classes)`` drawn from N(0, 1) (as
+    pytorch-metric-learning); ``margin``: 0.35 (subtracted from the target's cosine);
+    ``scale``: 64. The torch twin is :class:`multiloss.nn.TorchCosFace` (see :class:`ArcFace`).
+    """
+
+    torch_twin = "TorchCosFace"
+    loss_name = MARGIN_LOSSES["CosFace"]
+
+    def __init__(self, embedding_size, num_classes, margin=0.35, scale=64.0, *,
+                 reduction="mean", empty_reduction="nan", dtype="float32", rngs: nnx.Rngs):
+        super().__init__(embedding_size, num_classes, margin, scale, reduction=reduction,
+                         empty_reduction=empty_reduction, dtype=dtype, rngs=rngs)

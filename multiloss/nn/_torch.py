@@ -1,5 +1,5 @@
-"""The torch side of ``multiloss.nn``: the combined loss and the uncertainty weighting as a
-``torch.nn.Module``."""
+"""The torch side of ``multiloss.nn``: the combined loss, and the uncertainty weighting and the
+margin losses' class matrices (ArcFace, CosFace) as ``torch.nn.Module``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,16 @@ from typing import Any
 import torch
 
 from .._combine import LossParts, call_parts
-from ._common import KINDS, ordered_losses, uncertainty_config
+from ._common import (
+    KINDS,
+    LOSS_OPTIONS,
+    MARGIN_LOSSES,
+    margin_config,
+    ordered_losses,
+    uncertainty_config,
+)
 
-__all__ = ["CombinedLoss", "TorchUncertaintyWeighting"]
+__all__ = ["CombinedLoss", "TorchArcFace", "TorchCosFace", "TorchUncertaintyWeighting"]
 
 
 def _ndim(x) -> int:
@@ -99,3 +106,94 @@ class TorchUncertaintyWeighting(torch.nn.Module):
 
     def extra_repr(self):
         return f"tasks={list(self.tasks)}, kinds={list(self.kinds)}"
+
+
+class _TorchMarginModule(torch.nn.Module):
+    """The class matrix of a margin loss (arcface, cosface) and the loss itself."""
+
+    nnx_twin = ""
+    loss_name = ""
+
+    def __init__(self, embedding_size, num_classes, margin, scale, *, reduction="mean",
+                 empty_reduction="nan", dtype="float32", device=None):
+        super().__init__()
+        import multiloss
+
+        cfg = margin_config(self.loss_name, embedding_size, num_classes, margin, scale,
+                            reduction, empty_reduction, dtype)
+        self.embedding_size = cfg["embedding_size"]
+        self.num_classes = cfg["num_classes"]
+        self.margin = cfg["margin"]
+        self.scale = cfg["scale"]
+        self.reduction = cfg["reduction"]
+        self.empty_reduction = cfg["empty_reduction"]
+        self.W = torch.nn.Parameter(torch.empty(
+            self.embedding_size, self.num_classes, dtype=getattr(torch, cfg["dtype"]),
+            device=device))
+        # pytorch-metric-learning's initialisation
+        torch.nn.init.normal_(self.W)
+        self.loss = multiloss.get(self.loss_name, backend="torch",
+                                  **{k: getattr(self, k) for k in LOSS_OPTIONS})
+
+    def config(self) -> dict:
+        """The constructor arguments of a twin (sizes, loss options, dtype)."""
+        return {"embedding_size": self.embedding_size, "num_classes": self.num_classes,
+                **{k: getattr(self, k) for k in LOSS_OPTIONS},
+                "dtype": str(self.W.dtype).replace("torch.", "")}
+
+    def forward(self, embeddings, labels, sample_weight=None):
+        """The loss of ``embeddings`` (N, D) with class indices ``labels`` (N,) against the
+        class matrix ``W``, reduced by the module's ``reduction``."""
+        return self.loss(embeddings, labels, self.W, sample_weight=sample_weight)
+
+    def logits(self, embeddings):
+        """``scale * cos(embedding, class vector)``, (N, C), without the margin (what
+        pytorch-metric-learning's ``get_logits`` gives): the scores to predict a class with."""
+        import torch.nn.functional as F
+
+        e, w = embeddings, self.W
+        if e.dtype != w.dtype:
+            dtype = torch.result_type(e, w)
+            e, w = e.to(dtype), w.to(dtype)
+        cos = torch.matmul(F.normalize(e, dim=1), F.normalize(w.t(), dim=1).t())
+        return cos * self.scale
+
+    def extra_repr(self):
+        return (f"embedding_size={self.embedding_size}, num_classes={self.num_classes}, "
+                f"margin={self.margin}, scale={self.scale}, reduction={self.reduction!r}")
+
+
+class TorchArcFace(_TorchMarginModule):
+    """ArcFace (Deng et al. 2019) as a ``torch.nn.Module``: the twin of
+    :class:`multiloss.nn.ArcFace` (same arguments, parameter ``W`` of shape
+    ``(embedding_size, num_classes)``, initialisation N(0, 1), values and gradients).
+
+    ``W`` has pytorch-metric-learning's name, layout and initialisation: the ``state_dict`` of
+    a ``pytorch_metric_learning.losses.ArcFaceLoss`` loads into this module (and back).
+    ``margin`` is in degrees (28.6 = 0.5 rad); ``dtype`` may be a torch dtype or its name;
+    ``device`` places ``W``. Called as ``head(embeddings, labels, sample_weight=None)``.
+    """
+
+    nnx_twin = "ArcFace"
+    loss_name = MARGIN_LOSSES["ArcFace"]
+
+    def __init__(self, embedding_size, num_classes, margin=28.6, scale=64.0, *,
+                 reduction="mean", empty_reduction="nan", dtype="float32", device=None):
+        super().__init__(embedding_size, num_classes, margin, scale, reduction=reduction,
+                         empty_reduction=empty_reduction, dtype=dtype, device=device)
+
+
+class TorchCosFace(_TorchMarginModule):
+    """CosFace (Wang et al. 2018) as a ``torch.nn.Module``: the twin of
+    :class:`multiloss.nn.CosFace` (parameter ``W`` of shape ``(embedding_size, num_classes)``,
+    N(0, 1), as pytorch-metric-learning's ``CosFaceLoss``, whose ``state_dict`` loads here).
+    ``margin`` 0.35, ``scale`` 64. See :class:`TorchArcFace`.
+    """
+
+    nnx_twin = "CosFace"
+    loss_name = MARGIN_LOSSES["CosFace"]
+
+    def __init__(self, embedding_size, num_classes, margin=0.35, scale=64.0, *,
+                 reduction="mean", empty_reduction="nan", dtype="float32", device=None):
+        super().__init__(embedding_size, num_classes, margin, scale, reduction=reduction,
+                         empty_reduction=empty_reduction, dtype=dtype, device=device)

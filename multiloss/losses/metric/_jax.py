@@ -1,0 +1,117 @@
+"""JAX implementations of arcface and cosface (see the specs in ``__init__.py``).
+
+The operations are pytorch-metric-learning's, one by one, with torch 2.13's autograd at every
+non-smooth point rather than JAX's defaults:
+
+- ``F.normalize``: ``x / clamp_min(||x||, eps)``; the norm's gradient is 0 at a zero vector
+  (torch's ``norm_backward``, where JAX's sqrt gives 0 * inf = NaN), clamp_min passes the
+  gradient where ``||x|| >= eps`` (JAX's maximum would split it at a tie);
+- ``clamp(c, -1, 1)`` passes the gradient on [-1, 1], the ends included (jnp.clip would halve
+  it at +-1), and none beyond;
+- the division by the norm is a true division (XLA rewrites a division by a broadcast into a
+  multiplication by the reciprocal, which rounds differently);
+- the target logit is ``cos + onehot * (t - cos)``, not ``t``: the same rounding, and a NaN
+  of one row's target spreads over that row only, as in torch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ...backends import Terms
+from . import NORMALIZE_EPS
+
+
+def _true_div(x, d):
+    """x / d, d broadcast to x's shape, as a true division: XLA rewrites a division by a
+    broadcast into a multiplication by the reciprocal, which rounds differently; the barrier
+    hides the broadcast from that rewrite."""
+    return x / jax.lax.optimization_barrier(jnp.broadcast_to(d, x.shape))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _normalize(x, axis):
+    """torch.nn.functional.normalize(x, p=2, dim=axis), eps 1e-12: x / max(||x||, eps)."""
+    return _normalize_fwd(x, axis)[0]
+
+
+def _normalize_fwd(x, axis):
+    n = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
+    d = jnp.maximum(n, jnp.asarray(NORMALIZE_EPS, x.dtype))  # NaN stays NaN
+    y = _true_div(x, d)
+    return y, (x, n, d, y)
+
+
+def _normalize_bwd(axis, res, g):
+    # torch's autograd of ``x / norm(x).clamp_min(eps).expand_as(x)``, operation by operation
+    # (the gradient of a normalisation cancels where g is nearly parallel to x: the same
+    # roundings keep the two backends together there):
+    #   DivBackward: g / d, and -g * ((x / d) / d) summed over the expanded axis;
+    #   clamp_min: passes where ||x|| >= eps; norm_backward: x * (s / ||x||), 0 at ||x|| = 0
+    x, n, d, y = res
+    s = jnp.sum(-g * _true_div(y, d), axis=axis, keepdims=True)
+    zero = jnp.zeros((), x.dtype)
+    s = jnp.where(n >= NORMALIZE_EPS, s, zero)
+    s = jnp.where(n == 0, zero, s / jnp.where(n == 0, jnp.ones_like(n), n))
+    return (_true_div(g, d) + x * jax.lax.optimization_barrier(jnp.broadcast_to(s, x.shape)),)
+
+
+_normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+@jax.custom_jvp
+def _clamp_unit(x):
+    """torch.clamp(x, -1, 1): NaN stays NaN; the gradient passes on [-1, 1], ends included."""
+    return jnp.minimum(jnp.maximum(x, -1.0), 1.0)
+
+
+_clamp_unit.defjvps(
+    lambda t, ans, x: jnp.where((x >= -1.0) & (x <= 1.0), t, jnp.zeros_like(t)))
+
+
+def _cosines(embeddings, labels, class_weight):
+    """(cosines (N, C), target cosines (N,), one-hot mask (N, C), labels in range (N,))."""
+    dtype = jnp.result_type(embeddings, class_weight)
+    e = _normalize(embeddings.astype(dtype), 1)
+    w = _normalize(class_weight.astype(dtype), 0)
+    cos = jnp.matmul(e, w, precision=jax.lax.Precision.HIGHEST)
+    n_classes = class_weight.shape[1]
+    in_range = (labels >= 0) & (labels < n_classes)
+    safe = jnp.where(in_range, labels, 0)
+    mask = (jnp.arange(n_classes) == safe[:, None]).astype(dtype)
+    target = jnp.take_along_axis(cos, safe[:, None], axis=1)[:, 0]
+    return cos, target, mask, safe, in_range
+
+
+def _margin_loss(embeddings, labels, class_weight, scale, modify):
+    cos, target, mask, safe, in_range = _cosines(embeddings, labels, class_weight)
+    diff = modify(target) - target
+    logits = (cos + mask * diff[:, None]) * scale
+    logp = jax.nn.log_softmax(logits, axis=1)
+    loss = -jnp.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+    # NaN (with a NaN gradient) where a label is out of range: only reachable under a trace,
+    # as concrete labels are checked before the call
+    return Terms(loss * jnp.where(in_range, 1.0, jnp.nan).astype(loss.dtype))
+
+
+def arcface(embeddings, labels, class_weight, *, margin=28.6, scale=64.0):
+    m = np.radians(margin)  # NumPy's, as pytorch-metric-learning (the same double)
+    # Python floats: weakly typed, so that float32 inputs stay float32 (torch's scalars)
+    m_f = float(m)
+    bound = float(np.deg2rad(180) - m)
+    fallback = float(m * np.sin(m))
+
+    def modify(c):
+        angles = jnp.arccos(_clamp_unit(c))
+        return jnp.where(angles <= bound, jnp.cos(angles + m_f), jnp.cos(angles) - fallback)
+
+    return _margin_loss(embeddings, labels, class_weight, float(scale), modify)
+
+
+def cosface(embeddings, labels, class_weight, *, margin=0.35, scale=64.0):
+    m = float(margin)
+    return _margin_loss(embeddings, labels, class_weight, float(scale), lambda c: c - m)
