@@ -76,10 +76,16 @@ class Sample(NamedTuple):
 # Options
 
 
-def _check_reduction_value(allowed):
+def _check_reduction_value(allowed, aliases=None):
+    aliases = aliases or {}
+
     def check(name, value):
+        if isinstance(value, str) and value in aliases:
+            return aliases[value]
         if value not in allowed:
-            raise ValueError(f"{name}: expected one of {list(allowed)}, got {value!r}")
+            raise ValueError(
+                f"{name}: expected one of {list(allowed) + list(aliases)}, got {value!r}"
+            )
         return value
 
     return check
@@ -144,6 +150,67 @@ def boolean(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+def _check_axis_name(name, value):
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, (tuple, list)) and value and all(
+        isinstance(a, str) and a for a in value
+    ):
+        return tuple(value)
+    raise TypeError(
+        f"{name}: expected None, the name of a mapped axis of shard_map or pmap (a str) or a "
+        f"tuple of names, got {type(value).__name__} {value!r}"
+    )
+
+
+def _check_process_group(name, value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value == "world":
+            return value
+        raise ValueError(
+            f"{name}: expected None, 'world' or a torch.distributed ProcessGroup, got {value!r}"
+        )
+    if isinstance(value, (bool, int, float, tuple, list, dict, np.ndarray)):
+        raise TypeError(
+            f"{name}: expected None, 'world' or a torch.distributed ProcessGroup, got "
+            f"{type(value).__name__} {value!r}"
+        )
+    return value  # the torch backend checks that it is a ProcessGroup
+
+
+#: The contract's data-parallel options (docs/distributed.md): every loss accepts them, on the
+#: backend they belong to (the other backend raises if one is set). They are not among a
+#: loss's ``all_options`` (torch's options and the contract's reductions), so ``info()`` lists
+#: them apart, under "distributed_options".
+DISTRIBUTED_OPTIONS = (
+    Option(
+        "axis_name",
+        None,
+        "jax only: inside shard_map or pmap, the mapped axis (or tuple of axes) the batch is "
+        "split over. Reductions then use the global numerator and denominator (a psum of "
+        "each), so every device returns the loss of the whole batch; 'none' stays local "
+        "(docs/distributed.md)",
+        _check_axis_name,
+        allowed="None | str | tuple of str",
+    ),
+    Option(
+        "process_group",
+        None,
+        "torch only: with torch.distributed initialised, the group the batch is split over "
+        "('world': the default group). Reductions then use the all-reduced numerator and "
+        "denominator: every rank returns the loss of the whole batch, and its gradient is "
+        "world_size times the rank's share, so that DDP's averaged gradient is the full "
+        "batch's; 'none' stays local (docs/distributed.md)",
+        _check_process_group,
+        allowed="None | 'world' | ProcessGroup",
+    ),
+)
 
 
 def array_option(ndim=None):
@@ -234,6 +301,27 @@ class LossSpec:
         per-element scale, ``Terms.scale``) of the unreduced loss, in NumPy, from
         which ``multiloss.testing`` builds the reference of the contract's reductions
         (``sample_weight``, "sum_over_batch_size", ``empty_reduction="zero"``).
+    default_reduction, default_empty_reduction
+        the defaults of ``reduction`` and ``empty_reduction`` ("mean" and "nan", torch's, for
+        every loss but those that follow a library with other defaults: Keras' losses default
+        to "sum_over_batch_size" and give 0 for nothing that counts).
+    reduction_aliases
+        other names of the reductions, as the reference library spells them (Keras'
+        "mean_with_sample_weight" is the contract's "mean"); bound to the contract's name.
+    align_sample_weight(sample_weight shape, loss shape) -> shape
+        where a loss follows a library whose ``sample_weight`` is not plain broadcasting: the
+        shape the weight is reshaped to before it broadcasts to the unreduced loss (Keras
+        squeezes or adds one trailing axis of size 1, ``keras.*``). None: used as given.
+    batch_coupled
+        the loss of a row depends on the other rows of the batch (in-batch pairs: ntxent,
+        supcon, contrastive; dice's counts summed over the batch): the batch cannot be split
+        into micro-batches or shards whose losses add up to the whole batch's
+        (``multiloss.testing.batch_layout`` gives None), and ``axis_name`` /
+        ``process_group`` raise. A bool, or a predicate of the bound options where only some
+        options couple the rows (lovasz without ``per_image``, keras.dice over every axis).
+
+    A reference written on JAX (optax, Keras 3 on its JAX backend) is adapted to the torch
+    protocol by ``multiloss.losses._common.jax_reference``.
     """
 
     name: str
@@ -250,30 +338,37 @@ class LossSpec:
     normalizer: Callable
     aliases: tuple = ()
     reductions: tuple = REDUCTIONS
+    default_reduction: str = "mean"
+    default_empty_reduction: str = "nan"
+    reduction_aliases: Mapping = field(default_factory=dict)
+    align_sample_weight: Callable | None = None
     check_values: Callable | None = None
     value_args: tuple = ()
     value_kinds: str = "iu"
     notes: str = ""
     warn: Callable | None = None
+    batch_coupled: bool | Callable = False
     _option_map: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         self._option_map.update({o.name: o for o in self.all_options})
+        self._option_map.update({o.name: o for o in DISTRIBUTED_OPTIONS})
 
     @property
     def all_options(self) -> tuple:
         return (
             Option(
                 "reduction",
-                "mean",
-                "how the unreduced loss is reduced (see docs/weighting.md)",
-                _check_reduction_value(self.reductions),
-                allowed=" | ".join(repr(r) for r in self.reductions),
+                self.default_reduction,
+                "how the unreduced loss is reduced (see docs/weighting.md)"
+                + "".join(f"; {a!r} is {r!r}" for a, r in self.reduction_aliases.items()),
+                _check_reduction_value(self.reductions, self.reduction_aliases),
+                allowed=" | ".join(repr(r) for r in (*self.reductions, *self.reduction_aliases)),
             ),
             *self.options,
             Option(
                 "empty_reduction",
-                "nan",
+                self.default_empty_reduction,
                 'what a reduction with a zero denominator gives: a "mean" over nothing that '
                 'counts (all targets ignored, all weights 0, an empty batch), a '
                 '"sum_over_batch_size" with no element counting, a "batchmean" of an empty '
@@ -302,11 +397,27 @@ class LossSpec:
                 f"valid options are: {valid}"
             )
         bound = {}
-        for opt in self.all_options:
+        for opt in (*self.all_options, *DISTRIBUTED_OPTIONS):
             bound[opt.name] = opt.bind(options.get(opt.name, opt.default))
+        if self.coupled(bound):
+            for name in ("axis_name", "process_group"):
+                if bound[name] is not None:
+                    raise ValueError(
+                        f"{name}: {self.name} couples the rows of its batch (in-batch pairs, "
+                        f"or counts summed over the batch), so shards' losses do not combine "
+                        f"into the whole batch's; gather the inputs over the devices first "
+                        f"(jax.lax.all_gather, torch.distributed.all_gather) and call the "
+                        f"loss without {name}"
+                    )
         if self.warn is not None:
             self.warn(bound)
         return bound
+
+    def coupled(self, bound: Mapping[str, Any]) -> bool:
+        """Whether, with these bound options, a row's loss depends on the batch's other rows
+        (``batch_coupled``)."""
+        c = self.batch_coupled
+        return bool(c(bound) if callable(c) else c)
 
     def doc(self) -> str:
         """The loss's docstring: summary, inputs, options with defaults, formula, reference
@@ -317,6 +428,9 @@ class LossSpec:
         for o in self.all_options:
             allowed = f" [{o.allowed}]" if o.allowed else ""
             lines.append(f"    {o.name}={o.default!r}{allowed}: {o.doc}")
+        lines += ["", "Data-parallel options (every loss):"]
+        for o in DISTRIBUTED_OPTIONS:
+            lines.append(f"    {o.name}={o.default!r} [{o.allowed}]: {o.doc}")
         lines += ["", "Formula:"] + [f"    {ln}" for ln in self.formula.splitlines()]
         lines += ["", f"Reference: {self.reference_name}"]
         if self.notes:
@@ -325,14 +439,17 @@ class LossSpec:
         return "\n".join(lines)
 
     def implementation(self, backend: str) -> Callable:
+        # a namespaced name ("keras.huber") is the function "huber" of its family's module
         mod = importlib.import_module(f"multiloss.losses.{self.family}._{backend}")
-        return getattr(mod, self.name)
+        return getattr(mod, self.name.rpartition(".")[2])
 
     def call_check(self, infos: Sequence[ArrayInfo], sw: ArrayInfo | None, opts) -> tuple:
         """Run the shape/dtype checks for one call signature; returns the loss shape."""
         named = dict(zip((i.name for i in self.inputs), infos))
         loss_shape = tuple(self.check(named, opts))
         if sw is not None:
+            if self.align_sample_weight is not None:
+                sw = sw._replace(shape=tuple(self.align_sample_weight(sw.shape, loss_shape)))
             check_sample_weight(sw, loss_shape)
         return loss_shape
 
@@ -437,6 +554,10 @@ def info(name: str) -> dict:
                 "doc": o.doc,
             }
             for o in spec.all_options
+        ],
+        "distributed_options": [
+            {"name": o.name, "default": o.default, "allowed": o.allowed, "doc": o.doc}
+            for o in DISTRIBUTED_OPTIONS
         ],
         "reductions": list(spec.reductions),
         "formula": spec.formula,

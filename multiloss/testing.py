@@ -304,3 +304,331 @@ def check_loss(name: str, dtype: str = "float64", seed: int = 0) -> list[CaseRes
 
 def all_specs() -> list[LossSpec]:
     return list(specs())
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches: split a sample into micro-batches or shards, tile it into a larger batch
+# (tests of data-parallel reductions and gradient accumulation, docs/distributed.md).
+
+#: ``batch_layout``'s marker for ctc's concatenated 1-D targets (split by target length).
+CONCAT = "concat"
+
+
+def _loss_shape(spec: LossSpec, sample: Sample) -> tuple:
+    import warnings
+
+    from ._registry import array_info
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        opts = spec.bind(sample.options)
+    infos = [array_info(np.asarray(x)) for x in sample.inputs]
+    return tuple(spec.call_check(infos, None, opts))
+
+
+def batch_layout(spec: LossSpec, sample: Sample):
+    """How a sample's rows (the first axis of its unreduced loss) lie in its arrays: the batch
+    axis of each input (None: shared by every row, e.g. arcface's class matrix), ``CONCAT``
+    for ctc's concatenated targets, and the sample weight's batch axis (None: broadcast to
+    every row); or None where the unreduced loss has no batch axis (an unbatched sample), or
+    where an array option spans the batch (mse's ``weight`` of the input's shape).
+
+    The batched inputs are found with the spec's shape check: the largest set of inputs
+    whose first axis has the batch's length and which, lengthened together by one row, still
+    pass the check and lengthen the loss. None for a ``batch_coupled`` loss (in-batch pairs)."""
+    import itertools
+    import warnings
+
+    from ._registry import ArrayInfo, array_info
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if spec.coupled(spec.bind(sample.options)):  # in-batch pairs: rows not separable
+            return None
+    shape = _loss_shape(spec, sample)
+    if not shape:
+        return None
+    n = shape[0]
+    x0 = np.ndim(sample.inputs[0])
+    for o in spec.options:  # an array option spanning the batch (mse's weight of shape (N, D))
+        w = sample.options.get(o.name)
+        if o.kind == "array" and w is not None and np.ndim(w) in (len(shape), x0) and n > 1 \
+                and np.shape(w)[0] == n:
+            return None
+    arrays = [np.asarray(x) for x in sample.inputs]
+    if spec.name == "ctc":
+        if arrays[0].ndim != 3:
+            return None
+        axes = [1, CONCAT if arrays[1].ndim == 1 else 0, 0, 0]
+    else:
+        infos = [array_info(x) for x in arrays]
+        candidates = [i for i, x in enumerate(arrays) if x.ndim >= 1 and x.shape[0] == n]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            opts = spec.bind(sample.options)
+        found = None
+        for size in range(len(candidates), 0, -1):
+            for subset in itertools.combinations(candidates, size):
+                longer = [ArrayInfo((x.shape[0] + 1,) + x.shape[1:], x.kind, x.dtype)
+                          if i in subset else x for i, x in enumerate(infos)]
+                try:
+                    grown = tuple(spec.call_check(longer, None, opts))
+                except (TypeError, ValueError):
+                    continue
+                if grown[:1] == (n + 1,):
+                    found = subset
+                    break
+            if found is not None:
+                break
+        if found is None:
+            return None
+        axes = [0 if i in found else None for i in range(len(arrays))]
+    sw = sample.sample_weight
+    sw_axis = None
+    if sw is not None:
+        sw = np.asarray(sw)
+        # aligned with the loss's trailing axes: batched where it spans the loss's first axis
+        if sw.ndim == len(shape) and sw.shape[0] == n:
+            sw_axis = 0
+    return tuple(axes), sw_axis
+
+
+def take_rows(spec: LossSpec, sample: Sample, layout, rows) -> Sample:
+    """The sample made of the given rows of its batch (indices, repeats allowed, in order)."""
+    axes, sw_axis = layout
+    rows = np.asarray(rows, dtype=np.int64)
+    inputs = []
+    for x, axis in zip(sample.inputs, axes):
+        x = np.asarray(x)
+        if axis is None:
+            inputs.append(x)
+        elif axis == CONCAT:
+            lengths = np.asarray(sample.inputs[3]).astype(np.int64)
+            start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            parts = [x[start[r]: start[r] + lengths[r]] for r in rows]
+            inputs.append(np.concatenate(parts) if parts else x[:0])
+        else:
+            inputs.append(np.take(x, rows, axis=axis))
+    sw = sample.sample_weight
+    if sw is not None and sw_axis is not None:
+        sw = np.take(np.asarray(sw), rows, axis=sw_axis)
+    return sample._replace(id=f"{sample.id}[rows={len(rows)}]", inputs=tuple(inputs),
+                           sample_weight=sw)
+
+
+def batch_size(spec: LossSpec, sample: Sample) -> int:
+    """The number of rows of a batched sample: the first axis of its unreduced loss."""
+    return _loss_shape(spec, sample)[0]
+
+
+def _pick_batched(spec: LossSpec, all_reductions: bool):
+    """Batched samples of a loss's grid: one per reduction (``all_reductions``), else the
+    best one, preferring "mean" (kl_div: "batchmean"), a batched sample weight and ignored
+    targets. None for a ``batch_coupled`` loss (its rows cannot be split)."""
+    if spec.batch_coupled is True:
+        return []
+    by_red = {}
+    for s in samples_for(spec, "float64"):
+        layout = batch_layout(spec, s)
+        if layout is None or batch_size(spec, s) < 2:
+            continue
+        red = spec.bind(s.options)["reduction"]  # the spec's default and aliases resolved
+        # a batched sample weight, ignored targets; not an all-zero weight or empty batch
+        score = (layout[1] == 0) + (s.sample_weight is not None) + ("ignore" in s.id) \
+            - 3 * ("zero-sample" in s.id or "empty" in s.id)
+        if red not in by_red or score > by_red[red][0]:
+            by_red[red] = (score, s, layout)
+    if not all_reductions and by_red:
+        first = next((r for r in ("batchmean", "mean", spec.default_reduction) if r in by_red),
+                     next(iter(by_red)))
+        by_red = {first: by_red[first]}
+    return [(s, layout) for _, s, layout in by_red.values()]
+
+
+def _tiled(spec: LossSpec, sample: Sample, layout, multiple: int, seed: int = 0) -> Sample:
+    """The sample tiled to a multiple of ``multiple`` rows (at least 2 per part), its rows
+    shuffled: parts of it then hold different rows, ignored targets and weights."""
+    n = batch_size(spec, sample)
+    reps = 1
+    while (n * reps) % multiple or n * reps < 2 * multiple:
+        reps += 1
+    rows = np.random.default_rng(seed).permutation(np.tile(np.arange(n), reps))
+    return take_rows(spec, sample, layout, rows)
+
+
+def _heterogeneous_cases():
+    """Hand-made batches of 16 rows whose parts differ on purpose (8 parts of 2 rows: one
+    with every target ignored, one with every sample weight 0, different numbers of ignored
+    targets), with class weights, label smoothing and token-level targets."""
+    from .losses.sequence import _problem
+
+    rng = np.random.default_rng(8)
+    out = []
+    n, c, length = 16, 7, 5
+    x = rng.normal(size=(n, c, length)) * 2
+    t = rng.integers(0, c, size=(n, length))
+    t[0:2] = -100  # rows 0-1: every target ignored
+    t[4:6, :3] = -100
+    t[rng.random((n, length)) < 0.2] = -100
+    w = rng.uniform(0.2, 2.0, size=c)
+    sw = rng.uniform(0.0, 2.0, size=(n, length))
+    sw[6:8] = 0.0  # rows 6-7: every sample weight 0
+    weighted = {"weight": w, "label_smoothing": 0.1}
+    for red in ("mean", "sum_over_batch_size", "sum", "none"):
+        out.append(("cross_entropy", f"tokens-weighted-{red}", (x, t),
+                    {"reduction": red, **weighted}, sw))
+    out.append(("cross_entropy", "tokens-plain-mean", (x, t), {}, sw))
+    out.append(("cross_entropy", "tokens-weighted-mean-nosw", (x, t), weighted, None))
+    logp = x[:, :, 0] - np.log(np.exp(x[:, :, 0]).sum(1, keepdims=True))
+    out.append(("nll", "weighted-ignored", (logp, t[:, 0].copy()), {"weight": w}, sw[:, 0]))
+    for empty in ("nan", "zero"):  # every target of the whole batch ignored
+        out.append(("cross_entropy", f"all-ignored-{empty}", (x, np.full((n, length), -100)),
+                    {"empty_reduction": empty}, sw))
+    xr, tr = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
+    out.append(("mse", "weighted", (xr, tr), {"weight": rng.uniform(0.5, 2, 3)},
+                rng.uniform(0, 2, size=(n, 1))))
+    q = rng.normal(size=(n, 4))
+    q = q - np.log(np.exp(q).sum(1, keepdims=True))
+    p = rng.dirichlet(np.ones(4), size=n)
+    out.append(("kl_div", "batchmean", (q, p), {"reduction": "batchmean"},
+                rng.uniform(0, 2, size=(n, 1))))
+    tls = [int(v) for v in rng.integers(0, 4, size=n)]
+    ils = [int(v) for v in rng.integers(6, 9, size=n)]
+    lp, tg, il, tl = _problem(rng, np.float64, 8, 5, tls, ils)
+    out.append(("ctc", "padded-mean", (lp, tg, il, tl), {"reduction": "mean"},
+                rng.uniform(0, 2, size=n)))
+    return out
+
+
+def data_parallel_cases(multiple: int = 8, all_reductions: bool = False) -> list:
+    """Batches for the data-parallel and gradient-accumulation tests: ``[(case id, spec,
+    sample, layout)]``, float64, a number of rows divisible by ``multiple``.
+
+    For every registered loss, a sample of its grid (one per reduction with
+    ``all_reductions``) tiled and shuffled; and the hand-made heterogeneous batches of 16
+    rows (``_heterogeneous_cases``)."""
+    import warnings
+
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for spec in all_specs():
+            for sample, layout in _pick_batched(spec, all_reductions):
+                big = _tiled(spec, sample, layout, multiple)
+                out.append((f"{spec.name}:{sample.id}", spec, big, layout))
+        for name, cid, inputs, opts, sw in _heterogeneous_cases():
+            spec = resolve(name)
+            sample = Sample(cid, inputs, opts, sw)
+            out.append((f"{name}:{cid}", spec, sample, batch_layout(spec, sample)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Low precision (docs/distributed.md §4): float16 and bfloat16 against float32
+
+
+#: Where torch 2.13 on CPU has no float16/bfloat16 kernel (it raises NotImplementedError):
+#: the torch backend raises torch's error, the JAX backend computes.
+TORCH_CPU_NO_LOW_PRECISION = ("ctc", "multi_margin", "multilabel_margin")
+
+
+def low_precision_eps(dtype: str) -> float:
+    """The spacing of 1 in ``dtype``: bfloat16 2**-7, float16 2**-10, float32 2**-23."""
+    return {"bfloat16": 2.0 ** -7, "float16": 2.0 ** -10}.get(dtype) or float(
+        np.finfo(dtype).eps)
+
+
+@dataclass
+class LowPrecisionResult:
+    """One sample in float16 or bfloat16: per backend ("jax", "torch", and "reference":
+    torch's own function in that dtype) the result dtype, or "raise: <error>"; its error
+    against the float32 computation on the same (rounded) inputs, relative to
+    ``max(max |ref|, 1)``; and whether its finite entries match the float32 result's."""
+
+    loss: str
+    case: str
+    dtype: str
+    dtypes: dict
+    errors: dict
+    finite_match: dict
+    ref_max: float
+
+
+def compare_low_precision(spec: LossSpec, sample: Sample, dtype: str) -> LowPrecisionResult:
+    """Round a float64/float32 sample's floating inputs, array options and sample weight to
+    ``dtype``; run both backends and torch's own function in ``dtype``; compare with the
+    contract's float32 reference (``reference_value``) on the rounded inputs."""
+    import warnings
+
+    import jax.numpy as jnp
+    import torch
+
+    import multiloss
+
+    tdt = getattr(torch, dtype)
+
+    def low(a):
+        t = torch.from_numpy(np.array(a))
+        return t.to(tdt) if t.is_floating_point() else t
+
+    def as_f32(t):
+        return t.float() if t.is_floating_point() else t
+
+    inputs = [low(a) for a in sample.inputs]
+    sw = None if sample.sample_weight is None else low(sample.sample_weight)
+    opts = dict(sample.options)
+    for o in spec.options:
+        if o.kind == "array" and opts.get(o.name) is not None:
+            opts[o.name] = low(opts[o.name])
+    # the float32 reference on the rounded values (the contract's, from torch's float32 kernels)
+    ref_sample = sample._replace(
+        inputs=tuple(as_f32(t).numpy() for t in inputs),
+        options={k: (as_f32(v).numpy() if isinstance(v, torch.Tensor) else v)
+                 for k, v in opts.items()},
+        sample_weight=None if sw is None else sw.float().numpy())
+    dtypes, errors, finite = {}, {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tensors = [torch.from_numpy(np.array(x)) for x in ref_sample.inputs]
+        ref = reference_value(torch, spec, ref_sample, tensors,
+                              None if sw is None else sw.float()).detach().numpy()
+
+        def record(name, fn):
+            try:
+                out = fn()
+            except Exception as e:  # noqa: BLE001 - recorded
+                dtypes[name] = f"raise: {type(e).__name__}: {e}"
+                return
+            dtypes[name] = str(out.dtype).replace("torch.", "")
+            if isinstance(out, torch.Tensor):
+                out = out.detach().float().numpy()
+            out = np.asarray(out, np.float64)
+            finite[name] = bool(np.array_equal(np.isfinite(out), np.isfinite(ref)))
+            ok = np.isfinite(out) & np.isfinite(ref)
+            diff = np.abs(out - ref)[ok]
+            errors[name] = float(diff.max() / max(np.abs(ref[ok]).max(), 1.0)) if diff.size \
+                else 0.0
+
+        def torch_ref():
+            bound = spec.bind({k: v for k, v in opts.items()})
+            red = bound["reduction"]
+            if sw is not None or red not in ("none", "sum", "mean", "batchmean") \
+                    or bound["empty_reduction"] != "nan" or sample.contract_reference:
+                raise LookupError("no torch function for the contract's reduction")
+            return spec.reference(torch, inputs, bound, red)
+
+        record("reference", torch_ref)
+        record("torch", lambda: multiloss.get(spec.name, "torch", **opts)(
+            *inputs, sample_weight=sw))
+
+        def to_jax(t):
+            if not t.is_floating_point():
+                return t.numpy()
+            return jnp.asarray(t.float().numpy()).astype(getattr(jnp, dtype))
+
+        jopts = {k: (to_jax(v) if isinstance(v, torch.Tensor) else v) for k, v in opts.items()}
+        record("jax", lambda: multiloss.get(spec.name, "jax", **jopts)(
+            *[to_jax(t) for t in inputs], sample_weight=None if sw is None else to_jax(sw)))
+    finite_ref = np.abs(ref[np.isfinite(ref)])
+    return LowPrecisionResult(spec.name, sample.id, dtype, dtypes, errors, finite,
+                              float(finite_ref.max()) if finite_ref.size else 0.0)

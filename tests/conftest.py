@@ -1,6 +1,8 @@
+import json
 import os
 
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 # float64 parity needs JAX's 64-bit mode; float32 cases pass float32 arrays explicitly.
@@ -16,3 +18,26 @@ settings.register_profile(
     "fuzz", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session")
+def shared_once(request, tmp_path_factory):
+    """``shared_once(name, compute)``: compute() once per test session, also under
+    pytest-xdist: the first worker to get there computes and saves (JSON), the others wait on
+    a file lock and read. For expensive subprocesses (the 8-device JAX run, the gloo worlds)
+    that must not run on every worker."""
+
+    def once(name, compute):
+        if getattr(request.config, "workerinput", None) is None:
+            return compute()
+        from filelock import FileLock
+
+        path = tmp_path_factory.getbasetemp().parent / f"multiloss-{name}.json"
+        with FileLock(str(path) + ".lock"):
+            if path.is_file():
+                return json.loads(path.read_text())
+            data = compute()
+            path.write_text(json.dumps(data))
+            return data
+
+    return once

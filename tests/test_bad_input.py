@@ -433,3 +433,23 @@ def test_other_backends_sample_weight(backend):
 def test_not_an_array(backend):
     with pytest.raises(TypeError, match=r"^input: expected .*, got object"):
         _get("mse", backend)(object(), _x(3))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16", "int32", "int64", ">i4", "uint8"])
+def test_class_index_check_reads_every_integer_dtype(backend, dtype):
+    """The hot-path check (one maximum of the indices read as unsigned) against the plain
+    definition, for every integer dtype and byte order, negative and too large indices."""
+    from multiloss.losses._common import _all_below
+
+    for values in ([0, 1, 2], [0, -1], [3, 0], [2, 2], [-128, 0]):
+        t = np.array(values).astype(dtype)
+        if (t.astype(np.int64) != values).any():  # not representable (uint8 of -1)
+            continue
+        assert _all_below(t, 3) == bool(((t >= 0) & (t < 3)).all()), (values, dtype)
+        x = np.zeros((len(values), 3))
+        loss = multiloss.get("cross_entropy", backend=backend)
+        if _all_below(t, 3):
+            loss(x, t)
+        else:
+            with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 3\)"):
+                loss(x, t)

@@ -28,7 +28,7 @@ def _gen_ref():
 
 def _sections(page: str) -> dict[str, str]:
     """Generated page -> {name: its section's text}, by the ``## `name` {#name}`` headings."""
-    parts = re.split(r"^## `(\w+)` \{#\1\}$", page, flags=re.M)
+    parts = re.split(r"^## `([\w.]+)` \{#\1\}$", page, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
 
 

@@ -83,15 +83,14 @@ class InputChecks:
                 f"({', '.join(self.names)}), got {len(inputs)}"
             )
 
-    def __call__(self, inputs, sample_weight, concrete: Callable) -> None:
-        """``concrete(x)``: x's values as a NumPy array if x is concrete, None for a tracer.
-        Only the spec's ``value_args`` whose dtype kind is in its ``value_kinds`` are read
-        (class indices: integers; gaussian_nll's variance: floating)."""
-        key = tuple((x.shape, x.dtype) for x in inputs) + (
+    def signature(self, inputs, sample_weight) -> tuple:
+        """(infos, reads): the shape/dtype checks of this call signature, run once per
+        signature (cached), and the (index, name) of the inputs whose values are checked."""
+        key = tuple([(x.shape, x.dtype) for x in inputs]) + (
             None if sample_weight is None else (sample_weight.shape, sample_weight.dtype),
         )
-        infos = self._signatures.get(key)
-        if infos is None:
+        entry = self._signatures.get(key)
+        if entry is None:
             infos = [array_info(x) for x in inputs]
             self.spec.call_check(
                 infos,
@@ -101,15 +100,25 @@ class InputChecks:
             if len(self._signatures) >= self._MAX_SIGNATURES:
                 self._signatures.clear()
             infos = dict(zip(self.names, infos))
-            self._signatures[key] = infos
-        if self._value_idx:
-            values = {}
-            kinds = self.spec.value_kinds
-            for i in self._value_idx:
-                if infos[self.names[i]].kind not in kinds:
-                    continue
-                v = concrete(inputs[i])
-                if v is not None:
-                    values[self.names[i]] = v
-            if values:
-                self.spec.check_values(values, infos, self.options)
+            # only the spec's value_args of a dtype kind in its value_kinds are read (class
+            # indices: integers; gaussian_nll's variance: floating)
+            reads = tuple((i, self.names[i]) for i in self._value_idx
+                          if infos[self.names[i]].kind in self.spec.value_kinds)
+            entry = self._signatures[key] = (infos, reads)
+        return entry
+
+    def values(self, inputs, infos, reads, concrete: Callable) -> None:
+        """The spec's value checks on the inputs of ``reads`` that are concrete."""
+        values = {}
+        for i, name in reads:
+            v = concrete(inputs[i])
+            if v is not None:
+                values[name] = v
+        if values:
+            self.spec.check_values(values, infos, self.options)
+
+    def __call__(self, inputs, sample_weight, concrete: Callable) -> None:
+        """``concrete(x)``: x's values as a NumPy array if x is concrete, None for a tracer."""
+        infos, reads = self.signature(inputs, sample_weight)
+        if reads:
+            self.values(inputs, infos, reads, concrete)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._registry import array_info, dtype_kind
 from . import InputChecks, Terms
 
 NAME = "jax"
@@ -28,44 +29,105 @@ def _divide(num, den, empty: str):
     return jnp.where(zero, jnp.asarray(fill, out.dtype), out)
 
 
-def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan"):
+#: Floating dtypes computed in float32 and rounded to their own dtype once, at the end (torch
+#: accumulates their sums and log-sum-exps in float32 on CPU and CUDA; docs/distributed.md §4).
+LOW_PRECISION = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+#: The reductions with a denominator (the ones ``normalizer`` and ``denominator`` apply to).
+DIVIDING = ("mean", "sum_over_batch_size", "batchmean")
+
+
+def _weighted(terms: Terms, sample_weight):
+    loss = terms.loss
+    if sample_weight is not None:
+        sample_weight = jnp.asarray(sample_weight).astype(loss.dtype)
+        loss = loss * sample_weight
+    return loss, sample_weight
+
+
+def _numerator(terms: Terms, loss, reduction: str):
+    if reduction == "mean" and terms.scale is not None:
+        return jnp.sum(loss * terms.scale)
+    return jnp.sum(loss)
+
+
+def _denominator(terms: Terms, loss, sample_weight, reduction: str):
+    """The denominator of a dividing reduction: a Python number where it is static."""
+    if reduction == "mean":
+        d = terms.weight
+        if sample_weight is not None:
+            d = sample_weight if d is None else d * sample_weight
+            return jnp.sum(jnp.broadcast_to(d, loss.shape))
+        return loss.size if d is None else jnp.sum(d)
+    if reduction == "sum_over_batch_size":
+        return loss.size if terms.count is None else jnp.sum(terms.count.astype(loss.dtype))
+    if reduction == "batchmean":
+        return loss.shape[0] if loss.ndim else 1
+    raise ValueError(f"reduction: unknown {reduction!r}")  # pragma: no cover - validated
+
+
+def _psum(x, axis_name, dtype):
+    return jax.lax.psum(jnp.asarray(x, dtype), axis_name)
+
+
+def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan", *,
+           normalizer=None, axis_name=None):
     """Reduce a loss's ``Terms`` as the weighting contract says.
 
     none: s * l;  sum: sum(s * l);  mean: sum(s * l * r) / sum(s * d);
     sum_over_batch_size: sum(s * l) / sum(count);  batchmean: sum(s * l) / l.shape[0];
     with s the sample weight (1 if None), d the loss's denominator weights (1 if None) and
     r the loss's mean scale (``Terms.scale``, 1 if None; ctc's 1 / target length).
+
+    ``normalizer``: a given denominator replacing the batch's own (gradient accumulation,
+    docs/distributed.md). ``axis_name``: inside shard_map or pmap, the numerator and
+    denominator are psum-ed over that axis, so the value is the whole batch's on every device.
     """
-    loss = terms.loss
-    if sample_weight is not None:
-        sample_weight = jnp.asarray(sample_weight).astype(loss.dtype)
-        loss = loss * sample_weight
+    loss, sample_weight = _weighted(terms, sample_weight)
     if reduction == "none":
         return loss
-    num = jnp.sum(loss)
+    num = _numerator(terms, loss, reduction)
+    if axis_name is not None:
+        num = jax.lax.psum(num, axis_name)
     if reduction == "sum":
         return num
-    if reduction == "mean":
-        if terms.scale is not None:
-            num = jnp.sum(loss * terms.scale)
-        d = terms.weight
-        if sample_weight is not None:
-            d = sample_weight if d is None else d * sample_weight
-            den = jnp.sum(jnp.broadcast_to(d, loss.shape))
-        elif d is None:
-            den = loss.size
-        else:
-            den = jnp.sum(d)
-    elif reduction == "sum_over_batch_size":
-        den = loss.size if terms.count is None else jnp.sum(terms.count.astype(loss.dtype))
-    elif reduction == "batchmean":
-        den = loss.shape[0] if loss.ndim else 1
-    else:  # pragma: no cover - options are validated when the loss is made
-        raise ValueError(f"reduction: unknown {reduction!r}")
+    if normalizer is not None:
+        den = jnp.asarray(normalizer).astype(num.dtype)
+    else:
+        den = _denominator(terms, loss, sample_weight, reduction)
+        if axis_name is not None:
+            den = _psum(den, axis_name, num.dtype)
     return _divide(num, den, empty)
 
 
+def denominator(terms: Terms, reduction: str, sample_weight=None, *, axis_name=None):
+    """The denominator ``reduce`` divides by (psum-ed over ``axis_name``), without gradient."""
+    loss, sample_weight = _weighted(terms, sample_weight)
+    den = jnp.asarray(_denominator(terms, loss, sample_weight, reduction), loss.dtype)
+    if axis_name is not None:
+        den = jax.lax.psum(den, axis_name)
+    return jax.lax.stop_gradient(den)
+
+
+def _upcast(inputs):
+    """Floating inputs cast to their common dtype (float32 logits with float64 probabilities:
+    computed in float64, as on torch), and float16/bfloat16 computed in float32:
+    (inputs, the result's dtype where it differs from the computation's, else None)."""
+    floats = [x.dtype for x in inputs if jnp.issubdtype(x.dtype, jnp.floating)]
+    if not floats:
+        return inputs, None
+    common = jnp.result_type(*floats)
+    compute = jnp.dtype(jnp.float32) if common in LOW_PRECISION else common
+    if all(d == compute for d in floats):
+        return inputs, None
+    return tuple(
+        x.astype(compute) if jnp.issubdtype(x.dtype, jnp.floating) else x for x in inputs
+    ), (common if compute != common else None)
+
+
 def _as_array(x, name):
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:  # big-endian: jit refuses it
+        return x.astype(x.dtype.newbyteorder("="))
     if isinstance(x, (jax.Array, np.ndarray, jax.core.Tracer)):
         return x
     if type(x).__module__.startswith("torch"):
@@ -77,6 +139,11 @@ def _as_array(x, name):
         return np.asarray(x)
     except Exception as e:  # noqa: BLE001
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}") from e
+
+
+#: The input types whose calls take the hot path once their signature has been checked:
+#: JAX arrays, tracers and NumPy arrays (anything else goes through the conversions).
+_FAST_TYPES = (jax.Array, jax.core.Tracer, np.ndarray)
 
 
 def _concrete(x):
@@ -93,13 +160,101 @@ def _option_array(value):
     return jnp.asarray(np.asarray(value))
 
 
+def _vary(arrays, inputs):
+    """Inside ``shard_map`` (with its default ``check_vma``), every array made varying over
+    the mapped axes any input varies over. A custom VJP (ctc's, the fused cross-entropy's)
+    must return cotangents of its arguments' types, and a class weight replicated over the
+    shards gets a cotangent that varies: made varying first, its cotangent is psum-ed back
+    by JAX (the transpose of the cast). Outside shard_map nothing varies: no-op."""
+    typeof = getattr(jax, "typeof", None)
+    if typeof is None:
+        return arrays, inputs
+
+    def varying(x):
+        t = typeof(x)
+        m = getattr(t, "manual_axis_type", None)  # JAX 0.10
+        return set(m.varying) if m is not None else set(getattr(t, "vma", ()) or ())
+
+    axes = set()
+    for x in (*inputs, *arrays.values()):
+        axes |= varying(x)
+    if not axes:
+        return arrays, inputs
+
+    def vary(x):
+        missing = tuple(sorted(axes - varying(x)))
+        if not missing:
+            return x
+        if hasattr(jax.lax, "pcast"):
+            return jax.lax.pcast(x, missing, to="varying")
+        return jax.lax.pvary(x, missing)  # pragma: no cover - JAX before 0.8.2
+
+    return {k: vary(v) for k, v in arrays.items()}, tuple(vary(x) for x in inputs)
+
+
+def _explicit_axes() -> tuple:
+    get = getattr(jax.sharding, "get_abstract_mesh", None)
+    if get is None:  # a JAX without explicit sharding
+        return ()
+    return tuple(getattr(get(), "explicit_axes", ()))
+
+
+def _auto_sharding(body, inputs, loss_shape):
+    """``body`` as it is, or, under a mesh with Explicit axes (``jax.make_mesh``'s default
+    in recent JAX), run with those axes Auto: the partitioner then places the gathers of the
+    losses (class weights by target, ctc's states) as under ``jax.jit`` without explicit
+    sharding, and the numbers are the single-device ones. A reduced result comes out
+    replicated; an unreduced one (``loss_shape``) is split over its first axis as the first
+    input is over its first axis where the two have the same length, else replicated."""
+    if not _explicit_axes():
+        return body
+    from jax.sharding import PartitionSpec as P
+
+    spec = P()
+    x = inputs[0]
+    if loss_shape and x.ndim and x.shape[0] == loss_shape[0]:
+        first = tuple(jax.typeof(x).sharding.spec)[:1]
+        if first and first[0] is not None:
+            spec = P(first[0], *([None] * (len(loss_shape) - 1)))
+    return jax.sharding.auto_axes(body, out_sharding=spec)
+
+
+def _align(spec, sample_weight, terms):
+    """The sample weight reshaped as the spec's ``align_sample_weight`` says (Keras' rank
+    rule), else as given."""
+    if sample_weight is None or spec.align_sample_weight is None:
+        return sample_weight
+    return jnp.reshape(sample_weight,
+                       spec.align_sample_weight(sample_weight.shape, terms.loss.shape))
+
+
+def _check_normalizer(normalizer, reduction: str):
+    if reduction not in DIVIDING:
+        raise ValueError(
+            f"normalizer: replaces the denominator of reduction 'mean', "
+            f"'sum_over_batch_size' or 'batchmean'; reduction={reduction!r} has none"
+        )
+    normalizer = _as_array(normalizer, "normalizer")
+    if normalizer.shape != ():
+        raise ValueError(f"normalizer: expected a scalar, got shape {normalizer.shape}")
+    if dtype_kind(normalizer) not in "fiu":
+        raise TypeError(f"normalizer: expected a real number, got dtype {normalizer.dtype}")
+    return normalizer
+
+
 class Loss:
     """A multiloss loss on JAX: a pure callable, jit-compiled once per (options, shapes, dtypes).
 
-    ``loss(*inputs, sample_weight=None)`` takes NumPy or JAX arrays in torch's positional
-    order and returns a JAX array. It works inside ``jax.jit``, ``jax.grad`` and ``jax.vmap``.
+    ``loss(*inputs, sample_weight=None, normalizer=None)`` takes NumPy or JAX arrays in
+    torch's positional order and returns a JAX array. It works inside ``jax.jit``,
+    ``jax.grad``, ``jax.vmap``, ``shard_map`` and ``pmap`` (option ``axis_name``).
     Shape and dtype checks run once per call signature; where the class indices are concrete
     (not traced) their values are checked too. Under a trace an invalid class index gives NaN.
+    float16 and bfloat16 inputs are computed in float32 and the result is rounded to their
+    dtype (docs/distributed.md).
+
+    ``normalizer``: divide by this denominator instead of the batch's own (gradient
+    accumulation: ``loss.denominator(...)`` summed over the micro-batches of a step).
     """
 
     backend = NAME
@@ -108,6 +263,11 @@ class Loss:
         self.spec = spec
         self.options = dict(options)
         self.__doc__ = spec.doc()
+        if options.get("process_group") is not None:
+            raise ValueError(
+                "process_group: a torch.distributed option, for the torch backend; on jax "
+                "use axis_name=... inside shard_map or pmap (docs/distributed.md)"
+            )
         fn = spec.implementation(NAME)
         array_names = [o.name for o in spec.options if o.kind == "array"]
         static = {
@@ -117,27 +277,122 @@ class Loss:
             k: _option_array(options[k]) for k in array_names if options[k] is not None
         }
         reduction, empty = options["reduction"], options["empty_reduction"]
+        axis_name = options.get("axis_name")
+        self._reduction = reduction
         self._checks = InputChecks(spec, self.options)
 
-        def run(arrays, inputs, sample_weight):
-            terms = fn(*inputs, **static, **arrays)
-            return reduce(terms, reduction, sample_weight, empty)
+        def run(arrays, inputs, sample_weight, normalizer):
+            def body(arrays, inputs, sample_weight, normalizer):
+                inputs, out_dtype = _upcast(inputs)
+                arrays, inputs = _vary(arrays, inputs)
+                terms = fn(*inputs, **static, **arrays)
+                sample_weight = _align(spec, sample_weight, terms)
+                out = reduce(terms, reduction, sample_weight, empty, normalizer=normalizer,
+                             axis_name=axis_name)
+                return out if out_dtype is None else out.astype(out_dtype)
+
+            shape = ()
+            if reduction == "none" and _explicit_axes():
+                shape = spec.call_check([array_info(x) for x in inputs], None, self.options)
+            return _auto_sharding(body, inputs, shape)(arrays, inputs, sample_weight, normalizer)
+
+        def den(arrays, inputs, sample_weight):
+            def body(arrays, inputs, sample_weight):
+                inputs, _ = _upcast(inputs)
+                arrays, inputs = _vary(arrays, inputs)
+                terms = fn(*inputs, **static, **arrays)
+                sample_weight = _align(spec, sample_weight, terms)
+                return denominator(terms, reduction, sample_weight, axis_name=axis_name)
+
+            return _auto_sharding(body, inputs, ())(arrays, inputs, sample_weight)
 
         self._run = jax.jit(run)
+        self._den = jax.jit(den)
+        # signature (shape, dtype, type of each input) -> (infos, value reads) of the calls
+        # that may take the hot path of __call__
+        self._fast: dict = {}
 
-    def __call__(self, *inputs, sample_weight=None):
+    def _prepare(self, inputs, sample_weight):
         checks = self._checks
         checks.count(inputs)
         inputs = tuple(_as_array(x, n) for x, n in zip(inputs, checks.names))
         if sample_weight is not None:
             sample_weight = _as_array(sample_weight, "sample_weight")
         checks(inputs, sample_weight, _concrete)
-        return self._run(self._arrays, inputs, sample_weight)
+        return inputs, sample_weight
+
+    def __call__(self, *inputs, sample_weight=None, normalizer=None):
+        # the hot path: inputs of a signature seen before, all of them arrays (JAX, NumPy or
+        # tracers), no sample weight or normalizer: the cached shape/dtype checks, the value
+        # checks, the compiled function; nothing else
+        if sample_weight is None and normalizer is None:
+            try:
+                key = tuple([(x.shape, x.dtype, type(x)) for x in inputs])
+            except AttributeError:
+                key = None
+            reads = self._fast.get(key)
+            if reads is not None:
+                if reads[1]:
+                    self._checks.values(inputs, reads[0], reads[1], _concrete)
+                return self._call(inputs, None, None)
+        inputs, sample_weight = self._prepare(inputs, sample_weight)
+        if normalizer is not None:
+            normalizer = _check_normalizer(normalizer, self._reduction)
+        elif sample_weight is None and len(self._fast) < 64:
+            key = tuple([(x.shape, x.dtype, type(x)) for x in inputs])
+            if all(issubclass(k[2], _FAST_TYPES) for k in key):
+                self._fast[key] = self._checks.signature(inputs, None)
+        return self._call(inputs, sample_weight, normalizer)
+
+    def _call(self, inputs, sample_weight, normalizer):
+        try:
+            return self._run(self._arrays, inputs, sample_weight, normalizer)
+        except ValueError as e:
+            if "incompatible devices" not in str(e):
+                raise
+            raise ValueError(self._device_message(inputs, sample_weight)) from e
+
+    def _device_message(self, inputs, sample_weight) -> str:
+        """Which argument is committed to other devices than the first input (jit's own
+        message names the arguments of an internal function)."""
+        names = (*self._checks.names, "sample_weight")
+        arrays = (*inputs, sample_weight)
+        placed = [(n, x) for n, x in zip(names, arrays)
+                  if isinstance(x, jax.Array) and getattr(x, "committed", True)]
+
+        def ids(x):
+            return sorted(d.id for d in x.devices())
+
+        ref_name, ref = placed[0] if placed else (names[0], None)
+        for name, x in placed[1:]:
+            if ids(x) != ids(ref):
+                return (f"{name}: expected an array on the devices of {ref_name} "
+                        f"(ids {ids(ref)}), got one on devices {ids(x)}; move it with "
+                        f"jax.device_put")
+        return "inputs: committed to incompatible devices; move them with jax.device_put"
+
+    def denominator(self, *inputs, sample_weight=None):
+        """What this loss's reduction divides by on these inputs, without gradient: the
+        summed ``sample_weight * d`` for "mean", the number of elements that count for
+        "sum_over_batch_size", the batch size for "batchmean"; psum-ed over ``axis_name``
+        when it is set. float32 for float16/bfloat16 inputs (so counts stay exact).
+
+        Gradient accumulation: the sum of the micro-batches' denominators, passed to every
+        micro-batch as ``normalizer``, makes the micro-batch losses add up to the full
+        batch's loss and their gradients to its gradient (docs/distributed.md)."""
+        if self._reduction not in DIVIDING:
+            raise ValueError(
+                f"denominator: reduction={self._reduction!r} has no denominator (only "
+                f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
+            )
+        inputs, sample_weight = self._prepare(inputs, sample_weight)
+        return self._den(self._arrays, inputs, sample_weight)
 
     def __repr__(self):
         opts = ", ".join(
             f"{k}={'<array>' if hasattr(v, 'shape') else repr(v)}"
             for k, v in self.options.items()
+            if not (k in ("axis_name", "process_group") and v is None)
         )
         return f"multiloss.{self.spec.name}[jax]({opts})"
 

@@ -27,36 +27,125 @@ def _divide(num, den, empty: str):
     return torch.where(zero, torch.full_like(out, fill), out)
 
 
-def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan"):
-    """Reduce a loss's ``Terms`` as the weighting contract says (see the JAX twin in
-    ``multiloss.backends._jax.reduce``; the two implement the same formulas)."""
+#: The reductions with a denominator (the ones ``normalizer`` and ``denominator`` apply to).
+DIVIDING = ("mean", "sum_over_batch_size", "batchmean")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _acc_dtype(dtype):
+    """The dtype sums are accumulated in: float32 for float16/bfloat16 (as torch's own
+    reductions do on CPU and CUDA), else the loss's dtype."""
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _weighted(terms: Terms, sample_weight):
     loss = terms.loss
     if sample_weight is not None:
         sample_weight = sample_weight.to(loss.dtype)
         loss = loss * sample_weight
-    if reduction == "none":
-        return loss
-    num = loss.sum()
-    if reduction == "sum":
-        return num
+    return loss, sample_weight
+
+
+def _numerator(terms: Terms, loss, reduction: str, acc):
+    if reduction == "mean" and terms.scale is not None:
+        return (loss * terms.scale).sum(dtype=acc)
+    return loss.sum(dtype=acc)
+
+
+def _denominator(terms: Terms, loss, sample_weight, reduction: str, acc):
+    """The denominator of a dividing reduction: a Python number where it is static."""
     if reduction == "mean":
-        if terms.scale is not None:
-            num = (loss * terms.scale).sum()
         d = terms.weight
         if sample_weight is not None:
             d = sample_weight if d is None else d * sample_weight
-            den = torch.broadcast_to(d, loss.shape).sum()
-        elif d is None:
-            den = loss.numel()
-        else:
-            den = d.sum()
-    elif reduction == "sum_over_batch_size":
-        den = loss.numel() if terms.count is None else terms.count.to(loss.dtype).sum()
-    elif reduction == "batchmean":
-        den = loss.shape[0] if loss.ndim else 1
-    else:  # pragma: no cover - options are validated when the loss is made
-        raise ValueError(f"reduction: unknown {reduction!r}")
-    return _divide(num, den, empty)
+            return torch.broadcast_to(d, loss.shape).sum(dtype=acc)
+        return loss.numel() if d is None else d.sum(dtype=acc)
+    if reduction == "sum_over_batch_size":
+        return loss.numel() if terms.count is None else terms.count.sum(dtype=acc)
+    if reduction == "batchmean":
+        return loss.shape[0] if loss.ndim else 1
+    raise ValueError(f"reduction: unknown {reduction!r}")  # pragma: no cover - validated
+
+
+def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan", *,
+           normalizer=None, group=None):
+    """Reduce a loss's ``Terms`` as the weighting contract says (see the JAX twin in
+    ``multiloss.backends._jax.reduce``; the two implement the same formulas). Sums of
+    float16/bfloat16 losses accumulate in float32; the result has the loss's dtype.
+
+    ``normalizer``: a given denominator replacing the batch's own. ``group``: a
+    torch.distributed process group the batch is split over (``_distributed``)."""
+    loss, sample_weight = _weighted(terms, sample_weight)
+    if reduction == "none":
+        return loss
+    acc = _acc_dtype(loss.dtype)
+    num = _numerator(terms, loss, reduction, acc)
+    if reduction == "sum" and group is None:
+        return num.to(loss.dtype)
+    if reduction == "sum":
+        den = None
+    elif normalizer is not None:
+        den = normalizer.to(device=num.device, dtype=acc)
+    else:
+        den = _denominator(terms, loss, sample_weight, reduction, acc)
+    if group is not None:
+        out = _distributed(num, den, normalizer is not None, empty, group)
+    else:
+        out = _divide(num, den, empty)
+    return out.to(loss.dtype)
+
+
+def _distributed(num, den, fixed_den: bool, empty: str, group):
+    """The reduction over a process group, shaped for DDP (docs/distributed.md §2).
+
+    Value: the whole batch's, N / D with N and D the all-reduced numerator and denominator,
+    the same on every rank. Gradient: world_size times this rank's share of the whole batch's
+    gradient, world_size * d(num - (N / D) * den) / D (the second term only where ``den``
+    has a gradient, a differentiated sample weight), so that DDP's average over the ranks
+    is the whole batch's gradient. "sum": value N, gradient world_size * d num.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    if den is None:  # "sum"
+        stats = num.detach().reshape(1).clone()
+    else:
+        den = torch.as_tensor(den, dtype=num.dtype, device=num.device)
+        stats = torch.stack([num.detach(), den.detach()])
+        if fixed_den:  # a normalizer is already the global denominator
+            stats = stats[:1].clone()
+    dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
+    total = stats[0]
+    if den is None:
+        share = world * num
+        value = total
+    else:
+        big = den.detach() if fixed_den else stats[1]
+        zero = big == 0
+        safe = torch.where(zero, torch.ones_like(big), big)
+        mean = torch.where(zero, torch.zeros_like(total), total / safe)
+        share = world * num / safe if fixed_den else world * (num - mean * den) / safe
+        share = torch.where(zero, torch.zeros_like(share), share)
+        fill = torch.full_like(total, float("nan") if empty == "nan" else 0.0)
+        value = torch.where(zero, fill, mean)
+    # the value of ``share - share.detach()`` is exactly 0; its gradient is share's
+    return value + (share - share.detach())
+
+
+def denominator(terms: Terms, reduction: str, sample_weight=None, group=None):
+    """The denominator ``reduce`` divides by (all-reduced over ``group``), without gradient,
+    in the accumulation dtype (float32 for float16/bfloat16 losses)."""
+    with torch.no_grad():
+        loss, sample_weight = _weighted(terms, sample_weight)
+        acc = _acc_dtype(loss.dtype)
+        den = torch.as_tensor(_denominator(terms, loss, sample_weight, reduction, acc),
+                              dtype=acc, device=loss.device)
+        if group is not None:
+            import torch.distributed as dist
+
+            den = den.clone()
+            dist.all_reduce(den, op=dist.ReduceOp.SUM, group=group)
+        return den
 
 
 def promote(*tensors):
@@ -66,12 +155,93 @@ def promote(*tensors):
     first = tensors[0].dtype
     if all(t.dtype == first for t in tensors):  # the common case: nothing to do
         return tensors
-    dtype = torch.result_type(*tensors)
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:  # torch.result_type takes two arguments
+        dtype = torch.promote_types(dtype, t.dtype)
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
+def _promote_floats(inputs):
+    """Floating inputs of different dtypes (float32 logits with float64 probabilities) cast to
+    their common dtype, as on JAX: the loss is then computed in that dtype, not partly in the
+    narrower one (torch's kernels would run log_softmax in float32 and promote after)."""
+    first = None
+    for x in inputs:
+        if x.is_floating_point():
+            if first is None:
+                first = x.dtype
+            elif x.dtype != first:
+                return promote(*inputs)
+    return inputs
+
+
 def _concrete(x):
-    return x.detach().cpu().numpy()
+    """x's values as NumPy, or None where it has none (a meta tensor: like a JAX tracer, only
+    its shape and dtype are checked)."""
+    if x.device.type == "meta":
+        return None
+    x = x.detach().cpu()
+    if x.dtype == torch.bfloat16:  # NumPy has no bfloat16
+        x = x.float()
+    return x.numpy()
+
+
+def _check_group(group):
+    if group is None or group == "world":
+        return group
+    import torch.distributed as dist
+
+    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+        raise TypeError(
+            f"process_group: expected None, 'world' or a torch.distributed ProcessGroup, got "
+            f"{type(group).__name__}"
+        )
+    return group
+
+
+def _resolve_group(group):
+    """The process group to reduce over (None: this process alone)."""
+    if group is None:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "process_group: torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group first, or leave process_group=None"
+        )
+    return dist.group.WORLD if group == "world" else group
+
+
+def _align(spec, sample_weight, terms):
+    """The sample weight reshaped as the spec's ``align_sample_weight`` says (Keras' rank
+    rule), else as given."""
+    if sample_weight is None or spec.align_sample_weight is None:
+        return sample_weight
+    return sample_weight.reshape(
+        spec.align_sample_weight(tuple(sample_weight.shape), tuple(terms.loss.shape)))
+
+
+def _check_normalizer(normalizer, reduction, device):
+    if reduction not in DIVIDING:
+        raise ValueError(
+            f"normalizer: replaces the denominator of reduction 'mean', "
+            f"'sum_over_batch_size' or 'batchmean'; reduction={reduction!r} has none"
+        )
+    if not isinstance(normalizer, torch.Tensor):
+        if type(normalizer).__module__.startswith("jax"):
+            raise TypeError("normalizer: expected a torch tensor or a number, got a JAX array")
+        try:
+            normalizer = torch.as_tensor(np.asarray(normalizer), device=device)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(
+                f"normalizer: expected a number, got {type(normalizer).__name__}"
+            ) from e
+    if normalizer.dim() != 0:
+        raise ValueError(f"normalizer: expected a scalar, got shape {tuple(normalizer.shape)}")
+    if normalizer.is_complex() or normalizer.dtype == torch.bool:
+        raise TypeError(f"normalizer: expected a real number, got dtype {normalizer.dtype}")
+    return normalizer.detach()
 
 
 def _option_tensor(value):
@@ -103,9 +273,17 @@ class Loss(torch.nn.Module):
             v = options[name]
             self.register_buffer(name, None if v is None else _option_tensor(v))
         self._reduction = options["reduction"]
-        self._native = options["empty_reduction"] == "nan" and self._reduction in _NATIVE
+        if options.get("axis_name") is not None:
+            raise ValueError(
+                "axis_name: a JAX option (shard_map, pmap), for the jax backend; on torch use "
+                "process_group=... with torch.distributed (docs/distributed.md)"
+            )
+        self._group = _check_group(options.get("process_group"))
+        self._native = (options["empty_reduction"] == "nan" and self._reduction in _NATIVE
+                        and self._group is None)
         self._empty = options["empty_reduction"]
         self._checks = InputChecks(spec, self.options)
+        self._plans: dict = {}  # (shape, dtype, device) of each input -> hot path (_plan)
 
     def _device(self, inputs):
         for x in inputs:
@@ -126,11 +304,37 @@ class Loss(torch.nn.Module):
                 f"backend or convert with numpy.asarray"
             )
         try:
-            return torch.as_tensor(np.asarray(x), device=device)
+            a = np.asarray(x)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}") from e
+        if a.dtype == object:
+            raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+        if not a.dtype.isnative:  # a big-endian array: torch has no such dtype
+            a = a.astype(a.dtype.newbyteorder("="))
+        if not a.flags.writeable or any(st < 0 for st in a.strides):
+            # torch.as_tensor refuses negative strides (x[::-1]) and warns on read-only
+            # arrays (np.broadcast_to): copy those
+            a = np.array(a)
+        try:
+            return torch.as_tensor(a, device=device)
         except Exception as e:  # noqa: BLE001
             raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}") from e
 
-    def forward(self, *inputs, sample_weight=None):
+    def _check_devices(self, inputs, sample_weight):
+        device = inputs[0].device
+        if all(x.device == device for x in inputs) and (
+            sample_weight is None or sample_weight.device == device
+        ):
+            return
+        names = self._checks.names
+        for x, name in (*zip(inputs, names), (sample_weight, "sample_weight")):
+            if x is not None and x.device != device:
+                raise ValueError(
+                    f"{name}: expected a tensor on {device} (the device of {names[0]}), got "
+                    f"one on {x.device}; move it with .to({str(device)!r})"
+                )
+
+    def _prepare(self, inputs, sample_weight):
         checks = self._checks
         checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
@@ -140,20 +344,116 @@ class Loss(torch.nn.Module):
             inputs = tuple(self._as_tensor(x, n, device) for x, n in zip(inputs, checks.names))
             if sample_weight is not None:
                 sample_weight = self._as_tensor(sample_weight, "sample_weight", device)
+        if inputs:
+            self._check_devices(inputs, sample_weight)
         checks(inputs, sample_weight, _concrete)
+        return _promote_floats(inputs), sample_weight
+
+    def forward(self, *inputs, sample_weight=None, normalizer=None):
+        # the hot path: tensors of a signature seen before (shape, dtype, device), no sample
+        # weight or normalizer, nothing to promote: the value checks where the kernel does
+        # not make them itself, the function; nothing else (see _plan)
+        if sample_weight is None and normalizer is None:
+            try:
+                plan = self._plans.get(tuple([(x.shape, x.dtype, x.device) for x in inputs]))
+            except AttributeError:
+                plan = None
+            if plan is not None:
+                return plan(inputs)
+        return self._forward(inputs, sample_weight, normalizer)
+
+    def _plan(self, inputs):
+        """The hot path of one signature, cached after its first (checked) call; None where
+        the call needs more than the function: promotion of mixed float dtypes, a process
+        group. On CPU a loss whose torch function checks the values itself (its kernel
+        rejects a class index out of range: ``kernel_checks_values``) skips multiloss' own
+        pass over them; if the kernel raises, multiloss' value check runs then, to raise its
+        own message in place of the kernel's."""
+        if self._group is not None or any(x.device != inputs[0].device for x in inputs):
+            return None
+        infos, reads = self._checks.signature(inputs, None)
+        kernel_checks = getattr(self._fn, "kernel_checks_values", False)
+        if callable(kernel_checks):
+            kernel_checks = kernel_checks(self._static)
+        if reads and kernel_checks and inputs[0].device.type == "cpu":
+            kernel, pre = reads, ()
+        else:
+            kernel, pre = (), reads
+        fn, static, buffers, names = self._fn, self._static, self._buffers, self._array_names
+        checks, reduction, empty = self._checks, self._reduction, self._empty
+        native = self._native
+
+        def plan(inputs):
+            if pre:
+                checks.values(inputs, infos, pre, _concrete)
+            arrays = {n: buffers[n] for n in names}
+            try:
+                out = fn(*inputs, reduction=reduction if native else None, **static, **arrays)
+            except (IndexError, RuntimeError):
+                if kernel:
+                    checks.values(inputs, infos, kernel, _concrete)
+                raise
+            if isinstance(out, Terms):  # not reduced natively (a class-weighted "mean")
+                return reduce(out, reduction, None, empty)
+            return out
+
+        return plan
+
+    def _apply(self, *args, **kwargs):
+        # .to(device) / .double() move the buffers and change the inputs' signature: no plan
+        # made before holds
+        self._plans.clear()
+        return super()._apply(*args, **kwargs)
+
+    def _forward(self, inputs, sample_weight, normalizer):
+        fresh = (sample_weight is None and normalizer is None and len(self._plans) < 64
+                 and all(isinstance(x, torch.Tensor) for x in inputs))
+        raw = inputs
+        inputs, sample_weight = self._prepare(inputs, sample_weight)
+        if fresh and raw and inputs is raw:  # checked, and nothing was converted or promoted
+            plan = self._plan(raw)
+            if plan is not None:
+                self._plans[tuple([(x.shape, x.dtype, x.device) for x in raw])] = plan
+        if normalizer is not None:
+            normalizer = _check_normalizer(normalizer, self._reduction, inputs[0].device)
         arrays = {name: getattr(self, name) for name in self._array_names}
-        native = self._native and sample_weight is None
+        native = self._native and sample_weight is None and normalizer is None
         out = self._fn(*inputs, reduction=self._reduction if native else None,
                        **self._static, **arrays)
         if isinstance(out, Terms):
-            return reduce(out, self._reduction, sample_weight, self._empty)
+            sample_weight = _align(self.spec, sample_weight, out)
+            return reduce(out, self._reduction, sample_weight, self._empty,
+                          normalizer=normalizer, group=_resolve_group(self._group))
         return out
+
+    def denominator(self, *inputs, sample_weight=None):
+        """What this loss's reduction divides by on these inputs, without gradient: the
+        summed ``sample_weight * d`` for "mean", the number of elements that count for
+        "sum_over_batch_size", the batch size for "batchmean"; all-reduced over
+        ``process_group`` when it is set (one all-reduce). float32 for float16/bfloat16
+        inputs (so counts stay exact).
+
+        Gradient accumulation: the sum of the micro-batches' denominators, passed to every
+        micro-batch as ``normalizer``, makes the micro-batch losses add up to the full
+        batch's loss and their gradients to its gradient (docs/distributed.md)."""
+        if self._reduction not in DIVIDING:
+            raise ValueError(
+                f"denominator: reduction={self._reduction!r} has no denominator (only "
+                f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
+            )
+        inputs, sample_weight = self._prepare(inputs, sample_weight)
+        arrays = {name: getattr(self, name) for name in self._array_names}
+        with torch.no_grad():
+            terms = self._fn(*inputs, reduction=None, **self._static, **arrays)
+        sample_weight = _align(self.spec, sample_weight, terms)
+        return denominator(terms, self._reduction, sample_weight, _resolve_group(self._group))
 
     def extra_repr(self):
         return ", ".join(
             f"{k}={'<array>' if hasattr(v, 'shape') else repr(v)}"
             for k, v in self.options.items()
             if k not in self._array_names
+            and not (k in ("axis_name", "process_group") and v is None)
         )
 
 

@@ -68,13 +68,28 @@ def check_class_weight(opts, n_classes: int) -> None:
         )
 
 
+def _all_below(t, n: int) -> bool:
+    """Whether every integer in ``t`` is in [0, n): one reduction, the maximum of the values
+    read as unsigned (two's complement puts the negative ones above every valid index). This
+    check runs on every call with concrete indices: it is the hot path of a small batch."""
+    u = _UNSIGNED.get(t.dtype)
+    if u is not None:
+        return bool(t.view(u).max() < n)
+    if t.dtype.kind == "i":  # a non-native byte order
+        return bool(t.min() >= 0 and t.max() < n)
+    return bool(t.max() < n)
+
+
+_UNSIGNED = {np.dtype(f"i{k}"): np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
+
+
 def check_class_indices(values, infos, opts) -> None:
     """Class indices in [0, C) or equal to ignore_index (read on concrete values only)."""
     t = values.get("target")
     if t is None:
         return
     n_classes, _ = class_shapes(infos["input"])
-    if t.size == 0 or (t.min() >= 0 and t.max() < n_classes):
+    if t.size == 0 or _all_below(t, n_classes):
         return
     ignore = opts.get("ignore_index", None)
     bad = (t < 0) | (t >= n_classes)
@@ -122,3 +137,57 @@ def loss_shape_weight(rng, shape, dtype):
 
 
 REDUCTIONS = ("mean", "sum", "none", "sum_over_batch_size")
+
+
+# ---------------------------------------------------------------------------------------------
+# references written on JAX
+
+
+def jax_reference(fn):
+    """Adapt a reference written on JAX to the registry's reference protocol
+    ``reference(torch, inputs, opts, reduction) -> torch tensor``.
+
+    ``fn(*arrays, opts=opts, reduction=reduction)`` computes the reference on JAX arrays (the
+    defining library itself: optax, Keras 3 on its JAX backend). The value comes from ``fn``;
+    the gradients w.r.t. the inputs that require grad come from ``jax.vjp`` of ``fn``, through a
+    ``torch.autograd.Function``, so that ``multiloss.testing`` builds the contract's reductions
+    and gradients from it exactly as from a torch reference. Array options (torch tensors after
+    ``testing._reference_options``) reach ``fn`` as JAX arrays. float64 needs JAX's x64 mode
+    (``multiloss.testing.enable_x64``)."""
+
+    def reference(torch, inputs, opts, reduction):
+        import jax
+        import jax.numpy as jnp
+
+        def to_jax(t):
+            return jnp.asarray(t.detach().cpu().numpy()) if isinstance(t, torch.Tensor) else t
+
+        jopts = {k: to_jax(v) for k, v in opts.items()}
+        arrays = [to_jax(t) for t in inputs]
+        diff = [i for i, t in enumerate(inputs)
+                if isinstance(t, torch.Tensor) and t.requires_grad]
+
+        def f(*d):
+            a = list(arrays)
+            for i, v in zip(diff, d):
+                a[i] = v
+            return fn(*a, opts=jopts, reduction=reduction)
+
+        if not diff:
+            return torch.from_numpy(np.array(f()))
+
+        class _Bridge(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, *tensors):
+                out, ctx.vjp = jax.vjp(f, *(arrays[i] for i in diff))
+                return torch.from_numpy(np.array(out))
+
+            @staticmethod
+            def backward(ctx, g):
+                grads = ctx.vjp(jnp.asarray(g.detach().cpu().numpy()))
+                return tuple(torch.from_numpy(np.array(x)) for x in grads)
+
+        return _Bridge.apply(*(inputs[i] for i in diff))
+
+    reference.jax_reference = fn
+    return reference
