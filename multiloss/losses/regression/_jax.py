@@ -19,6 +19,17 @@ def _abs(z):
 _abs.defjvps(lambda g, ans, z: g * jnp.sign(z))
 
 
+@jax.custom_jvp
+def _abs_l1(z):
+    """|z| with torch's l1_loss gradient, sign(z): also 0 where z is NaN (torch.sign(NaN) is
+    0; smooth_l1's and huber's torch gradients are NaN there, so they keep ``_abs``)."""
+    return jnp.abs(z)
+
+
+_abs_l1.defjvps(lambda g, ans, z: g * jnp.where(jnp.isnan(z), jnp.zeros((), z.dtype),
+                                               jnp.sign(z)))
+
+
 def _weighted(loss, weight):
     return loss if weight is None else loss * weight.astype(loss.dtype)
 
@@ -31,16 +42,16 @@ def mse(input, target, *, weight=None):
 
 
 def l1(input, target, *, weight=None):
-    loss = _weighted(_abs(input - target), weight)
+    loss = _weighted(_abs_l1(input - target), weight)
     d = None if weight is None else jnp.broadcast_to(weight.astype(loss.dtype), loss.shape)
     return Terms(loss, d)
 
 
 def smooth_l1(input, target, *, beta=1.0):
     z = input - target
+    if beta == 0.0:  # torch computes l1_loss here, with its gradient (0 at a NaN difference)
+        return Terms(_abs_l1(z))
     a = _abs(z)
-    if beta == 0.0:
-        return Terms(a)
     quad = a < beta
     zq = jnp.where(quad, z, 0.0)  # keeps an infinite z out of the unused branch's gradient
     return Terms(jnp.where(quad, 0.5 * zq * zq / beta, a - 0.5 * beta))
@@ -100,3 +111,61 @@ def gaussian_nll(input, target, var, *, full=False, eps=1e-6):
         loss = loss + 0.5 * float(np.log(2 * np.pi))
     loss = loss * jnp.where(invalid, jnp.nan, 1.0)
     return Terms(jnp.broadcast_to(loss, input.shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# log_cosh, quantile, charbonnier, mape, msle, poisson (see the specs in ``__init__.py``)
+
+#: Keras' backend.epsilon(), in the input's dtype
+_KERAS_EPSILON = 1e-7
+
+
+def _as_input_dtype(target, input):
+    return target if target.dtype == input.dtype else target.astype(input.dtype)
+
+
+def log_cosh(input, target):
+    e = input - target
+    # optax.losses.log_cosh: logaddexp(e, -e) - log(2), with JAX's logaddexp derivative
+    return Terms(jnp.logaddexp(e, -e) - jnp.log(2.0).astype(e.dtype))
+
+
+def quantile(input, target, *, quantiles=0.5):
+    if isinstance(quantiles, tuple):
+        q = jnp.asarray(quantiles, input.dtype)
+        qm1 = jnp.asarray([qi - 1 for qi in quantiles], input.dtype)
+        e = target[..., None] - input
+    else:
+        q, qm1 = quantiles, quantiles - 1
+        e = target - input
+    return Terms(jnp.maximum(qm1 * e, q * e))
+
+
+def charbonnier(input, target, *, eps=1.0):
+    d = input / eps - target / eps
+    sq = d**2
+    small = sq < 1.0
+    ss = jnp.where(small, sq, 0.0)
+    # kornia's two branches: no cancellation below 1, its overflow behaviour above
+    loss = jnp.where(small, ss / (jnp.sqrt(ss + 1.0) + 1.0), jnp.sqrt(sq + 1.0) - 1.0)
+    return Terms(eps * loss)
+
+
+def mape(input, target):
+    t = _as_input_dtype(target, input)
+    eps = jnp.asarray(_KERAS_EPSILON, input.dtype)
+    return Terms(100.0 * jnp.abs((t - input) / jnp.maximum(jnp.abs(t), eps)))
+
+
+def msle(input, target):
+    t = _as_input_dtype(target, input)
+    eps = jnp.asarray(_KERAS_EPSILON, input.dtype)
+    first = jnp.log(jnp.maximum(input, eps) + 1.0)
+    second = jnp.log(jnp.maximum(t, eps) + 1.0)
+    return Terms(jnp.square(first - second))
+
+
+def poisson(input, target):
+    t = _as_input_dtype(target, input)
+    eps = jnp.asarray(_KERAS_EPSILON, input.dtype)
+    return Terms(input - t * jnp.log(input + eps))

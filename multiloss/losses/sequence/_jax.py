@@ -128,7 +128,8 @@ def _ctc_nll_bwd(zero_infinity, res, g):
                          jnp.where((t < il - 1)[:, None], rec, ninf))
         return beta, beta
 
-    beta_end = jnp.full((n, ext.shape[1]), -jnp.inf, dt)
+    # like em[0] (not jnp.full): inside shard_map the scan carry must vary like the body's
+    beta_end = jnp.full_like(em[0], -jnp.inf)
     _, betas = jax.lax.scan(step, beta_end, (jnp.arange(n_frames), em), reverse=True)
     # the posterior of each state, alpha beta / (y Z): torch's exp(lcab + nll - lp) state by
     # state, at most 1, so the per-class sums need no shift
