@@ -3,6 +3,9 @@ optax.ctc_loss.
 
     python -m benchmarks.ctc [--out benchmarks/results/ctc.json] [--repeats 10]
 
+(``python -m benchmarks --loss ctc`` times ctc with the other losses' protocol, at three
+sizes; this script is the detailed CTC report: agreement with torch and T-scaling of memory.)
+
 Problem (the defaults): T = 200 frames, N = 32 sequences, C = 64 classes, padded targets of
 width S = 50 with lengths drawn in [30, 50], input lengths in [150, 200], float32 log_softmax
 inputs. Times are the median of ``--repeats`` runs after ``--warmup`` runs, of the forward
@@ -19,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ctc.json"
+from . import _common
+
+DEFAULT_OUT = _common.RESULTS / "ctc.json"
 
 
 def _problem(n_frames, n, n_classes, width, seed=0):
@@ -171,41 +174,11 @@ def memory(args):
 
 
 def machine():
-    thp = "/sys/kernel/mm/transparent_hugepage/enabled"
-    try:
-        thp_value = Path(thp).read_text().strip()
-    except OSError as e:
-        thp_value = f"unreadable ({e.__class__.__name__})"
-    info = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": sys.version.split()[0],
-        "transparent_hugepage": thp_value,
-    }
-    try:
-        info["sched_affinity"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    try:
-        info["loadavg"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
+    return _common.machine()
 
 
 def versions():
-    import jax
-    import jaxlib
-    import optax
-    import torch
-
-    import multiloss
-
-    return {"multiloss": getattr(multiloss, "__version__", "?"), "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__, "optax": optax.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "jax_devices": [str(d) for d in jax.devices()],
-            "torch_threads": __import__("torch").get_num_threads()}
+    return _common.versions()
 
 
 def _fmt(v, spec):

@@ -1,6 +1,7 @@
 """The ``multiloss`` command: ``multiloss list``, ``multiloss info NAME``,
 ``multiloss parity`` (every registered loss over its sample grid on both backends against the
-reference, in float64 and float32) and ``multiloss demo`` (a torch recipe and its Flax/optax port
+reference, in float64 and float32), ``multiloss bench`` (the benchmarks, docs/benchmarks.md)
+and ``multiloss demo`` (a torch recipe and its Flax/optax port
 trained side by side, see multiloss/demo.py)."""
 
 from __future__ import annotations
@@ -196,7 +197,26 @@ def _print_table(rows):
         print("  ".join(c.ljust(w) for c, w in zip(b, widths)))
 
 
+def _cmd_bench(argv) -> int:
+    """``multiloss bench [OPTIONS]``: the benchmark harness of a source checkout
+    (``python -m benchmarks``, benchmarks/harness.py), its options passed through."""
+    try:
+        from benchmarks import harness
+    except ImportError:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if not os.path.isfile(os.path.join(root, "benchmarks", "harness.py")):
+            print("multiloss: bench runs the benchmarks/ directory of a multiloss source "
+                  "checkout, which this installation does not have", file=sys.stderr)
+            return 2
+        sys.path.insert(0, root)
+        from benchmarks import harness
+    return harness.main(argv, prog="multiloss bench")
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every option is the harness's (multiloss bench --help)
+        return _cmd_bench(argv[1:])
     parser = argparse.ArgumentParser(prog="multiloss", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="print the registry of losses")
@@ -218,6 +238,9 @@ def main(argv=None) -> int:
                        description=demo.__doc__.split("\n\n")[1].replace("\n", " "))
     demo.add_arguments(p)
     p.set_defaults(func=demo.run_cli)
+    sub.add_parser("bench", add_help=False,
+                   help="time every loss against its peers and the memory floors "
+                        "(python -m benchmarks; multiloss bench --help)")
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -48,6 +48,27 @@ LABEL_SMOOTHING = Option(
 )
 
 
+def _compile_flag(name, value):
+    # multiloss.from_torch reads every option's name from the criterion's attributes, and a
+    # torch module's ``compile`` is its method (torch.nn.Module.compile): that means "not set"
+    if callable(value) and getattr(value, "__name__", "") == "compile" and hasattr(value, "__self__"):
+        return False
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+COMPILE = Option(
+    "compile",
+    False,
+    "torch backend: compute with torch.compile of F.cross_entropy (compiled once per "
+    "reduction, ignore_index and label smoothing; the first call compiles, which needs a C "
+    "compiler on CPU). jax backend: no effect (a JAX loss is always jit-compiled)",
+    _compile_flag,
+    allowed="bool",
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # checks
 
@@ -390,7 +411,7 @@ register(
         summary="Cross-entropy between logits and class indices or class probabilities.",
         aliases=("CrossEntropyLoss", "ce"),
         inputs=CLASS_INPUTS,
-        options=(WEIGHT_CLASS, IGNORE_INDEX, LABEL_SMOOTHING),
+        options=(WEIGHT_CLASS, IGNORE_INDEX, LABEL_SMOOTHING, COMPILE),
         formula=(
             "logp = log_softmax(input, class axis); ls = label_smoothing; C classes.\n"
             "class indices: l_n = (1 - ls) * w[t_n] * (-logp[n, t_n]) + (ls / C) * "
@@ -914,3 +935,6 @@ register(
         normalizer=_shape_normalizer(lambda inputs: inputs[0].shape[:-1]),
     )
 )
+
+# the specs of linear_cross_entropy and of the extras (focal, softmax_focal, poly-1, ...)
+from . import _linear_spec, _more_spec  # noqa: E402,F401

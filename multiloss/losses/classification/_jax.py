@@ -8,56 +8,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...backends import Terms
+from . import _fused_jax as _fused
+from ._linear_jax import linear_cross_entropy  # noqa: F401  (the spec's implementation)
 
 
-def _nll_terms(logp, target, weight, ignore_index, label_smoothing, axis):
-    """Class-index targets on log-probabilities: torch's nll_loss with label smoothing."""
-    n_classes = logp.shape[axis]
-    valid = target != ignore_index
-    in_range = (target >= 0) & (target < n_classes)
-    counts = valid & in_range
-    safe = jnp.where(counts, target, 0)
-    picked = jnp.take_along_axis(logp, jnp.expand_dims(safe, axis), axis=axis)
-    picked = jnp.squeeze(picked, axis)
-    w_t = 1.0 if weight is None else jnp.take(weight.astype(logp.dtype), safe)
-    loss = -(picked * w_t)
-    if label_smoothing:
-        if weight is None:
-            smooth = -jnp.sum(logp, axis=axis)
-        else:
-            shape = [1] * logp.ndim
-            shape[axis] = n_classes
-            smooth = -jnp.sum(logp * weight.astype(logp.dtype).reshape(shape), axis=axis)
-        loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
-    invalid = valid & ~in_range
-    # 0 where ignored; NaN where the index is out of range (only reachable under a trace, as
-    # concrete indices are checked before the call), with a NaN gradient too so that a
-    # training step cannot silently go on
-    loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
-    denom = jnp.where(counts, w_t, 0.0).astype(logp.dtype)
-    return Terms(loss, denom, counts)
+def _denominator(input, target, weight, ignore_index):
+    """torch's "mean" weights of class-index targets, w[t] (0 where ignored), and the count."""
+    n_classes = input.shape[0 if input.ndim == 1 else 1]
+    counts = (target != ignore_index) & (target >= 0) & (target < n_classes)
+    if weight is None:
+        return counts.astype(input.dtype), counts
+    w_t = jnp.take(weight.astype(input.dtype), jnp.where(counts, target, 0))
+    return jnp.where(counts, w_t, 0.0).astype(input.dtype), counts
 
 
-def cross_entropy(input, target, *, weight=None, ignore_index=-100, label_smoothing=0.0):
+def cross_entropy(input, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+                  compile=False):
+    # the single-pass log-sum-exp and one-pass gradient of _fused_jax (custom VJPs);
+    # compile: a torch-backend option, a JAX loss is always jit-compiled
     axis = 0 if input.ndim == 1 else 1
-    logp = jax.nn.log_softmax(input, axis=axis)
     if jnp.issubdtype(target.dtype, jnp.integer):
-        return _nll_terms(logp, target, weight, ignore_index, label_smoothing, axis)
-    n_classes = input.shape[axis]
-    t = target
-    if label_smoothing:
-        t = t * (1.0 - label_smoothing) + label_smoothing / n_classes
-    prod = logp * t
-    if weight is not None:
-        shape = [1] * logp.ndim
-        shape[axis] = n_classes
-        prod = prod * weight.astype(logp.dtype).reshape(shape)
-    return Terms(-jnp.sum(prod, axis=axis))
+        loss = _fused.ce_index(input, target, weight, axis, ignore_index, label_smoothing)
+        return Terms(loss, *_denominator(input, target, weight, ignore_index))
+    target = target.astype(jnp.result_type(input, target))
+    return Terms(_fused.ce_prob(input.astype(target.dtype), target, weight, axis, label_smoothing))
 
 
 def nll(input, target, *, weight=None, ignore_index=-100):
     axis = 0 if input.ndim == 1 else 1
-    return _nll_terms(input, target, weight, ignore_index, 0.0, axis)
+    loss = _fused.nll_index(input, target, weight, axis, ignore_index)
+    return Terms(loss, *_denominator(input, target, weight, ignore_index))
 
 
 # torch's EPSILON in the BCE gradient is the float literal 1e-12f, i.e. 9.999999960041972e-13
@@ -89,46 +69,16 @@ def binary_cross_entropy(input, target, *, weight=None):
     return Terms(loss)
 
 
-@jax.custom_jvp
-def _bce_logits(x, t):
-    return (1 - t) * x - jax.nn.log_sigmoid(x)
-
-
-@_bce_logits.defjvp
-def _bce_logits_jvp(primals, tangents):
-    x, t = primals
-    dx, dt = tangents
-    # torch's gradients: w.r.t. x, sigmoid(x) - t; w.r.t. t, -x
-    return _bce_logits(x, t), (jax.nn.sigmoid(x) - t) * dx - x * dt
-
-
-@jax.custom_jvp
-def _bce_logits_pw(x, t, pw):
-    return (1 - t) * x - ((pw - 1) * t + 1) * jax.nn.log_sigmoid(x)
-
-
-@_bce_logits_pw.defjvp
-def _bce_logits_pw_jvp(primals, tangents):
-    x, t, pw = primals
-    dx, dt, dpw = tangents
-    ls = jax.nn.log_sigmoid(x)
-    pt = pw * t
-    # torch's gradients: w.r.t. x, (pw t + 1 - t) sigmoid(x) - pw t;
-    # w.r.t. t, log_sigmoid(-x) - pw log_sigmoid(x)
-    gx = (pt + 1 - t) * jax.nn.sigmoid(x) - pt
-    gt = jax.nn.log_sigmoid(-x) - pw * ls
-    return _bce_logits_pw(x, t, pw), gx * dx + gt * dt - t * ls * dpw
-
-
 def binary_cross_entropy_with_logits(input, target, *, weight=None, pos_weight=None):
     dtype = jnp.result_type(input, target)
     x, t = input.astype(dtype), target.astype(dtype)
+    # the custom VJPs of _fused_jax: a forward fused into its reduction, a one-pass gradient
     if pos_weight is None:
-        loss = _bce_logits(x, t)
+        loss = _fused.bce_logits(x, t)
     else:
         pw = jnp.broadcast_to(pos_weight.astype(dtype), jnp.broadcast_shapes(x.shape, pos_weight.shape))
         x, t = jnp.broadcast_to(x, pw.shape), jnp.broadcast_to(t, pw.shape)
-        loss = _bce_logits_pw(x, t, pw)
+        loss = _fused.bce_logits_pw(x, t, pw)
     if weight is not None:
         loss = loss * weight.astype(loss.dtype)
     return Terms(loss)
@@ -202,3 +152,5 @@ def multilabel_soft_margin(input, target, *, weight=None):
     if weight is not None:
         loss = loss * weight.astype(dtype)
     return Terms(jnp.sum(loss, axis=-1) / x.shape[-1])
+
+from ._more_jax import *  # noqa: E402,F401,F403  (focal, softmax_focal, ...: the extras)

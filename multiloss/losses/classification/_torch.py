@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ...backends import Terms
 from ...backends._torch import promote
+from ._linear_torch import linear_cross_entropy  # noqa: F401  (the spec's implementation)
 
 
 def _class_terms(loss, target, weight, ignore_index, dtype):
@@ -39,12 +40,33 @@ def _native(reduction, weight):
     return None if reduction == "mean" and weight is not None else reduction
 
 
-def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, label_smoothing=0.0):
+_COMPILED: dict = {}
+
+
+def _compiled_cross_entropy(reduction, ignore_index, label_smoothing):
+    """torch.compile of F.cross_entropy with these options (one per combination)."""
+    key = (reduction, ignore_index, label_smoothing)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        def ce(input, target, weight):
+            return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+                                   reduction=reduction, label_smoothing=label_smoothing)
+
+        fn = _COMPILED[key] = torch.compile(ce)
+    return fn
+
+
+def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, label_smoothing=0.0,
+                  compile=False):
     weight = _cast(weight, input)
     reduction = _native(reduction, weight)
     target = _indices(target)
-    loss = F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
-                           reduction=reduction or "none", label_smoothing=label_smoothing)
+    if compile:
+        loss = _compiled_cross_entropy(reduction or "none", ignore_index, label_smoothing)(
+            input, target, weight)
+    else:
+        loss = F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+                               reduction=reduction or "none", label_smoothing=label_smoothing)
     if reduction is not None:
         return loss
     return _class_terms(loss, target, weight, ignore_index, loss.dtype)
@@ -59,6 +81,13 @@ def nll(input, target, *, reduction, weight=None, ignore_index=-100):
     if reduction is not None:
         return loss
     return _class_terms(loss, target, weight, ignore_index, loss.dtype)
+
+
+# On CPU, torch's kernels raise IndexError for a class index out of range that is not
+# ignore_index: the torch backend's hot path lets them check (one pass over the indices fewer)
+# and raises multiloss' own message when they do. The compiled mode is not relied on for it.
+cross_entropy.kernel_checks_values = lambda static: not static.get("compile", False)
+nll.kernel_checks_values = True
 
 
 def binary_cross_entropy(input, target, *, reduction, weight=None):
@@ -113,3 +142,5 @@ def multilabel_soft_margin(input, target, *, reduction, weight=None):
 def _long(target):
     # torch's margin kernels take int64 only
     return target if target.dtype == torch.int64 else target.long()
+
+from ._more_torch import *  # noqa: E402,F401,F403  (focal, softmax_focal, ...: the extras)

@@ -1,0 +1,302 @@
+"""Cross-entropy and nll at the memory limit on JAX: ``jax.custom_vjp`` functions whose forward
+reads the logits once and saves only the per-row log-sum-exp, and whose backward writes the
+gradient in one pass (``softmax * a - b * onehot - c * w``, fused by XLA into one loop).
+
+The log-sum-exp of a row, ``lse = m + log(sum_c exp(x_c - m))``, needs the row's maximum
+``m`` only to avoid overflow and underflow. In float32 and float64 the forward first computes
+``s0 = sum_c exp(x_c)`` without a shift (one read of the logits, in the same fused reduction
+that XLA uses for the shifted sum). Where every row's ``s0`` is finite and above
+``C * tiny / eps`` (``tiny``: the smallest normal number), the unshifted sum is as accurate as
+the shifted one (a term lost to underflow is below ``tiny``, so all of them together are below
+``eps * s0``; ``exp(x)`` has the same relative accuracy as ``exp(x - m)``, which even carries
+the rounding of ``x - m``), and ``lse = log(s0)``. Otherwise (a logit above ~88 in float32,
+rows of very negative logits, NaN, infinities) a ``lax.cond`` takes the exact two-pass path,
+``jax.nn.log_softmax``'s own formulas, on the whole batch; only the taken branch runs. Under
+``vmap`` both branches run (select). float16 and bfloat16 always take the exact path.
+
+The residuals are ``(m, log_s)`` per row (``m = 0`` on the fast path): ``-logp[t] = log_s -
+(x_t - m)`` keeps the shifted form, so logits of 1e4 lose nothing to the rounding of ``m +
+log_s``. The gradients are torch's formulas (those of log_softmax's backward):
+
+    index targets:  dl/dx_c = a (p_c ((1-e) w_t + (e/C) W) - (1-e) w_t [c == t] - (e/C) w_c)
+    probabilities:  dl/dx_c = a (p_c sum_k w_k t'_k - w_c t'_c);  dl/dt_c = a (1-e) w_c (-logp_c)
+
+with ``a`` the cotangent of the row, ``p = softmax(x)``, ``e`` the label smoothing, ``W =
+sum_c w_c``, ``t' = (1-e) t + e/C``. The cotangent of the class ``weight`` is computed too
+(XLA drops it when it is not used). Forward-mode differentiation (``jax.jvp``, ``jacfwd``,
+``hessian``) is not available on a ``custom_vjp`` function.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
+
+
+def _tiny_sum(dtype, n_classes: int) -> float:
+    """The smallest unshifted ``sum_c exp(x_c)`` for which terms lost to underflow (each below
+    the smallest normal number) add up to less than ``eps`` of the sum."""
+    fi = np.finfo(dtype)
+    return float(max(n_classes, 1) * fi.tiny / fi.eps)
+
+
+def _lse_parts(x, axis, coef=None):
+    """Per row (the class axis reduced): ``m``, ``log_s`` with ``lse = m + log_s``, and
+    ``sum_c coef_c (x_c - m)`` (None without ``coef``)."""
+
+    def exact(x, coef):
+        m = jnp.max(x, axis, keepdims=True, initial=-jnp.inf)
+        shifted = x - m
+        log_s = jnp.log(jnp.sum(jnp.exp(shifted), axis))
+        sxm = None if coef is None else jnp.sum(coef * shifted, axis)
+        return jnp.squeeze(m, axis), log_s, sxm
+
+    if x.dtype not in _FAST_DTYPES:
+        return exact(x, coef)
+    s0 = jnp.sum(jnp.exp(x), axis)
+    ok = jnp.all(jnp.isfinite(s0) & (s0 > _tiny_sum(x.dtype, x.shape[axis])))
+
+    def fast(x, coef, s0):
+        sxm = None if coef is None else jnp.sum(coef * x, axis)
+        return jnp.zeros_like(s0), jnp.log(s0), sxm
+
+    return lax.cond(ok, fast, lambda x, coef, s0: exact(x, coef), x, coef, s0)
+
+
+def _along(v, axis, ndim):
+    """A per-class vector ``v`` (C,) shaped to broadcast along ``axis`` of an ndim array."""
+    shape = [1] * ndim
+    shape[axis] = v.shape[0]
+    return v.reshape(shape)
+
+
+def _class_weight(w, x):
+    return None if w is None else w.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# class-index targets
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def ce_index(x, t, w, axis, ignore_index, smoothing):
+    """Unreduced cross-entropy of logits ``x`` against class indices ``t`` (torch's
+    ``reduction="none"``): 0 where ignored, NaN where an index is out of range."""
+    return _ce_index_fwd(x, t, w, axis, ignore_index, smoothing)[0]
+
+
+def _index_masks(t, n_classes, ignore_index):
+    valid = t != ignore_index
+    in_range = (t >= 0) & (t < n_classes)
+    counts = valid & in_range
+    invalid = valid & ~in_range
+    return counts, invalid, jnp.where(counts, t, 0)
+
+
+def _ce_index_fwd(x, t, w, axis, ignore_index, smoothing):
+    n_classes = x.shape[axis]
+    w = _class_weight(w, x)
+    counts, invalid, safe = _index_masks(t, n_classes, ignore_index)
+    coef = None
+    if smoothing:
+        coef = jnp.ones((), x.dtype) if w is None else _along(w, axis, x.ndim)
+    m, log_s, sxm = _lse_parts(x, axis, coef)
+    x_t = jnp.squeeze(jnp.take_along_axis(x, jnp.expand_dims(safe, axis), axis=axis), axis)
+    nlp_t = log_s - (x_t - m)  # -logp[t]
+    w_t = None if w is None else jnp.take(w, safe)
+    loss = nlp_t if w is None else w_t * nlp_t
+    if smoothing:
+        total_w = n_classes if w is None else jnp.sum(w)
+        smooth = total_w * log_s - sxm  # sum_c w_c (-logp[c])
+        loss = (1.0 - smoothing) * loss + (smoothing / n_classes) * smooth
+    # 0 where ignored; NaN where the index is out of range (only reachable under a trace, as
+    # concrete indices are checked before the call), the gradient NaN too
+    row = jnp.where(invalid, jnp.nan, jnp.where(counts, 1.0, 0.0)).astype(x.dtype)
+    loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
+    return loss.astype(x.dtype), (x, safe, w, m, log_s, nlp_t, row)
+
+
+def _ce_index_bwd(axis, ignore_index, smoothing, res, g):
+    x, safe, w, m, log_s, nlp_t, row = res
+    n_classes = x.shape[axis]
+    a = g * row
+    e = smoothing
+    if w is None:
+        w_t = None
+        on_target = (1.0 - e) * a
+        scale = a
+    else:
+        w_t = jnp.take(w, safe)
+        on_target = (1.0 - e) * w_t * a
+        scale = a * ((1.0 - e) * w_t + (e / n_classes) * jnp.sum(w)) if e else on_target
+    ex = partial(jnp.expand_dims, axis=axis)
+    p = jnp.exp((x - ex(m)) - ex(log_s))
+    gx = p * ex(scale)
+    onehot = lax.broadcasted_iota(safe.dtype, x.shape, axis) == ex(safe)
+    gx = jnp.where(onehot, gx - ex(on_target), gx)
+    if e:
+        uniform = ex(a * (e / n_classes))
+        gx = gx - (uniform if w is None else uniform * _along(w, axis, x.ndim))
+    gw = None
+    if w is not None:
+        gw = jnp.zeros((n_classes,), x.dtype).at[safe.reshape(-1)].add(
+            ((1.0 - e) * a * nlp_t).reshape(-1))
+        if e:
+            # d/dw_c of (e/C) sum_c w_c (-logp_c), summed over the rows
+            others = tuple(i for i in range(x.ndim) if i != axis)
+            nlp = ex(log_s) - (x - ex(m))
+            gw = gw + (e / n_classes) * jnp.sum(ex(a) * nlp, axis=others)
+    return gx.astype(x.dtype), None, gw
+
+
+ce_index.defvjp(_ce_index_fwd, _ce_index_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# class-probability targets
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def ce_prob(x, t, w, axis, smoothing):
+    """Unreduced cross-entropy of logits ``x`` against class probabilities ``t`` (x's shape)."""
+    return _ce_prob_fwd(x, t, w, axis, smoothing)[0]
+
+
+def _smoothed(t, smoothing, n_classes):
+    return t * (1.0 - smoothing) + smoothing / n_classes if smoothing else t
+
+
+def _ce_prob_fwd(x, t, w, axis, smoothing):
+    n_classes = x.shape[axis]
+    w = _class_weight(w, x)
+    ts = _smoothed(t, smoothing, n_classes)
+    coef = ts if w is None else ts * _along(w, axis, x.ndim)
+    m, log_s, sxm = _lse_parts(x, axis, coef)
+    mass = jnp.sum(coef, axis)
+    loss = mass * log_s - sxm  # -sum_c w_c t'_c logp_c
+    return loss.astype(x.dtype), (x, t, w, m, log_s, mass)
+
+
+def _ce_prob_bwd(axis, smoothing, res, g):
+    x, t, w, m, log_s, mass = res
+    n_classes = x.shape[axis]
+    ex = partial(jnp.expand_dims, axis=axis)
+    ts = _smoothed(t, smoothing, n_classes)
+    wb = None if w is None else _along(w, axis, x.ndim)
+    coef = ts if wb is None else ts * wb
+    shifted = x - ex(m)
+    gx = ex(g) * (jnp.exp(shifted - ex(log_s)) * ex(mass) - coef)
+    nlp = ex(log_s) - shifted  # -logp
+    gt = ex(g) * (1.0 - smoothing) * nlp
+    if wb is not None:
+        gt = gt * wb
+    gw = None
+    if w is not None:
+        others = tuple(i for i in range(x.ndim) if i != axis)
+        gw = jnp.sum(ex(g) * ts * nlp, axis=others)
+    return gx.astype(x.dtype), gt.astype(t.dtype), gw
+
+
+ce_prob.defvjp(_ce_prob_fwd, _ce_prob_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# nll (log-probability inputs): a gather forward, a one-pass gradient
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def nll_index(x, t, w, axis, ignore_index):
+    """Unreduced nll of log-probabilities ``x``: ``-w[t] x[t]``, 0 where ignored, NaN where
+    an index is out of range."""
+    return _nll_fwd(x, t, w, axis, ignore_index)[0]
+
+
+def _nll_fwd(x, t, w, axis, ignore_index):
+    w = _class_weight(w, x)
+    counts, invalid, safe = _index_masks(t, x.shape[axis], ignore_index)
+    x_t = jnp.squeeze(jnp.take_along_axis(x, jnp.expand_dims(safe, axis), axis=axis), axis)
+    loss = -x_t if w is None else -(x_t * jnp.take(w, safe))
+    row = jnp.where(invalid, jnp.nan, jnp.where(counts, 1.0, 0.0)).astype(x.dtype)
+    loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
+    # a zero-size array carries x's shape and dtype into the backward
+    return loss.astype(x.dtype), (x_t, safe, w, row, jnp.zeros((0, *x.shape), x.dtype))
+
+
+def _nll_bwd(axis, ignore_index, res, g):
+    x_t, safe, w, row, proto = res
+    shape = proto.shape[1:]
+    a = g * row
+    coef = -a if w is None else -a * jnp.take(w, safe)
+    onehot = lax.broadcasted_iota(safe.dtype, shape, axis) == jnp.expand_dims(safe, axis)
+    gx = jnp.where(onehot, jnp.expand_dims(coef, axis), jnp.zeros((), proto.dtype))
+    gw = None
+    if w is not None:
+        gw = jnp.zeros(w.shape, w.dtype).at[safe.reshape(-1)].add((-a * x_t).reshape(-1))
+    return gx.astype(proto.dtype), None, gw
+
+
+nll_index.defvjp(_nll_fwd, _nll_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# binary cross-entropy with logits: the gradient written in one pass from (x, t), nothing saved
+
+
+def log_sigmoid(x):
+    """torch's log_sigmoid kernel, min(x, 0) - log1p(exp(-|x|)). Unlike jax.nn.log_sigmoid
+    (-logaddexp(-x, 0), whose selects XLA:CPU runs as a separate loop writing an array), it
+    fuses into the reduction that consumes it: a forward that reads its inputs once."""
+    return jnp.minimum(x, 0) - jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@jax.custom_vjp
+def bce_logits(x, t):
+    """(1 - t) x - log_sigmoid(x), with torch's gradients: sigmoid(x) - t and -x."""
+    # torch's kernel (1 - t) * x - log_sigmoid(x), bit for bit, infinities included (not
+    # x - t * x, which rounds differently and is NaN at x = +inf, t < 1, where torch gives
+    # inf), written 0 - ((t - 1) x + log_sigmoid(x)): fl(t - 1) = -fl(1 - t), rounding is
+    # symmetric, and 0 - y turns the one -0 into torch's +0. XLA:CPU's fused reduction
+    # materialises the broadcast 1 of (1 - t) as an array the size of x under
+    # differentiation; a trailing 0 - y it does not.
+    return 0.0 - ((t - 1) * x + log_sigmoid(x))
+
+
+def _bce_logits_fwd(x, t):
+    return bce_logits(x, t), (x, t)
+
+
+def _bce_logits_bwd(res, g):
+    x, t = res
+    return g * (jax.nn.sigmoid(x) - t), -g * x
+
+
+bce_logits.defvjp(_bce_logits_fwd, _bce_logits_bwd)
+
+
+@jax.custom_vjp
+def bce_logits_pw(x, t, pw):
+    """(1 - t) x - ((pw - 1) t + 1) log_sigmoid(x), with torch's gradients (x, t, pw of one
+    shape)."""
+    return (1 - t) * x - ((pw - 1) * t + 1) * log_sigmoid(x)  # torch's kernel
+
+
+def _bce_logits_pw_fwd(x, t, pw):
+    return bce_logits_pw(x, t, pw), (x, t, pw)
+
+
+def _bce_logits_pw_bwd(res, g):
+    x, t, pw = res
+    ls = log_sigmoid(x)
+    pt = pw * t
+    gx = (pt + 1 - t) * jax.nn.sigmoid(x) - pt
+    gt = log_sigmoid(-x) - pw * ls
+    return g * gx, g * gt, -g * t * ls
+
+
+bce_logits_pw.defvjp(_bce_logits_pw_fwd, _bce_logits_pw_bwd)

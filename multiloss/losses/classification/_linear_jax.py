@@ -1,0 +1,585 @@
+"""linear_cross_entropy on JAX: ``cross_entropy(input @ linear_weight.T + linear_bias, target)``
+computed over tiles of (rows x classes), so that the (N, C) logits are never materialised.
+
+Tiling. The rows are split into chunks whose logits over every class fit in the budget (one
+block of classes: each chunk's logits are computed once). Where fewer than 8 rows would fit
+(a very large vocabulary against the budget) the classes are split into blocks too: pass 1
+over the blocks of a chunk keeps a running max ``m`` and sum ``s`` per row (the online
+log-sum-exp), the target's logit and the smoothing sums; pass 2 recomputes each block's
+logits for the gradient.
+
+Differentiation: a ``jax.custom_vjp``. Its differentiated forward computes, chunk by chunk,
+the loss and the gradients for a cotangent of 1 per row: ``dz = softmax * k - onehot * b -
+w * c`` of the chunk, then ``dX_chunk = dz @ W`` and ``dW += dz.T @ x_chunk`` (in place, over
+blocks of dW's rows so that the product's temporary stays within the budget): three matrix
+products in all, the naive count, with temporaries of a few tiles. The backward scales them
+by the cotangent where it is the same on every row that counts (every "mean" and "sum"
+without ``sample_weight``); otherwise (``reduction="none"``, a ``sample_weight``) it computes
+them again with the actual cotangent (a loop of 0 or all chunks, updating the same buffers in
+place). Without differentiation only the logits' product runs. Class-probability targets
+always compute their gradients in the backward (their target has a gradient too).
+
+Budget: ``memory_budget`` bytes (default 64 MiB) for a tile's three temporaries (logits,
+softmax, gradient); ``chunk_size`` fixes the rows per chunk instead. Chunks and blocks are
+balanced; one that does not divide N (or C) is handled by shifting the last chunk back to end
+at N, its rows of the previous chunk masked, so that one compiled body serves every chunk.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ...backends import Terms
+
+#: Default bytes for the temporaries of a tile (its logits, softmax and gradient).
+DEFAULT_MEMORY_BUDGET = 64 * 2**20
+#: Rows per chunk below which the classes are split into blocks instead.
+_MIN_ROWS = 8
+#: Classes per block below which a chunk of rows is made smaller rather than the block.
+_MIN_BLOCK = 512
+
+
+class _Cfg(NamedTuple):
+    n_classes: int
+    positions: int  # prod of the K extra dims (1 without)
+    prob: bool
+    ignore_index: int
+    smoothing: float
+    softcap: float | None
+    z_loss: float
+    rows: int  # rows per chunk
+    classes: int  # classes per block
+    vocab_block: int  # rows of dW per product of its update (one block spanning every class)
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def plan(n_rows, n_classes, positions, itemsize, chunk_size=None, memory_budget=None):
+    """(rows per chunk, classes per block) for a budget of ``memory_budget`` bytes: chunks of
+    rows spanning every class where at least ``_MIN_ROWS`` rows fit, else blocks of classes."""
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    per_logit = 3 * itemsize * max(1, positions)
+    n, c = max(1, n_rows), max(1, n_classes)
+    if chunk_size is not None:
+        rows = max(1, min(int(chunk_size), n))
+    elif budget // (per_logit * c) >= min(n, _MIN_ROWS):
+        rows = min(n, budget // (per_logit * c))
+    else:
+        rows = max(1, min(n, budget // (per_logit * min(c, _MIN_BLOCK))))
+    classes = max(1, min(c, budget // (per_logit * rows)))
+    # balanced: as few chunks and blocks as the sizes allow, each as even as possible
+    rows = _cdiv(n, _cdiv(n, rows))
+    classes = _cdiv(c, _cdiv(c, classes))
+    return rows, classes
+
+
+def _vocab_block(n_logits, d, itemsize, memory_budget=None) -> int:
+    """Rows of dW per product of its update: that product's temporary within a quarter of
+    the budget."""
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
+    return max(1, min(n_logits, budget // max(1, 4 * d * itemsize)))
+
+
+# ---------------------------------------------------------------------------------------------
+# shard_map: loop carries vary like the inputs
+
+
+def _axes(x):
+    """The manual mesh axes an array varies over inside ``shard_map`` (empty outside)."""
+    typeof = getattr(jax, "typeof", None)
+    if typeof is None or x is None:  # pragma: no cover - a JAX without varying types
+        return set()
+    t = typeof(x)
+    m = getattr(t, "manual_axis_type", None)  # JAX 0.10
+    return set(m.varying) if m is not None else set(getattr(t, "vma", ()) or ())
+
+
+def _carry(init, *refs):
+    """``init`` (a pytree of arrays, None leaves allowed) with every array made varying over
+    the mapped axes that any of ``refs`` or ``init`` varies over: inside ``shard_map`` a loop
+    carry created by ``jnp.zeros`` is replicated while the body's result varies like the
+    inputs, and the carry's type must be the same in and out. Outside shard_map: no-op."""
+    leaves = [v for v in jax.tree.leaves(init) if v is not None]
+    axes = set()
+    for x in (*refs, *leaves):
+        if x is not None:
+            axes |= _axes(x)
+    if not axes:
+        return init
+
+    def vary(x):
+        missing = tuple(sorted(axes - _axes(x)))
+        if not missing:
+            return x
+        if hasattr(lax, "pcast"):
+            return lax.pcast(x, missing, to="varying")
+        return lax.pvary(x, missing)  # pragma: no cover - JAX before 0.8.2
+
+    return jax.tree.map(vary, init)
+
+
+# ---------------------------------------------------------------------------------------------
+# chunks, blocks and tiles
+
+
+def _at(i, n, size):
+    """Start of chunk i of ``size`` along an axis of length n, and the mask of its entries
+    not in an earlier chunk (the last chunk is shifted back to end at n)."""
+    start = jnp.minimum(i * size, n - size)
+    fresh = start + jnp.arange(size) >= i * size
+    return start, fresh
+
+
+def _take(a, start, size, axis=0):
+    return lax.dynamic_slice_in_dim(a, start, size, axis=axis)
+
+
+def _put(buf, start, fresh, new, axis=0):
+    """Write ``new`` into ``buf`` at ``start`` along ``axis``, in place; where ``fresh`` is
+    False the old entries are kept."""
+    old = _take(buf, start, new.shape[axis], axis)
+    shape = [1] * new.ndim
+    shape[axis] = new.shape[axis]
+    return lax.dynamic_update_slice_in_dim(buf, jnp.where(fresh.reshape(shape), new, old),
+                                           start, axis=axis)
+
+
+def _expand(v, ndim):
+    """A per-row quantity (rows,) or (rows, P) broadcast against a tile (rows, classes[, P])."""
+    return jnp.expand_dims(v, 1) if ndim else v
+
+
+def _tile(xc, w2, b2, cs, cfg):
+    """The logits of rows ``xc`` and classes [cs, cs + classes): ``(z, tanh(y / softcap))``,
+    (rows, classes) or (rows, classes, P); the tanh is None without a cap."""
+    p = cfg.positions
+    wb = _take(w2, cs * p, cfg.classes * p)
+    y = xc @ wb.T
+    if b2 is not None:
+        y = y + _take(b2, cs * p, cfg.classes * p)
+    if p > 1:
+        y = y.reshape(xc.shape[0], cfg.classes, p)
+    if not cfg.softcap:
+        return y, None
+    th = jnp.tanh(y / cfg.softcap)
+    return cfg.softcap * th, th
+
+
+def _class_vec(v, cs, cfg, ndim):
+    """Block [cs, cs + classes) of a per-class vector, shaped (1, classes[, 1])."""
+    blk = _take(v, cs, cfg.classes)
+    return blk.reshape((1, cfg.classes) + (1,) * (ndim - 2))
+
+
+def _col_mask(fresh, ndim):
+    return fresh.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _masks(tc, cfg):
+    valid = tc != cfg.ignore_index
+    in_range = (tc >= 0) & (tc < cfg.n_classes)
+    counts = valid & in_range
+    invalid = valid & ~in_range
+    return counts, invalid, jnp.where(counts, tc, 0)
+
+
+def _row_factor(tc, cfg, dtype):
+    """1 where a row counts, 0 where it is ignored, NaN where its index is out of range."""
+    if cfg.prob:
+        return jnp.ones(tc.shape[:1] + tc.shape[2:], dtype)
+    counts, invalid, _ = _masks(tc, cfg)
+    return jnp.where(invalid, jnp.nan, jnp.where(counts, 1.0, 0.0)).astype(dtype)
+
+
+def _smoothed(tc, cfg):
+    e, c = cfg.smoothing, cfg.n_classes
+    return tc * (1.0 - e) + e / c if e else tc
+
+
+# ---------------------------------------------------------------------------------------------
+# pass 1: the online log-sum-exp, the target's logit, the smoothing sums
+
+
+def _pass1(xc, tc, w2, b2, w, cfg, z=None):
+    """Per row of the chunk: ``(m, log_s, loss, z_t)`` (z_t: the target's logit). With ``z``,
+    the logits of every class (one block), no product is computed."""
+    rows = xc.shape[0]
+    c, e = cfg.n_classes, cfg.smoothing
+    shape = (rows, cfg.positions) if cfg.positions > 1 else (rows,)
+    dtype = xc.dtype
+    neg = jnp.full(shape, -jnp.inf, dtype)
+    zero = jnp.zeros(shape, dtype)
+    if not cfg.prob:
+        counts, invalid, safe = _masks(tc, cfg)
+    need_sum = cfg.prob or bool(e)
+
+    def update(j, state, z):
+        m, s, zt, sm, mass = state
+        cs, fresh = _at(j, c, cfg.classes)
+        col = _col_mask(fresh, z.ndim)
+        zm = jnp.where(col, z, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(zm, axis=1))
+        base = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
+        s = s * jnp.exp(m - base) + jnp.sum(jnp.exp(zm - _expand(base, 1)), axis=1)
+        if not cfg.prob:
+            local = safe - cs
+            here = (local >= 0) & (local < cfg.classes) & (safe >= j * cfg.classes)
+            picked = jnp.take_along_axis(z, _expand(jnp.clip(local, 0, cfg.classes - 1), 1),
+                                         axis=1)
+            zt = zt + jnp.where(here, jnp.squeeze(picked, 1), 0.0)
+        if need_sum:
+            # sm = sum over the classes seen of coef_c (z_c - m), kept relative to the
+            # running max (rescaled as it grows) so that large logits cancel exactly
+            if cfg.prob:
+                coef = _smoothed(_take(tc, cs, cfg.classes, axis=1), cfg)
+                if w is not None:
+                    coef = coef * _class_vec(w, cs, cfg, z.ndim)
+            else:
+                coef = jnp.ones((1, cfg.classes) + (1,) * (z.ndim - 2), dtype)
+                if w is not None:
+                    coef = _class_vec(w, cs, cfg, z.ndim)
+            coef = jnp.where(col, coef, 0.0)
+            shift = jnp.where(jnp.isfinite(m), base - m, 0.0)
+            sm = sm - mass * shift + jnp.sum(coef * (z - _expand(base, 1)), axis=1)
+            mass = mass + jnp.sum(jnp.broadcast_to(coef, z.shape), axis=1)
+        return jnp.where(jnp.isfinite(m_new), m_new, m), s, zt, sm, mass
+
+    def block(j, state):
+        return update(j, state, _tile(xc, w2, b2, _at(j, c, cfg.classes)[0], cfg)[0])
+
+    state = _carry((neg, zero, zero, zero, zero), xc, tc, w2, b2, w, z)
+    if z is not None:
+        m, s, zt, sm, mass = update(0, state, z)
+    else:
+        m, s, zt, sm, mass = lax.fori_loop(0, _cdiv(c, cfg.classes), block, state)
+    m_fin = jnp.where(jnp.isfinite(m), m, 0.0)
+    # m == -inf (all logits -inf): -inf, the loss NaN as torch's; s is inf (or NaN) exactly
+    # where a logit is +inf (or NaN): NaN for the whole row, as log_softmax's x - max
+    log_s = jnp.where(jnp.isfinite(s), jnp.log(s) + (m - m_fin), jnp.nan)
+    lse = m_fin + log_s
+    if cfg.prob:
+        loss = mass * log_s - sm
+        if cfg.z_loss:
+            loss = loss + cfg.z_loss * lse * lse
+        return m_fin, log_s, loss, None
+    nlp_t = log_s - (zt - m_fin)  # -logp[t], in the shifted form
+    w_t = None if w is None else jnp.take(w, safe)
+    loss = nlp_t if w is None else w_t * nlp_t
+    if e:
+        loss = (1.0 - e) * loss + (e / c) * (mass * log_s - sm)
+    if cfg.z_loss:
+        zl = cfg.z_loss * lse * lse
+        loss = loss + (zl if w is None else w_t * zl)
+    loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
+    return m_fin, log_s, loss, zt
+
+
+# ---------------------------------------------------------------------------------------------
+# pass 2: the gradients of a chunk for its cotangent
+
+
+def _pass2(xc, tc, ac, w2, b2, w, cfg, m, log_s, carry, zth=None, zt=None):
+    """Accumulate the chunk's gradients into ``carry`` = (dW, db, dw) and return them with
+    the chunk's ``dX`` (rows, D) and ``dt`` (the target's, probability targets only). With
+    ``zth`` = (z, tanh) of every class (one block), no logits are recomputed; ``zt``: the
+    targets' logits when known."""
+    c, e = cfg.n_classes, cfg.smoothing
+    dtype = xc.dtype
+    lse = m + log_s
+    a = ac * _row_factor(tc, cfg, dtype)
+    if cfg.prob:
+        ts_all = _smoothed(tc, cfg)
+        coef_all = ts_all if w is None else ts_all * w.reshape((1, c) + (1,) * (tc.ndim - 2))
+        k = jnp.sum(coef_all, axis=1)
+        if cfg.z_loss:
+            k = k + 2.0 * cfg.z_loss * lse
+        scale, on_target = a * k, None
+    else:
+        _, _, safe = _masks(tc, cfg)
+        w_t = 1.0 if w is None else jnp.take(w, safe)
+        on_target = (1.0 - e) * w_t * a
+        scale = on_target
+        if e:
+            scale = scale + (e / c) * (c if w is None else jnp.sum(w)) * a
+        if cfg.z_loss:
+            scale = scale + 2.0 * cfg.z_loss * lse * w_t * a
+    dt0 = jnp.zeros(tc.shape, dtype) if cfg.prob else None
+
+    def body(j, state, z, th):
+        dxc, dw2, db2, dw, dt = state
+        cs, fresh = _at(j, c, cfg.classes)
+        col = _col_mask(fresh, z.ndim)
+        shifted = z - _expand(m, 1)
+        p = jnp.exp(shifted - _expand(log_s, 1))
+        dz = p * _expand(scale, 1)
+        wblk = None if w is None else _class_vec(w, cs, cfg, z.ndim)
+        if cfg.prob:
+            ts = _smoothed(_take(tc, cs, cfg.classes, axis=1), cfg)
+            coef = ts if wblk is None else ts * wblk
+            dz = dz - _expand(a, 1) * coef
+        else:
+            iota = lax.broadcasted_iota(safe.dtype, z.shape, 1) + cs
+            dz = jnp.where(iota == _expand(safe, 1), dz - _expand(on_target, 1), dz)
+            if e:
+                uni = _expand(a * (e / c), 1)
+                dz = dz - (uni if wblk is None else uni * wblk)
+        dz = jnp.where(col, dz, 0.0)
+        dy = dz if th is None else dz * (1.0 - th * th)
+        dy2 = dy.reshape(xc.shape[0], -1)
+        # the columns of an earlier block are zero in dy: adding them changes nothing
+        lo, width = cs * cfg.positions, cfg.classes * cfg.positions
+        dxc = dxc + dy2 @ _take(w2, lo, width)
+        if width == w2.shape[0]:
+            dw2 = _add_dw(dw2, dy2, xc, cfg)
+        else:
+            dw2 = lax.dynamic_update_slice_in_dim(dw2, _take(dw2, lo, width) + dy2.T @ xc, lo, 0)
+        if db2 is not None:
+            db2 = lax.dynamic_update_slice_in_dim(
+                db2, _take(db2, lo, width) + jnp.sum(dy2, axis=0), lo, 0)
+        nlp = _expand(log_s, 1) - shifted  # -logp of the tile
+        others = (0, 2) if z.ndim == 3 else (0,)
+        if dw is not None:
+            if cfg.prob:
+                part = jnp.sum(_expand(a, 1) * ts * nlp, axis=others)
+            elif e:
+                part = (e / c) * jnp.sum(_expand(a, 1) * nlp, axis=others)
+            else:
+                part = None
+            if part is not None:
+                dw = _put(dw, cs, fresh, _take(dw, cs, cfg.classes) + part)
+        if dt is not None:
+            g = _expand(a * (1.0 - e), 1) * nlp
+            if wblk is not None:
+                g = g * wblk
+            dt = _put(dt, cs, fresh, g, axis=1)
+        return dxc, dw2, db2, dw, dt
+
+    def block(j, state):
+        z, th = _tile(xc, w2, b2, _at(j, c, cfg.classes)[0], cfg)
+        return body(j, state, z, th)
+
+    dw2, db2, dw = carry
+    if dw is not None and not cfg.prob:
+        if zt is None:
+            zt = _target_logit(xc, tc, w2, b2, cfg)
+        at_t = (1.0 - e) * (log_s - (zt - m))
+        if cfg.z_loss:
+            at_t = at_t + cfg.z_loss * lse * lse
+        dw = dw.at[safe.reshape(-1)].add((a * at_t).reshape(-1))
+    dxc = jnp.zeros(xc.shape, dtype)
+    state = _carry((dxc, dw2, db2, dw, dt0), xc, tc, ac, w2, b2, w, m, log_s,
+                   None if zth is None else zth[0])
+    if zth is not None:
+        dxc, dw2, db2, dw, dt = body(0, state, *zth)
+    else:
+        dxc, dw2, db2, dw, dt = lax.fori_loop(0, _cdiv(c, cfg.classes), block, state)
+    return dxc, dt, (dw2, db2, dw)
+
+
+def _add_dw(dw2, dy2, xc, cfg):
+    """dW += dy2.T @ xc over blocks of ``cfg.vocab_block`` rows of dW, in place: the product's
+    temporary is one block, not dW's size."""
+    n_logits = dw2.shape[0]
+    vb = cfg.vocab_block
+    if vb >= n_logits:
+        return dw2 + dy2.T @ xc
+    full, rest = divmod(n_logits, vb)
+
+    def block(j, dw2):
+        lo = j * vb
+        upd = _take(dw2, lo, vb) + _take(dy2, lo, vb, axis=1).T @ xc
+        return lax.dynamic_update_slice_in_dim(dw2, upd, lo, axis=0)
+
+    dw2 = lax.fori_loop(0, full, block, _carry(dw2, dy2, xc))
+    if rest:
+        lo = full * vb
+        dw2 = dw2.at[lo:].add(dy2[:, lo:].T @ xc)
+    return dw2
+
+
+def _target_logit(xc, tc, w2, b2, cfg):
+    """The (capped) logit of each row's target class (0 where ignored): a row-wise dot."""
+    _, _, safe = _masks(tc, cfg)
+    p = cfg.positions
+    if p > 1:
+        idx = safe * p + jnp.arange(p)[None, :]
+        y = jnp.einsum("nd,npd->np", xc, jnp.take(w2, idx, axis=0))
+    else:
+        idx = safe
+        y = jnp.sum(xc * jnp.take(w2, idx, axis=0), axis=-1)
+    if b2 is not None:
+        y = y + jnp.take(b2, idx)
+    return cfg.softcap * jnp.tanh(y / cfg.softcap) if cfg.softcap else y
+
+
+# ---------------------------------------------------------------------------------------------
+# the loops over chunks of rows
+
+
+def _row_shape(n, cfg):
+    return (n, cfg.positions) if cfg.positions > 1 else (n,)
+
+
+def _single(cfg):
+    """Whether a chunk's tile spans every class (one block: its logits computed once)."""
+    return cfg.classes >= cfg.n_classes
+
+
+def _forward(x, w2, b2, t, w, cfg):
+    """(loss, m, log_s) of every row: pass 1 over every chunk."""
+    n = x.shape[0]
+    dtype = x.dtype
+    out = tuple(jnp.zeros(_row_shape(n, cfg), dtype) for _ in range(3))
+    if n == 0:
+        return out
+
+    def chunk(i, out):
+        loss, m, log_s = out
+        start, fresh = _at(i, n, cfg.rows)
+        mc, lc, lossc, _ = _pass1(_take(x, start, cfg.rows), _take(t, start, cfg.rows), w2, b2,
+                                  w, cfg)
+        return (_put(loss, start, fresh, lossc), _put(m, start, fresh, mc),
+                _put(log_s, start, fresh, lc))
+
+    return lax.fori_loop(0, _cdiv(n, cfg.rows), chunk, _carry(out, x, w2, b2, t, w))
+
+
+def _gradients(x, w2, b2, t, w, cfg, a, init, trips):
+    """The gradients for the cotangent ``a`` over ``trips`` chunks (all, or 0), into ``init``
+    = (loss, m, log_s, dX, dW, db, dw, dt), updated in place. With one block per chunk the
+    chunk's logits are computed once (three products in all) and (loss, m, log_s) written;
+    with several, pass 2 recomputes them from the given (m, log_s)."""
+    n = x.shape[0]
+    if n == 0:
+        return init
+    rows = cfg.rows
+
+    def chunk(i, state):
+        loss, m, log_s, dx, dw2, db2, dw, dt = state
+        start, fresh = _at(i, n, rows)
+        ar = _take(a, start, rows)
+        ac = jnp.where(fresh.reshape((-1,) + (1,) * (ar.ndim - 1)), ar, 0.0)
+        xc, tc = _take(x, start, rows), _take(t, start, rows)
+        if _single(cfg):
+            zth = _tile(xc, w2, b2, 0, cfg)
+            mc, lc, lossc, zt = _pass1(xc, tc, w2, b2, w, cfg, z=zth[0])
+            loss, m = _put(loss, start, fresh, lossc), _put(m, start, fresh, mc)
+            log_s = _put(log_s, start, fresh, lc)
+        else:
+            zth = zt = None
+            mc, lc = _take(m, start, rows), _take(log_s, start, rows)
+        dxc, dtc, (dw2, db2, dw) = _pass2(xc, tc, ac, w2, b2, w, cfg, mc, lc, (dw2, db2, dw),
+                                          zth, zt)
+        dx = _put(dx, start, fresh, dxc)
+        if dt is not None:
+            dt = _put(dt, start, fresh, dtc)
+        return loss, m, log_s, dx, dw2, db2, dw, dt
+
+    return lax.fori_loop(0, trips, chunk, _carry(init, x, w2, b2, t, w, a))
+
+
+def _zeros(x, w2, b2, t, w, cfg):
+    dtype = x.dtype
+    return (jnp.zeros(x.shape, dtype), jnp.zeros(w2.shape, dtype),
+            None if b2 is None else jnp.zeros(b2.shape, dtype),
+            None if w is None else jnp.zeros(w.shape, dtype),
+            jnp.zeros(t.shape, dtype) if cfg.prob else None)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _lce(x, w2, b2, t, w, cfg):
+    return _forward(x, w2, b2, t, w, cfg)[0]
+
+
+def _lce_fwd(x, w2, b2, t, w, cfg):
+    n = x.shape[0]
+    trips = _cdiv(n, cfg.rows)
+    if cfg.prob or not _single(cfg):
+        stats = _forward(x, w2, b2, t, w, cfg)
+        if cfg.prob:
+            return stats[0], (x, w2, b2, t, w, stats, None)
+    else:
+        stats = tuple(jnp.zeros(_row_shape(n, cfg), x.dtype) for _ in range(3))
+    ones = jnp.ones(_row_shape(n, cfg), x.dtype)
+    loss, m, log_s, dx, dw2, db2, dw, _ = _gradients(
+        x, w2, b2, t, w, cfg, ones, stats + _zeros(x, w2, b2, t, w, cfg), trips)
+    return loss, (x, w2, b2, t, w, (loss, m, log_s), (dx, dw2, db2, dw))
+
+
+def _lce_bwd(cfg, res, g):
+    x, w2, b2, t, w, stats, pre = res
+    trips = _cdiv(x.shape[0], cfg.rows)
+    if pre is None:  # probability targets
+        out = _gradients(x, w2, b2, t, w, cfg, g, stats + _zeros(x, w2, b2, t, w, cfg), trips)
+        dx, dw2, db2, dw, dt = out[3:]
+        return dx, dw2, db2, dt, dw
+    # the saved gradients are for a cotangent of 1 on every row: scale them where the
+    # cotangent is the same on every row that counts, else compute them with it (a loop of 0
+    # or all chunks, updating the same buffers in place)
+    counted = _row_factor(t, cfg, g.dtype) != 0
+    gmax = jnp.max(jnp.where(counted, g, -jnp.inf), initial=-jnp.inf)
+    gmin = jnp.min(jnp.where(counted, g, jnp.inf), initial=jnp.inf)
+    anyc = jnp.any(counted)
+    uniform = (gmax == gmin) | ~anyc
+    gbar = jnp.where(uniform & anyc, gmax, 0.0).astype(g.dtype)
+    dx, dw2, db2, dw = jax.tree.map(lambda v: v * gbar, pre)
+    out = _gradients(x, w2, b2, t, w, cfg, g, stats + (dx, dw2, db2, dw, None),
+                     jnp.where(uniform, 0, trips))
+    dx, dw2, db2, dw, _ = out[3:]
+    return dx, dw2, db2, None, dw
+
+
+_lce.defvjp(_lce_fwd, _lce_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=None, label_smoothing=0.0, softcap=None, z_loss=0.0,
+                         chunk_size=None, memory_budget=None):
+    dtype = jnp.result_type(input, linear_weight)
+    if linear_bias is not None:
+        dtype = jnp.result_type(dtype, linear_bias)
+    x, wl = input.astype(dtype), linear_weight.astype(dtype)
+    n_classes, out = wl.shape[0], tuple(wl.shape[1:-1])
+    positions = 1
+    for s in out:
+        positions *= s
+    unbatched = x.ndim == 1
+    prob = jnp.issubdtype(target.dtype, jnp.floating)
+    if unbatched:
+        x, target = x[None], target[None]
+    n, d = x.shape
+    ignore = -100 if ignore_index is None else int(ignore_index)
+    w2 = wl.reshape(n_classes * positions, d)
+    b2 = None if linear_bias is None else linear_bias.astype(dtype).reshape(-1)
+    w = None if weight is None else weight.astype(dtype)
+    kdim = (positions,) if positions > 1 else ()
+    if prob:
+        t = target.astype(dtype).reshape((n, n_classes) + kdim)
+    else:
+        t = target.reshape((n,) + kdim)
+    rows, classes = plan(n, n_classes, positions, jnp.dtype(dtype).itemsize, chunk_size,
+                         memory_budget)
+    cfg = _Cfg(n_classes, positions, bool(prob), ignore, float(label_smoothing),
+               None if softcap is None else float(softcap), float(z_loss), rows, classes,
+               _vocab_block(n_classes * positions, d, jnp.dtype(dtype).itemsize, memory_budget))
+    loss = _lce(x, w2, b2, t, w, cfg).reshape((n, *out))
+    if unbatched:
+        loss = loss[0]
+    if prob:
+        return Terms(loss)
+    tgt = target.reshape((n, *out))
+    if unbatched:
+        tgt = tgt[0]
+    counts = (tgt != ignore) & (tgt >= 0) & (tgt < n_classes)
+    w_t = 1.0 if w is None else jnp.take(w, jnp.where(counts, tgt, 0))
+    return Terms(loss, jnp.where(counts, w_t, 0.0).astype(dtype), counts)
