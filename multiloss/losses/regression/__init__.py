@@ -1,5 +1,6 @@
-"""Regression losses: mse, l1, smooth_l1, huber, poisson_nll, gaussian_nll. Specs only;
-implementations in ``_jax.py`` and ``_torch.py``."""
+"""Regression losses: mse, l1, smooth_l1, huber, poisson_nll, gaussian_nll; and beyond torch.nn
+log_cosh, quantile, charbonnier, mape, msle, poisson. Specs only; implementations in
+``_jax.py`` and ``_torch.py``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .._common import (
     expect_float,
     expect_same_shape,
     grid,
+    jax_reference,
     loss_shape_weight,
     positive,
 )
@@ -478,5 +480,517 @@ register(LossSpec(
     samples=_gaussian_samples,
     random_sample=_gaussian_random,
     reference=_ref_gaussian,
+    normalizer=_normalizer_ones,
+))
+
+
+# ---------------------------------------------------------------------------------------------
+# beyond torch.nn: log_cosh, quantile, charbonnier, mape, msle, poisson (issue 4)
+#
+# Element-wise losses of the input's shape (quantile with several quantiles: one per
+# quantile), reduced by the contract ("mean" averages every element, d = c = 1). The Keras
+# formulas (mape, msle, poisson) are applied per element here: Keras' own functions average
+# over the last axis first (registered apart as keras.*).
+
+#: Keras' backend.epsilon(), taken in the input's dtype
+KERAS_EPSILON = 1e-7
+
+
+def _keras_target_check(named, opts):
+    """input floating; target floating or integer (Keras casts it to the input's dtype)."""
+    x, t = named["input"], named["target"]
+    expect_float("input", x)
+    if t.kind not in "fiu":
+        raise TypeError(
+            f"target: expected a floating or integer array (cast to the input's dtype, as "
+            f"Keras), got {t.describe()}"
+        )
+    expect_same_shape("target", t, "input", x)
+    return x.shape
+
+
+def _plain_check(named, opts):
+    x, t = named["input"], named["target"]
+    expect_float("input", x)
+    expect_float("target", t)
+    expect_same_shape("target", t, "input", x)
+    return x.shape
+
+
+def _extra_samples(name, make, extra_options=({},), edges=lambda dtype: ()):
+    """Grid over shapes, reductions and sample weights (per option set), the loss's edge cases
+    (``edges(dtype)``: (id, inputs, options)), all-zero sample weights and an empty batch.
+    ``make(rng, shape, dtype, opts) -> (input, target)``."""
+
+    def samples(rng, dtype):
+        shapes = {"1d": (7,), "2d": (5, 4), "3d": (2, 3, 4)}
+        for k, extra in enumerate(extra_options):
+            # every shape for the first option set, the 2-D grid for the others
+            for shape_name, shape in (shapes.items() if k == 0 else [("2d", shapes["2d"])]):
+                full = shape_name == "2d"
+                for g in grid(reduction=REDUCTIONS if full else ("mean", "none"),
+                              sw=(False, True)):
+                    opts = {"reduction": g["reduction"], **extra}
+                    x, t = make(rng, shape, dtype, opts)
+                    sw = loss_shape_weight(rng, _extra_loss_shape(x, t), dtype) if g["sw"] else None
+                    yield Sample(case_id(f"{name}[{shape_name}]", {**opts, "sw": g["sw"]}),
+                                 (x, t), opts, sw)
+        for cid, inputs, opts in edges(dtype):
+            yield Sample(f"{name}[{cid}]", inputs, opts)
+        x, t = make(rng, (3, 2), dtype, dict(extra_options[-1]))
+        for empty in ("nan", "zero"):
+            yield Sample(f"{name}[zero-sample-weights,empty={empty}]", (x, t),
+                         {**extra_options[-1], "empty_reduction": empty},
+                         np.zeros(_extra_loss_shape(x, t), dtype))
+        x, t = make(rng, (0, 2), dtype, dict(extra_options[-1]))
+        yield Sample(f"{name}[empty-batch]", (x, t), dict(extra_options[-1]))
+
+    return samples
+
+
+def _extra_loss_shape(x, t):
+    return np.shape(x)
+
+
+def _extra_random(name, make, extra):
+    def random_sample(rng, dtype):
+        shape = tuple(int(d) for d in rng.integers(0, 5, size=int(rng.integers(0, 4))))
+        opts = {"reduction": str(rng.choice(REDUCTIONS)), **extra(rng)}
+        x, t = make(rng, shape, dtype, opts)
+        if np.size(x) and np.shape(x) == np.shape(t) and rng.random() < 0.3:
+            t = np.array(t)
+            t.flat[0] = np.asarray(x).flat[0]  # a tie
+        if rng.random() < 0.3:
+            opts["empty_reduction"] = "zero"
+        sw = loss_shape_weight(rng, np.shape(x), dtype) if rng.random() < 0.5 else None
+        return Sample(case_id(f"{name}[random]", opts), (x, t), opts, sw)
+
+    return random_sample
+
+
+def _normal_pair(scale=2.0):
+    def make(rng, shape, dtype, opts):
+        return ((rng.normal(size=shape) * scale).astype(dtype),
+                (rng.normal(size=shape) * scale).astype(dtype))
+
+    return make
+
+
+def _torch_reduce(loss, reduction):
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
+def _jax_reduce(loss, reduction):
+    import jax.numpy as jnp
+
+    if reduction == "none":
+        return loss
+    return jnp.sum(loss) if reduction == "sum" else jnp.mean(loss)
+
+
+def _keras():
+    """Keras 3 on its JAX backend (the reference of the Keras formulas)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(
+            f"the Keras references need Keras on its JAX backend (KERAS_BACKEND=jax), got "
+            f"{keras.backend.backend()!r}"
+        )
+    return keras
+
+
+# --- log_cosh ---------------------------------------------------------------------------------
+
+
+@jax_reference
+def _ref_log_cosh(x, t, *, opts, reduction):
+    import optax
+
+    return _jax_reduce(optax.losses.log_cosh(x, t), reduction)
+
+
+def _log_cosh_edges(dtype):
+    # ties (error 0), tiny errors, errors where log(cosh) is |e| - log 2 to rounding, and
+    # infinite errors (value inf, gradient +-1)
+    x = np.array([0.0, 1e-8, -3e-5, 0.7, 30.0, -400.0, 1e4, np.inf, -np.inf, 1.0], dtype)
+    t = np.array([0.0, 0.0, 0.0, 0.7, 1.0, 3.0, -1e4, 0.0, 5.0, np.inf], dtype)
+    return [("edges,none", (x, t), {"reduction": "none"}), ("edges,sum", (x[:7], t[:7]),
+                                                           {"reduction": "sum"})]
+
+
+register(LossSpec(
+    name="log_cosh",
+    family=FAMILY,
+    summary="Log-cosh loss: log(cosh(input - target)), quadratic near 0 and linear far away.",
+    aliases=("logcosh", "log_cosh_loss", "LogCoshLoss"),
+    inputs=INPUTS,
+    options=(),
+    formula=("e = x - t; l = logaddexp(e, -e) - log(2) = log(cosh(e)); "
+             "d l / d x = tanh(e) (+-1 at e = +-inf)."),
+    reference_name="optax.losses.log_cosh (optax 0.2.8, on JAX)",
+    notes=("optax's formula and derivative, per element. Keras' log_cosh computes "
+           "e + softplus(-2 e) - log 2 and averages over the last axis (keras.log_cosh); the "
+           "values agree to rounding. At an infinite error the value is inf and the gradient "
+           "+-1 (JAX's and torch's logaddexp agree there)."),
+    check=_plain_check,
+    samples=_extra_samples("log_cosh", _normal_pair(3.0), edges=_log_cosh_edges),
+    random_sample=_extra_random("log_cosh", _normal_pair(3.0), lambda rng: {}),
+    reference=_ref_log_cosh,
+    normalizer=_normalizer_ones,
+))
+
+
+# --- quantile (pinball) -----------------------------------------------------------------------
+
+
+def _check_quantiles(name, value):
+    def one(q):
+        if isinstance(q, bool) or not isinstance(q, (int, float, np.floating, np.integer)):
+            raise TypeError(
+                f"{name}: expected a quantile in (0, 1) or a sequence of them, got "
+                f"{type(q).__name__} {q!r}"
+            )
+        v = float(q)
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"{name}: expected quantiles in (0, 1) (exclusive), got {q!r}")
+        return v
+
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return one(value.item())
+        if value.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-D sequence of quantiles, got shape {value.shape}")
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        qs = tuple(one(q) for q in value)
+        if not qs:
+            raise ValueError(f"{name}: expected at least one quantile, got an empty sequence")
+        return qs
+    return one(value)
+
+
+def _quantile_check(named, opts):
+    x, t = named["input"], named["target"]
+    expect_float("input", x)
+    expect_float("target", t)
+    q = opts["quantiles"]
+    if isinstance(q, tuple):
+        if x.ndim == 0 or x.shape[-1] != len(q):
+            raise ValueError(
+                f"input: expected shape (..., {len(q)}) (one prediction per quantile, "
+                f"quantiles={q}), got shape {x.shape}"
+            )
+        if t.shape != x.shape[:-1]:
+            raise ValueError(
+                f"target: expected the input's shape without its quantile axis, "
+                f"{x.shape[:-1]}, got {t.shape}"
+            )
+        return x.shape
+    expect_same_shape("target", t, "input", x)
+    return x.shape
+
+
+def _quantile_make(rng, shape, dtype, opts):
+    q = opts.get("quantiles", 0.5)
+    t = (rng.normal(size=shape) * 2).astype(dtype)
+    if isinstance(q, tuple):
+        x = (rng.normal(size=shape + (len(q),)) * 2).astype(dtype)
+    else:
+        x = (rng.normal(size=shape) * 2).astype(dtype)
+    return x, t
+
+
+def _quantile_edges(dtype):
+    # ties (t == x: the two half-lines meet; each side gets half the gradient, as torch.max
+    # and jnp.maximum), the extremes of the quantiles, infinities
+    t = np.array([0.0, 1.0, -2.0, 3.0, 0.5], dtype)
+    x = np.array([0.0, 1.0, -1.0, 5.0, 0.5], dtype)
+    out = []
+    for q in (0.5, 1e-3, 0.999):
+        out.append((f"ties,quantiles={q}", (x, t), {"reduction": "none", "quantiles": q}))
+    xs = np.stack([t, t + 1.0, t - 1.0], axis=-1).astype(dtype)
+    out.append(("ties,several", (xs, t), {"reduction": "none", "quantiles": (0.1, 0.5, 0.9)}))
+    xi = np.array([np.inf, -np.inf, 1.0], dtype)
+    ti = np.array([0.0, 0.0, np.inf], dtype)
+    out.append(("inf,none", (xi, ti), {"reduction": "none", "quantiles": 0.25}))
+    return out
+
+
+def _ref_quantile(torch, inputs, opts, reduction):
+    # pytorch_forecasting.metrics.QuantileLoss.loss, transcribed (pytorch-forecasting is not
+    # installed here): errors = target - y_pred[..., i]; max((q - 1) errors, q errors)
+    x, t = inputs
+    q = opts["quantiles"]
+    if isinstance(q, tuple):
+        losses = []
+        for i, qi in enumerate(q):
+            errors = t - x[..., i]
+            losses.append(torch.max((qi - 1) * errors, qi * errors).unsqueeze(-1))
+        loss = torch.cat(losses, dim=-1)
+    else:
+        errors = t - x
+        loss = torch.max((q - 1) * errors, q * errors)
+    return _torch_reduce(loss, reduction)
+
+
+register(LossSpec(
+    name="quantile",
+    family=FAMILY,
+    summary="Quantile (pinball) loss of one or several quantiles.",
+    aliases=("pinball", "quantile_loss", "pinball_loss", "QuantileLoss"),
+    inputs=(
+        InputSpec("input", "predictions: any shape for one quantile; (..., Q) for Q quantiles "
+                  "(one prediction per quantile on the last axis)"),
+        InputSpec("target", "targets: the input's shape for one quantile; the input's shape "
+                  "without its last axis for Q quantiles"),
+    ),
+    options=(
+        Option("quantiles", 0.5, "the quantile q in (0, 1), or a sequence of Q quantiles (the "
+               "input then has a last axis of size Q)", _check_quantiles,
+               allowed="float in (0, 1) | sequence of floats in (0, 1)"),
+    ),
+    formula=("e = t - x (t broadcast over the quantile axis); l = max((q - 1) e, q e), i.e. "
+             "q e for e >= 0 and (q - 1) e below.\nThe unreduced loss has the input's shape "
+             "((..., Q) for Q quantiles); 'mean' averages every element (quantiles included): "
+             "d = c = 1. At a tie (e = 0) each half-line gets half the gradient: "
+             "d l / d x = 0.5 - q."),
+    reference_name=("pytorch_forecasting.metrics.QuantileLoss's formula, transcribed in torch "
+                    "(not installed here): max((q - 1) e, q e) with torch.max"),
+    notes=("q = 0.5 is half the l1 loss. pytorch-forecasting's default is seven quantiles; "
+           "ours is the median (q = 0.5). The gradient at a tie is that of torch.max / "
+           "jnp.maximum (half to each branch), not a one-sided subgradient."),
+    check=_quantile_check,
+    samples=_extra_samples("quantile", _quantile_make,
+                           ({}, {"quantiles": 0.9}, {"quantiles": (0.1, 0.5, 0.9)}),
+                           _quantile_edges),
+    random_sample=_extra_random("quantile", _quantile_make, lambda rng: {"quantiles": (
+        float(rng.choice([0.05, 0.5, 0.8])) if rng.random() < 0.5
+        else tuple(float(v) for v in np.sort(rng.uniform(0.01, 0.99, size=int(rng.integers(1, 4)))))
+    )}),
+    reference=_ref_quantile,
+    normalizer=_normalizer_ones,
+))
+
+
+# --- charbonnier --------------------------------------------------------------------------------
+
+
+def _ref_charbonnier(torch, inputs, opts, reduction):
+    import kornia.losses
+
+    x, t = inputs
+    eps = opts["eps"]
+    # kornia's charbonnier_loss is sqrt(d^2 + 1) - 1; at scale eps, eps * rho(x/eps - t/eps)
+    return eps * kornia.losses.charbonnier_loss(x / eps, t / eps, reduction=reduction)
+
+
+def _charbonnier_edges(dtype):
+    # the switch of kornia's two branches at d^2 = 1, ties, tiny and huge differences
+    # (the square overflows: kornia keeps sqrt(inf) - 1 = inf), infinities
+    big = 1e200 if dtype == np.float64 else 1e30
+    x = np.array([1.0, 0.0, 2.0, 1e-9, 0.0, big, np.inf, 0.0, -1.0], dtype)
+    t = np.array([0.0, 1.0, 2.0, 0.0, 3e-4, 0.0, 0.0, -np.inf, 0.0], dtype)
+    return [("edges,none", (x, t), {"reduction": "none"}),
+            ("edges,eps=1e-3", (x[:6], t[:6]), {"reduction": "none", "eps": 1e-3})]
+
+
+register(LossSpec(
+    name="charbonnier",
+    family=FAMILY,
+    summary="Charbonnier (L1-L2, pseudo-Huber) loss: sqrt((x - t)^2 + eps^2) - eps.",
+    aliases=("charbonnier_loss", "CharbonnierLoss", "l1_l2"),
+    inputs=INPUTS,
+    options=(Option("eps", 1.0, "the scale c of Barron's loss: quadratic below about eps, "
+                    "linear above; eps=1 is kornia's charbonnier_loss",
+                    real(0.0, lo_open=True), allowed="float > 0"),),
+    formula=("d = x / eps - t / eps; l = eps * (sqrt(d^2 + 1) - 1) = sqrt((x - t)^2 + eps^2) "
+             "- eps,\ncomputed as kornia does: d^2 / (sqrt(d^2 + 1) + 1) where d^2 < 1 (no "
+             "cancellation), sqrt(d^2 + 1) - 1 elsewhere."),
+    reference_name=("kornia.losses.charbonnier_loss (kornia 0.9; Barron 2019, alpha = 1, "
+                    "c = 1), applied to x / eps and t / eps and scaled by eps"),
+    notes=("The definition with '- eps' (0 at a tie), Barron's and kornia's. Image-restoration "
+           "code (LapSRN, EDVR, BasicSR) often uses sqrt(d^2 + eps^2) with eps = 1e-3 or 1e-6 "
+           "without subtracting eps: that differs by the constant eps only (same gradients). "
+           "kornia has no scale: eps = 1 is kornia exactly."),
+    check=_plain_check,
+    samples=_extra_samples("charbonnier", _normal_pair(2.0), ({}, {"eps": 0.1}),
+                           _charbonnier_edges),
+    random_sample=_extra_random("charbonnier", _normal_pair(2.0), lambda rng: (
+        {"eps": float(rng.choice([1e-3, 0.5, 1.0, 2.0]))} if rng.random() < 0.5 else {})),
+    reference=_ref_charbonnier,
+    normalizer=_normalizer_ones,
+))
+
+
+# --- mape, msle, poisson (Keras' formulas, per element) ---------------------------------------
+
+
+def _keras_ref(body):
+    """Keras 3's formula evaluated with keras.ops on JAX (Keras' own element-wise ops and
+    their derivatives), without its final ``ops.mean(..., axis=-1)``: Keras' JAX mean
+    computes in float32 even for float64 inputs (``dtypes.result_type("float64", "float32")``
+    is float32 in Keras 3.15; keras.ops.mean(float64 [1.6]) = 1.60000002), which would cap a
+    float64 comparison at 1e-8. tests/test_regression_extra.py compares with the
+    keras.losses functions themselves (float32 exactly, float64 to that rounding)."""
+
+    def fn(x, t, *, opts, reduction):
+        keras = _keras()
+        from keras import ops
+
+        y_pred = ops.convert_to_tensor(x)
+        y_true = ops.convert_to_tensor(t, dtype=y_pred.dtype)
+        eps = ops.convert_to_tensor(keras.backend.epsilon(), dtype=y_pred.dtype)
+        return _jax_reduce(body(ops, y_true, y_pred, eps), reduction)
+
+    return jax_reference(fn)
+
+
+def _keras_mape(ops, y_true, y_pred, eps):
+    # keras.losses.mean_absolute_percentage_error, before its mean over the last axis
+    return 100.0 * ops.abs((y_true - y_pred) / ops.maximum(ops.abs(y_true), eps))
+
+
+def _keras_msle(ops, y_true, y_pred, eps):
+    # keras.losses.mean_squared_logarithmic_error, before its mean over the last axis
+    first_log = ops.log(ops.maximum(y_pred, eps) + 1.0)
+    second_log = ops.log(ops.maximum(y_true, eps) + 1.0)
+    return ops.square(first_log - second_log)
+
+
+def _keras_poisson(ops, y_true, y_pred, eps):
+    # keras.losses.poisson, before its mean over the last axis
+    return y_pred - y_true * ops.log(y_pred + eps)
+
+
+def _mape_make(rng, shape, dtype, opts):
+    t = (rng.normal(size=shape) * 2).astype(dtype)
+    x = (t + rng.normal(size=shape)).astype(dtype)
+    return x, t
+
+
+def _mape_edges(dtype):
+    # a zero target (|t| < eps: divided by eps), |t| exactly eps (the maximum's tie), ties
+    # (x == t: Keras-on-JAX's abs has derivative +1 at 0), negative targets
+    e = dtype.type(KERAS_EPSILON)
+    x = np.array([1.0, 0.0, 2.0, -3.0, 0.5, 1e-3, 0.0], dtype)
+    t = np.array([0.0, 0.0, 2.0, -1.0, e, 0.0, 1e-9], dtype)
+    ti = np.array([1, 0, -2, 5, 3, 0, 7], np.int64)
+    return [("edges,none", (x, t), {"reduction": "none"}),
+            ("integer-target", (x, ti), {"reduction": "sum"})]
+
+
+def _msle_make(rng, shape, dtype, opts):
+    t = rng.exponential(2.0, size=shape).astype(dtype)
+    x = np.abs(t + rng.normal(size=shape)).astype(dtype)
+    return x, t
+
+
+def _msle_edges(dtype):
+    # at and below the clip (x, t <= eps: constant, no gradient), exactly eps (the maximum's
+    # tie), negative values, ties, large values
+    e = dtype.type(KERAS_EPSILON)
+    x = np.array([0.0, -1.0, e, 1.0, 3.0, 1e4, 0.5, 2.0], dtype)
+    t = np.array([1.0, 2.0, 0.0, 1.0, -5.0, 1.0, e, 0.0], dtype)
+    ti = np.array([0, 1, 2, 3, 0, 9, 4, 1], np.int64)
+    return [("edges,none", (x, t), {"reduction": "none"}),
+            ("integer-target", (x, ti), {"reduction": "sum"})]
+
+
+def _poisson_make(rng, shape, dtype, opts):
+    x = rng.uniform(0.05, 4.0, size=shape).astype(dtype)
+    t = rng.poisson(2.0, size=shape).astype(dtype)
+    return x, t
+
+
+def _poisson_edges(dtype):
+    # a rate of exactly 0 (log(eps)), a zero count, large rates and counts, non-integer
+    # counts, an infinite rate
+    x = np.array([0.0, 0.0, 1.0, 1e4, 2.5, np.inf, 0.3], dtype)
+    t = np.array([0.0, 3.0, 0.0, 1e4, 0.5, 1.0, 2.0], dtype)
+    ti = np.array([0, 3, 0, 7, 1, 2, 2], np.int64)
+    return [("edges,none", (x, t), {"reduction": "none"}),
+            ("integer-target", (x[:5], ti[:5]), {"reduction": "sum"})]
+
+
+_KERAS_NOTE = (
+    "Keras' {fn} averages over the last axis (and defaults to 'sum_over_batch_size'): that is "
+    "keras.{fn}, registered apart. Here the same formula is an element-wise loss of the "
+    "input's shape, reduced by the contract (torch style: 'mean' over every element). The "
+    "derivatives at the non-smooth points are Keras-on-JAX's: "
+)
+
+register(LossSpec(
+    name="mape",
+    family=FAMILY,
+    summary="Mean absolute percentage error, per element: 100 |t - x| / max(|t|, 1e-7).",
+    aliases=("mean_absolute_percentage_error_elementwise", "MAPELoss"),
+    inputs=(InputSpec("input", "predictions, any shape"),
+            InputSpec("target", "targets, the input's shape (floating, or integer: cast to the "
+                      "input's dtype)")),
+    options=(),
+    formula=("l = 100 |(t - x) / max(|t|, eps)|, eps = 1e-7 (Keras' epsilon(), in the input's "
+             "dtype);\nd|z|/dz = +1 at z = 0 (JAX's abs), max splits the gradient at a tie."),
+    reference_name=("keras.losses.mean_absolute_percentage_error (Keras 3.15, JAX backend), on "
+                    "a last axis of size 1"),
+    notes=_KERAS_NOTE.format(fn="mean_absolute_percentage_error")
+    + "the gradient at x == t is -100 / max(|t|, eps) (JAX's abs'(0) = +1; torch's l1 gives 0).",
+    check=_keras_target_check,
+    samples=_extra_samples("mape", _mape_make, edges=_mape_edges),
+    random_sample=_extra_random("mape", _mape_make, lambda rng: {}),
+    reference=_keras_ref(_keras_mape),
+    normalizer=_normalizer_ones,
+))
+
+register(LossSpec(
+    name="msle",
+    family=FAMILY,
+    summary=("Mean squared logarithmic error, per element: "
+             "(log(max(x, eps) + 1) - log(max(t, eps) + 1))^2."),
+    aliases=("mean_squared_logarithmic_error_elementwise", "MSLELoss"),
+    inputs=(InputSpec("input", "predictions, any shape"),
+            InputSpec("target", "targets, the input's shape (floating, or integer: cast to the "
+                      "input's dtype)")),
+    options=(),
+    formula=("l = (log(max(x, eps) + 1) - log(max(t, eps) + 1))^2, eps = 1e-7 (Keras' "
+             "epsilon(), in the input's dtype);\nvalues below eps are clipped (no gradient), max "
+             "splits the gradient at a tie."),
+    reference_name=("keras.losses.mean_squared_logarithmic_error (Keras 3.15, JAX backend), on "
+                    "a last axis of size 1"),
+    notes=_KERAS_NOTE.format(fn="mean_squared_logarithmic_error")
+    + "inputs at or below eps are clipped to eps (half the gradient exactly at eps). Keras "
+      "makes eps a tensor of its default float type here (float32, float64 under JAX's x64 "
+      "mode, where it also computes float32 inputs in float64); multiloss clips at 1e-7 in "
+      "the input's dtype.",
+    check=_keras_target_check,
+    samples=_extra_samples("msle", _msle_make, edges=_msle_edges),
+    random_sample=_extra_random("msle", _msle_make, lambda rng: {}),
+    reference=_keras_ref(_keras_msle),
+    normalizer=_normalizer_ones,
+))
+
+register(LossSpec(
+    name="poisson",
+    family=FAMILY,
+    summary="Poisson loss with the rate as prediction (Keras): x - t log(x + 1e-7).",
+    aliases=("poisson_loss",),
+    inputs=(InputSpec("input", "the predicted rate (>= 0), any shape"),
+            InputSpec("target", "counts, the input's shape (floating, or integer: cast to the "
+                      "input's dtype)")),
+    options=(),
+    formula="l = x - t log(x + eps), eps = 1e-7 (Keras' epsilon(), in the input's dtype).",
+    reference_name="keras.losses.poisson (Keras 3.15, JAX backend), on a last axis of size 1",
+    notes=_KERAS_NOTE.format(fn="poisson")
+    + "none needed (smooth for x > -eps). torch's poisson_nll(log_input=False, eps=1e-7) is the "
+      "same element-wise formula; poisson_nll's default takes the log-rate.",
+    check=_keras_target_check,
+    samples=_extra_samples("poisson", _poisson_make, edges=_poisson_edges),
+    random_sample=_extra_random("poisson", _poisson_make, lambda rng: {}),
+    reference=_keras_ref(_keras_poisson),
     normalizer=_normalizer_ones,
 ))

@@ -56,3 +56,68 @@ def gaussian_nll(input, target, var, *, reduction, full=False, eps=1e-6):
     if reduction is None:
         loss = Terms(loss.expand_as(input) if loss.shape != input.shape else loss)
     return loss
+
+
+# ---------------------------------------------------------------------------------------------
+# log_cosh, quantile, charbonnier, mape, msle, poisson (see the specs in ``__init__.py``):
+# written in torch ops with the reference's derivatives (Keras-on-JAX's where they differ from
+# torch's own: abs at 0).
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+
+_KERAS_EPSILON = 1e-7
+
+
+def _as_input_dtype(target, input):
+    return target if target.dtype == input.dtype else target.to(input.dtype)
+
+
+def log_cosh(input, target, *, reduction):
+    e = input - target
+    return Terms(torch.logaddexp(e, -e) - math.log(2.0))
+
+
+def quantile(input, target, *, reduction, quantiles=0.5):
+    if isinstance(quantiles, tuple):
+        q = torch.tensor(quantiles, dtype=input.dtype, device=input.device)
+        qm1 = torch.tensor([qi - 1 for qi in quantiles], dtype=input.dtype, device=input.device)
+        e = target.unsqueeze(-1) - input
+    else:
+        q, qm1 = quantiles, quantiles - 1
+        e = target - input
+    return Terms(torch.maximum(qm1 * e, q * e))
+
+
+def charbonnier(input, target, *, reduction, eps=1.0):
+    d = input / eps - target / eps
+    sq = d**2
+    small = sq < 1.0
+    ss = torch.where(small, sq, 0.0)
+    loss = torch.where(small, ss / ((ss + 1.0).sqrt() + 1.0), (sq + 1.0).sqrt() - 1.0)
+    return Terms(eps * loss)
+
+
+def _jax_abs(z):
+    """|z| with JAX's derivative: +1 where z >= 0 (at 0 too), -1 elsewhere (NaN included)."""
+    return torch.where(z >= 0, z, -z)
+
+
+def mape(input, target, *, reduction):
+    t = _as_input_dtype(target, input)
+    eps = torch.tensor(_KERAS_EPSILON, dtype=input.dtype, device=input.device)
+    return Terms(100.0 * _jax_abs((t - input) / torch.maximum(_jax_abs(t), eps)))
+
+
+def msle(input, target, *, reduction):
+    t = _as_input_dtype(target, input)
+    eps = torch.tensor(_KERAS_EPSILON, dtype=input.dtype, device=input.device)
+    first = torch.log(torch.maximum(input, eps) + 1.0)
+    second = torch.log(torch.maximum(t, eps) + 1.0)
+    return Terms(torch.square(first - second))
+
+
+def poisson(input, target, *, reduction):
+    t = _as_input_dtype(target, input)
+    return Terms(input - t * torch.log(input + _KERAS_EPSILON))
