@@ -409,3 +409,434 @@ register(LossSpec(
     reference=_pml_reference("CosFaceLoss"),
     normalizer=_normalizer,
 ))
+
+
+# =============================================================================================
+# contrastive: pairs with margins (Hadsell et al. 2006), as pytorch-metric-learning's
+# ContrastiveLoss with its defaults (LpDistance: normalised embeddings, p = 2; the reducer
+# AvgNonZeroReducer)
+#
+# Measured on pytorch-metric-learning 2.9.0 with torch 2.13.0 (float64, torch.autograd.grad):
+#
+# - every ordered pair (i, j), i != j, of the batch is a positive pair (same label) or a
+#   negative one; the distance is torch.cdist of the F.normalize'd embeddings (eps 1e-12; cdist's
+#   gradient is 0 where the distance is 0);
+# - pair losses relu(d - pos_margin) and relu(neg_margin - d) (F.relu: gradient 0 at the tie);
+# - the loss dict has two sub-losses, "pos_loss" and "neg_loss"; each is reduced on its own
+#   (AvgNonZeroReducer: the mean of its losses > 0, 0 if none is) and the two results are
+#   summed (MultipleReducers); MeanReducer and SumReducer likewise per sub-loss;
+# - NaN pair losses fail "> 0" and are dropped by AvgNonZeroReducer.
+
+
+def _contrastive_check(named, opts):
+    e, y = named["embeddings"], named["labels"]
+    expect_float("embeddings", e)
+    if y.kind not in "iu":
+        raise TypeError(f"labels: expected an integer array of class labels (one per "
+                        f"embedding), got {y.describe()}")
+    if e.ndim != 2:
+        raise ValueError(f"embeddings: expected shape (N, D), got shape {e.shape}")
+    n = e.shape[0]
+    if y.shape != (n,):
+        raise ValueError(f"labels: expected shape ({n},) (one label per embedding), got shape "
+                         f"{y.shape}")
+    return (n, n)
+
+
+def _contrastive_warn(opts):
+    if opts["neg_margin"] <= opts["pos_margin"]:
+        warnings.warn(
+            f"contrastive: neg_margin={opts['neg_margin']!r} <= pos_margin="
+            f"{opts['pos_margin']!r}: no distance satisfies both margins",
+            UserWarning, stacklevel=4)
+
+
+POS_MARGIN = Option("pos_margin", 0.0, "positive pairs are penalised beyond this distance "
+                    "(pytorch-metric-learning's default 0)", _finite(0.0),
+                    allowed="finite float >= 0")
+NEG_MARGIN = Option("neg_margin", 1.0, "negative pairs are penalised within this distance "
+                    "(pytorch-metric-learning's default 1; the distance of unit vectors is at "
+                    "most 2)", _finite(0.0), allowed="finite float >= 0")
+
+
+def _pair_masks(labels):
+    labels = np.asarray(labels)
+    same = labels[:, None] == labels[None, :]
+    eye = np.eye(len(labels), dtype=bool)
+    return same & ~eye, ~same
+
+
+def contrastive_weights(loss, labels):
+    """The Terms' weight d, count c and scale r of the (N, N) pair losses (NumPy; the
+    backends compute the same): with n+ and n- the numbers of positive and negative pairs
+    whose loss is > 0, and k the number of those two groups that are not empty,
+    r = 1 / n+ on positive pairs, 1 / n- on negative ones (0 on the diagonal) and
+    d = [l > 0] r / k: sum(d) = 1 (0 where no pair loss is > 0), so that
+    'mean' = sum(r l) / sum(d) = sum_pos l / n+ + sum_neg l / n- (AvgNonZeroReducer per
+    sub-loss, summed)."""
+    pos, neg = _pair_masks(labels)
+    nz = (np.asarray(loss) > 0) | np.isnan(loss)  # a NaN loss counts (NaN is not hidden)
+    n_pos, n_neg = (pos & nz).sum(), (neg & nz).sum()
+    r = pos / max(n_pos, 1) + neg / max(n_neg, 1)
+    k = max(int(n_pos > 0) + int(n_neg > 0), 1)
+    return nz * r / k, (pos | neg).astype(np.float64), r
+
+
+def _contrastive_unit(e):
+    e = np.asarray(e, np.float64)
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), NORMALIZE_EPS)
+
+
+def _contrastive_far_from_ties(e, y, pos_margin, neg_margin, tol):
+    """No pair's distance within tol of its margin (unless exactly at it): AvgNonZeroReducer
+    counts the losses > 0, which a last-bit difference of two backends' distances would flip."""
+    u = _contrastive_unit(e)
+    d = np.linalg.norm(u[:, None, :] - u[None, :, :], axis=-1)
+    pos, neg = _pair_masks(y)
+    gap = np.where(pos, d - pos_margin, np.where(neg, neg_margin - d, np.inf))
+    return not np.any((np.abs(gap) < tol) & (gap != 0))
+
+
+def _contrastive_data(rng, dtype, n_groups, per_group, d, pos_margin=0.0, neg_margin=1.0,
+                      spread=0.8, labels_dtype=np.int64):
+    tol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-7
+    for _ in range(500):
+        centers = rng.normal(size=(n_groups, d))
+        e = np.repeat(centers, per_group, axis=0) + spread * rng.normal(
+            size=(n_groups * per_group, d))
+        e *= rng.uniform(0.3, 3.0, size=(len(e), 1))
+        y = np.repeat(np.arange(n_groups), per_group)
+        perm = rng.permutation(len(e))
+        e, y = e[perm].astype(dtype), y[perm]
+        if _contrastive_far_from_ties(e, y, pos_margin, neg_margin, tol):
+            break
+    return e, y.astype(labels_dtype)
+
+
+def _contrastive_exact(dtype):
+    """Axis-aligned embeddings (every normalisation and distance exact): identical positives
+    (d = 0: the positive hinge's tie at pos_margin = 0), opposite negatives (d = 2: the tie at
+    neg_margin = 2) and perpendicular pairs (d = sqrt 2)."""
+    e = np.array([[2.0, 0.0, 0.0], [0.5, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 3.0, 0.0],
+                  [0.0, 0.0, 0.25], [0.0, -1.5, 0.0]], dtype)
+    y = np.array([0, 0, 1, 1, 2, 2])
+    return e, y
+
+
+def _contrastive_samples(rng, dtype):
+    name = "contrastive"
+
+    def data(n_groups=3, per_group=2, d=4, **kw):
+        return _contrastive_data(rng, dtype, n_groups, per_group, d, **kw)
+
+    for red in REDUCTIONS:
+        for sw in (None, "anchor", "pair"):
+            if sw == "pair" and red not in ("mean", "none"):
+                continue
+            shape = {"anchor": (6, 1), "pair": (6, 6)}.get(sw)
+            w = None if sw is None else loss_shape_weight(rng, shape, dtype)
+            yield Sample(case_id(f"{name}[default]", {"reduction": red, "sw": sw}), data(),
+                         {"reduction": red}, w)
+    # pytorch-metric-learning's own AvgNonZeroReducer ("mean" with empty_reduction="nan" is
+    # computed natively by the reference), several margins
+    for pm, nm in ((0.0, 1.0), (0.2, 0.8), (0.1, 1.5), (0.0, 2.0)):
+        opts = {"pos_margin": pm, "neg_margin": nm, "empty_reduction": "nan"}
+        yield Sample(case_id(f"{name}[avg-non-zero]", opts),
+                     data(3, 3, 5, pos_margin=pm, neg_margin=nm), opts)
+    for pm, nm in ((0.3, 1.2), (0.0, 0.5)):
+        opts = {"reduction": "none", "pos_margin": pm, "neg_margin": nm}
+        yield Sample(case_id(name, opts), data(2, 4, 3, pos_margin=pm, neg_margin=nm), opts)
+    # exact distances 0, sqrt 2 and 2: the hinges' ties (pos_margin 0, neg_margin 2)
+    for red in ("none", "mean"):
+        yield Sample(f"{name}[exact-ties,neg_margin=2,reduction={red}]", _contrastive_exact(dtype),
+                     {"reduction": red, "neg_margin": 2.0, "empty_reduction": "nan"})
+    # a zero embedding (F.normalize's eps: distance 1 to every other embedding, within rounding:
+    # neg_margin 1.3 keeps clear of that tie); int32 labels
+    e, y = data(3, 2, 4, neg_margin=1.3, labels_dtype=np.int32)
+    e[1] = 0.0
+    yield Sample(f"{name}[zero-embedding,int32-labels]", (e, y),
+                 {"neg_margin": 1.3, "empty_reduction": "nan"})
+    # no positive pair (all labels distinct); no negative pair (one label); singletons
+    e, _ = data(3, 2, 4)
+    yield Sample(f"{name}[no-positive-pair]", (e, np.arange(6)), {"empty_reduction": "nan"})
+    e, _ = data(1, 5, 4)
+    yield Sample(f"{name}[no-negative-pair]", (e, np.zeros(5, np.int64)),
+                 {"empty_reduction": "nan"})
+    # every pair loss 0 (pos_margin 2 and neg_margin 0): pytorch-metric-learning's 0, and
+    # the contract's NaN with empty_reduction="nan"
+    e, y = data()
+    for emp in ("zero", "nan"):
+        yield Sample(f"{name}[all-pair-losses-zero,empty={emp}]", (e, y),
+                     {"pos_margin": 2.0, "neg_margin": 0.0, "empty_reduction": emp},
+                     contract_reference=emp == "nan")
+    empty = (np.zeros((0, 4), dtype), np.zeros(0, np.int64))
+    for red in ("mean", "sum", "sum_over_batch_size"):
+        yield Sample(f"{name}[empty-batch,reduction={red}]", empty, {"reduction": red})
+    yield Sample(f"{name}[N=1,reduction=mean]", (e[:1], y[:1]), {})
+    for emp in ("nan", "zero"):
+        yield Sample(f"{name}[zero-sample-weights,empty={emp}]", (e, y),
+                     {"empty_reduction": emp}, np.zeros((6, 1), dtype))
+
+
+def _contrastive_random(rng, dtype):
+    n_groups = int(rng.integers(0, 4))
+    per_group = int(rng.integers(1, 4))
+    d = int(rng.integers(2, 6))
+    pm = float(rng.choice([0.0, 0.1, 0.4]))
+    nm = float(rng.choice([0.5, 1.0, 1.5, 2.0]))
+    e, y = _contrastive_data(rng, dtype, n_groups, per_group, d, pm, nm,
+                             labels_dtype=np.int32 if rng.random() < 0.3 else np.int64)
+    opts = {"reduction": str(rng.choice(REDUCTIONS)), "pos_margin": pm, "neg_margin": nm}
+    if rng.random() < 0.3:
+        opts["empty_reduction"] = "nan"
+    n = len(y)
+    sw = None
+    if rng.random() < 0.5:
+        sw = loss_shape_weight(rng, (n, 1) if rng.random() < 0.5 else (n, n), dtype)
+    # where no pair loss is > 0, pytorch-metric-learning's "mean" is 0: the contract's formula
+    # is the reference of empty_reduction="nan" there
+    u = _contrastive_unit(e)
+    dist = np.linalg.norm(u[:, None, :] - u[None, :, :], axis=-1)
+    pos, neg = _pair_masks(y)
+    nothing = not np.any((pos & (dist > pm)) | (neg & (dist < nm)))
+    return Sample(case_id(f"contrastive[random,n={n},d={d}]", opts), (e, y), opts, sw,
+                  contract_reference=nothing)
+
+
+def _pml_contrastive(torch, embeddings, labels, opts, reduction):
+    from pytorch_metric_learning import losses, reducers
+
+    reducer = {"none": reducers.DoNothingReducer(), "mean": None,
+               "sum": reducers.SumReducer()}[reduction]  # None: its default, AvgNonZeroReducer
+    pml = losses.ContrastiveLoss(pos_margin=opts["pos_margin"], neg_margin=opts["neg_margin"],
+                                 reducer=reducer)
+    out = pml(embeddings, labels.long())
+    if reduction != "none":
+        return out
+    n = embeddings.shape[0]
+    mat = embeddings.new_zeros((n, n)) + (embeddings * 0).sum()  # in the graph (pml's zero)
+    for key in ("pos_loss", "neg_loss"):
+        part = out[key]
+        if torch.is_tensor(part["losses"]):
+            a, b = part["indices"]
+            mat = mat.index_put((a, b), part["losses"], accumulate=True)
+    return mat
+
+
+def _contrastive_reference(torch, inputs, opts, reduction):
+    embeddings, labels = inputs
+    return _pml_contrastive(torch, embeddings, labels, opts, reduction)
+
+
+def _contrastive_normalizer(inputs, opts):
+    import torch
+
+    e, y = (torch.from_numpy(np.array(x)) for x in inputs)
+    with torch.no_grad():
+        loss = _pml_contrastive(torch, e, y, opts, "none").numpy()
+    return contrastive_weights(loss, inputs[1])
+
+
+register(LossSpec(
+    name="contrastive",
+    family=FAMILY,
+    summary="Contrastive (pair margin) loss over every pair of the batch (Hadsell et al. "
+            "2006), as pytorch-metric-learning's ContrastiveLoss.",
+    aliases=("contrastive_loss", "pair_margin", "hadsell"),
+    inputs=(
+        InputSpec("embeddings", "embeddings, (N, D); normalised inside the loss (need not be)"),
+        InputSpec("labels", "integer labels, (N,): same label, positive pair",
+                  differentiable=False),
+    ),
+    options=(POS_MARGIN, NEG_MARGIN),
+    formula=(
+        "u_i = x_i / max(||x_i||, 1e-12) (F.normalize);  d_ij = ||u_i - u_j||_2 (torch.cdist; "
+        "gradient 0 where d_ij = 0);\n"
+        "l_ij = relu(d_ij - pos_margin) for i != j with y_i = y_j (positive pairs),\n"
+        "l_ij = relu(neg_margin - d_ij) for y_i != y_j (negative pairs), l_ii = 0:\n"
+        "the unreduced loss is the (N, N) matrix of the ordered pairs' losses (each pair twice, "
+        "as pytorch-metric-learning);\n"
+        "'mean' = sum_pos l / n+ + sum_neg l / n-, n+- = the number of positive / negative "
+        "pairs with l > 0 (a term is 0 where its n is 0): pytorch-metric-learning's default "
+        "AvgNonZeroReducer applied to each sub-loss and summed. As Terms: scale r = 1/n+ on "
+        "positive pairs, 1/n- on negative ones; weight d = [l > 0] r / k, k the number of "
+        "non-empty groups (sum d = 1); count c = [i != j];\n"
+        "'sum' = sum of every pair loss (SumReducer); 'sum_over_batch_size' = sum / (N (N - 1))."
+    ),
+    reference_name=(f"pytorch_metric_learning.losses.ContrastiveLoss (pytorch-metric-learning "
+                    f"{PML_VERSION}) with its default LpDistance; reducers DoNothingReducer "
+                    f"('none', its two sub-losses scattered into the (N, N) matrix), "
+                    f"AvgNonZeroReducer ('mean', its default), SumReducer ('sum')"),
+    notes=(
+        "'mean' is pytorch-metric-learning's default AvgNonZeroReducer, per sub-loss and "
+        "summed, not a plain mean over pairs (its MeanReducer, the mean over all positive "
+        "pairs plus the mean over all negative pairs, is not offered: use reduction='none'). "
+        "With a sample_weight s (broadcast to the (N, N) pairs; s[:, None] weights anchors) "
+        "'mean' is sum(s r l) / sum(s d): for a constant s it is the unweighted value. "
+        "empty_reduction defaults to 'zero': where no pair loss is > 0 pytorch-metric-learning "
+        "returns 0 ('nan' gives NaN). A NaN embedding makes its pairs' losses NaN: "
+        "AvgNonZeroReducer drops them silently (NaN > 0 is false), multiloss returns NaN. "
+        "torch.cdist switches to a matrix-product formula for batches over 25 embeddings "
+        "(distances with a rounding error of about sqrt(eps) between nearly identical "
+        "embeddings); multiloss always takes the direct difference. Only the default distance "
+        "(LpDistance, normalised, p = 2, power 1) is supported; miners (indices_tuple) and "
+        "ref_emb are not. The loss couples the rows of a batch: a micro-batch or shard sees "
+        "its own pairs only."
+    ),
+    check=_contrastive_check,
+    samples=_contrastive_samples,
+    random_sample=_contrastive_random,
+    reference=_contrastive_reference,
+    normalizer=_contrastive_normalizer,
+    warn=_contrastive_warn,
+    default_empty_reduction="zero",
+    batch_coupled=True,
+))
+
+
+# =============================================================================================
+# multi_similarity (Wang et al. 2019), as pytorch-metric-learning's MultiSimilarityLoss with its
+# defaults (CosineSimilarity on normalised embeddings, MeanReducer)
+#
+# Measured on pytorch-metric-learning 2.9.0: per anchor (an "element" loss of shape (N, 1),
+# squeezed here), the log-sum-exps of lmu.logsumexp with add_one=True (a 0 appended to the
+# row), masked entries at finfo.min and 0 for a row without any kept entry.
+
+
+def _ms_samples(rng, dtype):
+    name = "multi_similarity"
+
+    def data(n_groups=3, per_group=3, d=4, **kw):
+        from ..self_supervised import views
+
+        return views(rng, n_groups, per_group, d, dtype, **kw)
+
+    for red in REDUCTIONS:
+        for with_sw in (False, True):
+            sw = loss_shape_weight(rng, (9,), dtype) if with_sw else None
+            yield Sample(case_id(f"{name}[default]", {"reduction": red, "sw": with_sw}), data(),
+                         {"reduction": red}, sw)
+    # pytorch-metric-learning's MeanReducer itself ("mean" with empty_reduction="nan")
+    for alpha, beta, base in ((2.0, 50.0, 0.5), (1.0, 10.0, 0.0), (5.0, 80.0, 0.8)):
+        opts = {"alpha": alpha, "beta": beta, "base": base, "empty_reduction": "nan"}
+        yield Sample(case_id(f"{name}[pml-mean]", opts), data(2, 4, 5), opts)
+    opts = {"reduction": "none", "alpha": 0.5, "beta": 20.0, "base": -0.2}
+    yield Sample(case_id(name, opts), data(3, 2, 3), opts)
+    # singletons (no positive), a zero embedding (cosines 0), int32 labels, norms 1e4 / 1e-6
+    e, y = data(2, 3, 4)
+    e = np.concatenate([e, rng.normal(size=(2, 4)).astype(dtype)])
+    y = np.concatenate([y, [7, 8]]).astype(np.int32)
+    e[0] = 0.0
+    e[1] *= 1e4
+    e[2] *= 1e-6
+    for red in ("none", "mean"):
+        yield Sample(f"{name}[singletons,zero-embedding,norms,reduction={red}]", (e, y),
+                     {"reduction": red, "empty_reduction": "nan"})
+    # no positive pair, no negative pair
+    e, _ = data(2, 3, 4)
+    yield Sample(f"{name}[no-positive-pair]", (e, np.arange(6)), {"reduction": "none"})
+    yield Sample(f"{name}[no-negative-pair]", (e, np.zeros(6, np.int64)),
+                 {"empty_reduction": "nan"})
+    # empty batch: pytorch-metric-learning's 0 (the default empty_reduction="zero")
+    empty = (np.zeros((0, 4), dtype), np.zeros(0, np.int64))
+    for red in ("mean", "sum", "sum_over_batch_size"):
+        yield Sample(f"{name}[empty-batch,reduction={red}]", empty, {"reduction": red})
+    yield Sample(f"{name}[N=1,reduction=mean]", (e[:1], np.zeros(1, np.int64)),
+                 {"empty_reduction": "nan"})
+    e, y = data()
+    for emp in ("nan", "zero"):
+        yield Sample(f"{name}[zero-sample-weights,empty={emp}]", (e, y),
+                     {"empty_reduction": emp}, np.zeros(9, dtype))
+
+
+def _ms_random(rng, dtype):
+    from ..self_supervised import views
+
+    n_groups, per_group, d = int(rng.integers(0, 4)), int(rng.integers(1, 4)), \
+        int(rng.integers(2, 6))
+    e, y = views(rng, n_groups, per_group, d, dtype)
+    opts = {"reduction": str(rng.choice(REDUCTIONS)),
+            "alpha": float(rng.choice([0.5, 2.0, 5.0])),
+            "beta": float(rng.choice([10.0, 50.0, 80.0])),
+            "base": float(rng.choice([0.0, 0.5, 0.8]))}
+    if rng.random() < 0.3:
+        opts["empty_reduction"] = "nan"
+    n = len(y)
+    sw = loss_shape_weight(rng, (n,), dtype) if rng.random() < 0.5 else None
+    return Sample(case_id(f"multi_similarity[random,n={n},d={d}]", opts), (e, y), opts, sw,
+                  contract_reference=n == 0)
+
+
+def _ms_reference(torch, inputs, opts, reduction):
+    from pytorch_metric_learning import losses, reducers
+
+    embeddings, labels = inputs
+    reducer = {"none": reducers.DoNothingReducer(), "mean": None,
+               "sum": reducers.SumReducer()}[reduction]  # None: its default, MeanReducer
+    out = losses.MultiSimilarityLoss(alpha=opts["alpha"], beta=opts["beta"], base=opts["base"],
+                                     reducer=reducer)(embeddings, labels.long())
+    if reduction != "none":
+        return out
+    losses_ = out["loss"]["losses"]
+    if not torch.is_tensor(losses_):  # pml's zero_losses(): no pair at all
+        return (embeddings * 0).sum(dim=1)
+    return losses_.reshape(-1)
+
+
+def _ms_normalizer(inputs, opts):
+    n = np.shape(inputs[0])[0]
+    return np.ones(n), np.ones(n)
+
+
+def _positive_finite(name, value):
+    v = real(0.0, lo_open=True)(name, value)
+    if math.isinf(v):
+        raise ValueError(f"{name}: expected a finite value > 0, got {value!r}")
+    return v
+
+
+register(LossSpec(
+    name="multi_similarity",
+    family=FAMILY,
+    summary="Multi-similarity loss (Wang et al. 2019) over every pair of the batch, as "
+            "pytorch-metric-learning's MultiSimilarityLoss.",
+    aliases=("multi_similarity_loss", "ms_loss", "multisimilarity"),
+    inputs=(
+        InputSpec("embeddings", "embeddings, (N, D); normalised inside the loss (need not be)"),
+        InputSpec("labels", "integer labels, (N,): same label, positive pair",
+                  differentiable=False),
+    ),
+    options=(
+        Option("alpha", 2.0, "the scale of the positive pairs' term (pytorch-metric-learning's "
+               "default 2)", _positive_finite, allowed="finite float > 0"),
+        Option("beta", 50.0, "the scale of the negative pairs' term (default 50)",
+               _positive_finite, allowed="finite float > 0"),
+        Option("base", 0.5, "lambda, the similarity offset of both terms (default 0.5)",
+               _finite(None), allowed="finite float"),
+    ),
+    formula=(
+        "u_i = x_i / max(||x_i||, 1e-12) (F.normalize);  s_ij = u_i . u_j (CosineSimilarity);\n"
+        "l_i = (1/alpha) log(1 + sum_{p in P(i)} e^{-alpha (s_ip - base)})\n"
+        "    + (1/beta)  log(1 + sum_{n in N(i)} e^{beta (s_in - base)}),\n"
+        "P(i) = {j != i: y_j = y_i}, N(i) = {k: y_k != y_i}; each log-sum-exp stable (its "
+        "row max subtracted), a term with no pair is 0;\n"
+        "'mean' = sum_i l_i / N (pytorch-metric-learning's default MeanReducer)."
+    ),
+    reference_name=(f"pytorch_metric_learning.losses.MultiSimilarityLoss (pytorch-metric-learning "
+                    f"{PML_VERSION}); reducers DoNothingReducer ('none'), MeanReducer ('mean', "
+                    f"its default), SumReducer ('sum')"),
+    notes=(
+        "Without a miner: every pair of the batch (the paper's pair mining, "
+        "MultiSimilarityMiner, is pytorch-metric-learning's separate miner; pass the mined "
+        "pairs' losses yourself). empty_reduction defaults to 'zero': an empty batch gives 0, "
+        "as pytorch-metric-learning. The loss couples the rows of a batch: a micro-batch or "
+        "shard sees its own pairs only."
+    ),
+    check=_contrastive_check,
+    samples=_ms_samples,
+    random_sample=_ms_random,
+    reference=_ms_reference,
+    normalizer=_ms_normalizer,
+    default_empty_reduction="zero",
+    batch_coupled=True,
+))

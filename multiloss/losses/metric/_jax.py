@@ -115,3 +115,82 @@ def arcface(embeddings, labels, class_weight, *, margin=28.6, scale=64.0):
 def cosface(embeddings, labels, class_weight, *, margin=0.35, scale=64.0):
     m = float(margin)
     return _margin_loss(embeddings, labels, class_weight, float(scale), lambda c: c - m)
+
+
+# ---------------------------------------------------------------------------------------------
+# contrastive (pytorch-metric-learning's ContrastiveLoss, see the spec)
+
+
+@jax.custom_jvp
+def _pair_distances(u):
+    """torch.cdist(u, u, p=2) by the direct difference: d_ij = sqrt(sum_k (u_ik - u_jk)^2),
+    with cdist's gradient, 0 where d_ij = 0 (sqrt's would be inf there)."""
+    diff = u[:, None, :] - u[None, :, :]
+    return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+
+
+@_pair_distances.defjvp
+def _pair_distances_jvp(primals, tangents):
+    (u,), (t,) = primals, tangents
+    diff = u[:, None, :] - u[None, :, :]
+    d = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+    dt = t[:, None, :] - t[None, :, :]
+    safe = jnp.where(d == 0, jnp.ones_like(d), d)
+    return d, jnp.where(d == 0, jnp.zeros_like(d), jnp.sum(diff * dt, axis=-1) / safe)
+
+
+@jax.custom_jvp
+def _relu(x):
+    """torch.relu with torch's threshold_backward: gradient 0 where x <= 0, passed elsewhere
+    (NaN included)."""
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+_relu.defjvps(lambda t, ans, x: jnp.where(x <= 0, jnp.zeros_like(t), t))
+
+
+def contrastive(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0):
+    u = _normalize(embeddings, 1)
+    d = _pair_distances(u)
+    n = labels.shape[0]
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~jnp.eye(n, dtype=bool)
+    neg = ~same
+    zero = jnp.zeros((), d.dtype)
+    loss = jnp.where(pos, _relu(d - pos_margin), jnp.where(neg, _relu(neg_margin - d), zero))
+    # AvgNonZeroReducer per sub-loss, summed (multiloss.losses.metric.contrastive_weights)
+    sg = jax.lax.stop_gradient(loss)
+    nz = (sg > 0) | jnp.isnan(sg)  # a NaN pair loss counts: NaN is not hidden
+    n_pos = jnp.sum(pos & nz)
+    n_neg = jnp.sum(neg & nz)
+    one = jnp.ones((), d.dtype)
+    r = (pos * (one / jnp.maximum(n_pos, 1).astype(d.dtype))
+         + neg * (one / jnp.maximum(n_neg, 1).astype(d.dtype)))
+    k = jnp.maximum((n_pos > 0).astype(d.dtype) + (n_neg > 0).astype(d.dtype), one)
+    return Terms(loss, weight=nz * r / k, count=(pos | neg).astype(d.dtype), scale=r)
+
+
+# ---------------------------------------------------------------------------------------------
+# multi_similarity (pytorch-metric-learning's MultiSimilarityLoss, see the spec)
+
+
+def _pml_logsumexp_add_one(x, keep):
+    """pytorch-metric-learning's lmu.logsumexp(x, keep_mask, add_one=True, dim=1): masked
+    entries at finfo.min, a 0 appended to each row, 0 for a row without any kept entry."""
+    dtype = x.dtype
+    masked = jnp.where(keep, x, jnp.asarray(jnp.finfo(dtype).min, dtype))
+    masked = jnp.concatenate([masked, jnp.zeros((x.shape[0], 1), dtype)], axis=1)
+    out = jax.nn.logsumexp(masked, axis=1)
+    return jnp.where(jnp.any(keep, axis=1), out, jnp.zeros((), dtype))
+
+
+def multi_similarity(embeddings, labels, *, alpha=2.0, beta=50.0, base=0.5):
+    e = _normalize(embeddings, 1)
+    mat = jnp.matmul(e, e.T, precision=jax.lax.Precision.HIGHEST)
+    n = labels.shape[0]
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~jnp.eye(n, dtype=bool)
+    neg = ~same
+    pos_loss = (1.0 / alpha) * _pml_logsumexp_add_one(alpha * (base - mat), pos)
+    neg_loss = (1.0 / beta) * _pml_logsumexp_add_one(beta * (mat - base), neg)
+    return Terms(pos_loss + neg_loss)
