@@ -4,9 +4,14 @@ named as the spec. Importing this package imports neither torch nor jax."""
 
 from . import (  # noqa: F401  (registers the specs)
     classification,
+    detection,
     distribution,
+    generative,
+    keras,
     metric,
     ranking,
     regression,
+    segmentation,
+    self_supervised,
     sequence,
 )
