@@ -85,6 +85,16 @@ def from_torch(criterion, backend: str = "jax"):
             f"forward, so what it computes is unknown; build the loss with multiloss.get("
             f"{base.__name__!r}, ...) and write the custom part on top"
         )
+    if base.__name__ == "LinearCrossEntropyLoss":
+        # a loss with parameters: its linear layer's weight and bias are inputs of
+        # multiloss' linear_cross_entropy, which a criterion-to-loss conversion cannot pass
+        raise ValueError(
+            "criterion: torch.nn.LinearCrossEntropyLoss holds a linear layer (its parameters "
+            "linear.weight and linear.bias), which multiloss' linear_cross_entropy takes as "
+            "inputs: use multiloss.get('linear_cross_entropy', reduction=..., weight=..., "
+            "ignore_index=..., label_smoothing=...) and call it as loss(input, "
+            "criterion.linear.weight, target, ...) with linear_bias=criterion.linear.bias"
+        )
     try:
         spec = resolve(base.__name__)
     except ValueError:

@@ -672,10 +672,8 @@ def test_every_torch_nn_loss_class_has_a_twin():
         name for name, cls in vars(torch_losses).items()
         if inspect.isclass(cls) and issubclass(cls, torch_losses._Loss) and not name.startswith("_")
     )
-    # LinearCrossEntropyLoss (new in torch 2.13) fuses a linear layer into the loss: it is
-    # multiloss's linear_cross_entropy, a loss with parameters, planned separately
-    missing = [name for name in classes if name != "LinearCrossEntropyLoss"
-               and not _resolves(name)]
+    # LinearCrossEntropyLoss (new in torch 2.13) is multiloss's linear_cross_entropy
+    missing = [name for name in classes if not _resolves(name)]
     assert not missing, f"torch.nn loss classes without a multiloss twin: {missing}"
     assert len(classes) >= 22
 
