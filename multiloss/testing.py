@@ -632,3 +632,32 @@ def compare_low_precision(spec: LossSpec, sample: Sample, dtype: str) -> LowPrec
     finite_ref = np.abs(ref[np.isfinite(ref)])
     return LowPrecisionResult(spec.name, sample.id, dtype, dtypes, errors, finite,
                               float(finite_ref.max()) if finite_ref.size else 0.0)
+
+
+def value_and_grads(backend: str, name: str, inputs, wrt=(), **options):
+    """A loss's value (as NumPy) and the gradients of its summed output w.r.t. the inputs at
+    positions ``wrt``, on one backend: the helper of the hand-written reference tests."""
+    import multiloss
+
+    loss = multiloss.get(name, backend=backend, **options)
+    inputs = [np.asarray(x) for x in inputs]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def f(*diff):
+            args = list(inputs)
+            for i, v in zip(wrt, diff):
+                args[i] = v
+            return loss(*args)
+
+        value = np.asarray(f(*[inputs[i] for i in wrt]))
+        grads = jax.grad(lambda *d: jnp.sum(f(*d)), argnums=tuple(range(len(wrt))))(
+            *[inputs[i] for i in wrt]) if wrt else ()
+        return value, [np.asarray(g) for g in grads]
+    import torch
+
+    tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(inputs)]
+    out = loss(*tensors)
+    grads = torch.autograd.grad(out.sum(), [tensors[i] for i in wrt]) if wrt else ()
+    return out.detach().numpy(), [g.numpy() for g in grads]

@@ -12,12 +12,12 @@ import math
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
 import multiloss
+from multiloss import testing
 from multiloss.losses import detection
 
 jax.config.update("jax_enable_x64", True)
@@ -26,24 +26,7 @@ BACKENDS = ("jax", "torch")
 NAMES = ("iou", "giou", "diou", "ciou")
 
 
-def _run(backend, name, inputs, wrt=(), **options):
-    loss = multiloss.get(name, backend=backend, **options)
-    inputs = [np.asarray(x) for x in inputs]
-    if backend == "jax":
-        def f(*diff):
-            args = list(inputs)
-            for i, v in zip(wrt, diff):
-                args[i] = v
-            return loss(*args)
-
-        value = np.asarray(f(*[inputs[i] for i in wrt]))
-        grads = jax.grad(lambda *d: jnp.sum(f(*d)), argnums=tuple(range(len(wrt))))(
-            *[inputs[i] for i in wrt]) if wrt else ()
-        return value, [np.asarray(g) for g in grads]
-    tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(inputs)]
-    out = loss(*tensors)
-    grads = torch.autograd.grad(out.sum(), [tensors[i] for i in wrt]) if wrt else ()
-    return out.detach().numpy(), [g.numpy() for g in grads]
+_run = testing.value_and_grads  # value and gradients of the summed output
 
 
 B1 = np.array([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 4.0, 2.0]])

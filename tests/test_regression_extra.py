@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import multiloss  # noqa: E402
+from multiloss import testing  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -30,25 +31,7 @@ BACKENDS = ("jax", "torch")
 NAMES = ("log_cosh", "quantile", "charbonnier", "mape", "msle", "poisson")
 
 
-def _run(backend, name, inputs, wrt=(), **options):
-    """Value (as NumPy) and gradients of the summed output w.r.t. the inputs at ``wrt``."""
-    loss = multiloss.get(name, backend=backend, **options)
-    inputs = [np.asarray(x) for x in inputs]
-    if backend == "jax":
-        def f(*diff):
-            args = list(inputs)
-            for i, v in zip(wrt, diff):
-                args[i] = v
-            return loss(*args)
-
-        value = np.asarray(f(*[inputs[i] for i in wrt]))
-        grads = jax.grad(lambda *d: jnp.sum(f(*d)), argnums=tuple(range(len(wrt))))(
-            *[inputs[i] for i in wrt]) if wrt else ()
-        return value, [np.asarray(g) for g in grads]
-    tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(inputs)]
-    out = loss(*tensors)
-    grads = torch.autograd.grad(out.sum(), [tensors[i] for i in wrt]) if wrt else ()
-    return out.detach().numpy(), [g.numpy() for g in grads]
+_run = testing.value_and_grads  # value and gradients of the summed output
 
 
 # ---------------------------------------------------------------------------------------------
