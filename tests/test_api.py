@@ -684,3 +684,28 @@ def _resolves(name):
     except ValueError:
         return False
     return True
+
+
+def test_torch_hot_path_keeps_tensor_subclass_dispatch():
+    """cross_entropy and nll call torch's op directly for plain tensors (the small-call hot
+    path); a tensor subclass still goes through torch.nn.functional and its
+    __torch_function__, with the same numbers."""
+    calls = []
+
+    class Logged(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            calls.append(getattr(func, "__name__", str(func)))
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    x = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 0])
+    for name, fn, inp in (("cross_entropy", F.cross_entropy, x),
+                          ("nll", F.nll_loss, x.log_softmax(1))):
+        loss = multiloss.get(name, backend="torch")
+        plain = loss(inp, t)  # the direct op (and the signature's cached plan)
+        calls.clear()
+        sub = loss(inp.as_subclass(Logged), t)
+        assert fn.__name__ in calls, (name, calls)
+        assert torch.equal(sub.as_subclass(torch.Tensor), plain)
+        assert torch.equal(plain, fn(inp, t))

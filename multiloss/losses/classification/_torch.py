@@ -40,6 +40,18 @@ def _native(reduction, weight):
     return None if reduction == "mean" and weight is not None else reduction
 
 
+#: torch's reduction enum (torch.nn._reduction.get_enum)
+_ENUM = {"none": 0, "mean": 1, "sum": 2}
+
+
+def _plain(*tensors) -> bool:
+    """Whether these are plain tensors (or None): then cross_entropy and nll call the op that
+    F.cross_entropy / F.nll_loss call, without their Python wrapper (its legacy arguments and
+    its __torch_function__ dispatch, which only a tensor subclass needs): the small-call hot
+    path. Same op, same numbers; a subclass goes through torch.nn.functional."""
+    return all(t is None or type(t) is torch.Tensor for t in tensors)
+
+
 _COMPILED: dict = {}
 
 
@@ -64,6 +76,9 @@ def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, l
     if compile:
         loss = _compiled_cross_entropy(reduction or "none", ignore_index, label_smoothing)(
             input, target, weight)
+    elif _plain(input, target, weight):
+        loss = torch._C._nn.cross_entropy_loss(input, target, weight, _ENUM[reduction or "none"],
+                                               ignore_index, label_smoothing)
     else:
         loss = F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
                                reduction=reduction or "none", label_smoothing=label_smoothing)
@@ -76,8 +91,12 @@ def nll(input, target, *, reduction, weight=None, ignore_index=-100):
     weight = _cast(weight, input)
     reduction = _native(reduction, weight)
     target = _indices(target)
-    loss = F.nll_loss(input, target, weight=weight, ignore_index=ignore_index,
-                      reduction=reduction or "none")
+    if _plain(input, target, weight):
+        loss = torch._C._nn.nll_loss_nd(input, target, weight, _ENUM[reduction or "none"],
+                                        ignore_index)
+    else:
+        loss = F.nll_loss(input, target, weight=weight, ignore_index=ignore_index,
+                          reduction=reduction or "none")
     if reduction is not None:
         return loss
     return _class_terms(loss, target, weight, ignore_index, loss.dtype)
