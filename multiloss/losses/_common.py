@@ -39,6 +39,22 @@ def elementwise_check(named, opts, target_kind="f"):
     return x.shape
 
 
+def check_embeddings_labels(named) -> int:
+    """embeddings (N, D) floating and labels (N,) integer, the inputs of the in-batch pair
+    losses (contrastive, multi_similarity, ntxent, supcon); returns N."""
+    e, y = named["embeddings"], named["labels"]
+    expect_float("embeddings", e)
+    if y.kind not in "iu":
+        raise TypeError(f"labels: expected an integer array of class labels (one per "
+                        f"embedding), got {y.describe()}")
+    if e.ndim != 2:
+        raise ValueError(f"embeddings: expected shape (N, D), got shape {e.shape}")
+    if y.shape != (e.shape[0],):
+        raise ValueError(f"labels: expected shape ({e.shape[0]},) (one label per embedding), "
+                         f"got shape {y.shape}")
+    return e.shape[0]
+
+
 def check_broadcasts(name: str, shape: tuple, to: tuple) -> None:
     try:
         ok = np.broadcast_shapes(shape, to) == tuple(to)

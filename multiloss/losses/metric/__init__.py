@@ -27,7 +27,14 @@ import warnings
 import numpy as np
 
 from ..._registry import InputSpec, LossSpec, Option, Sample, real, register
-from .._common import REDUCTIONS, case_id, expect_float, grid, loss_shape_weight
+from .._common import (
+    REDUCTIONS,
+    case_id,
+    check_embeddings_labels,
+    expect_float,
+    grid,
+    loss_shape_weight,
+)
 
 FAMILY = "metric"
 
@@ -429,17 +436,7 @@ register(LossSpec(
 
 
 def _contrastive_check(named, opts):
-    e, y = named["embeddings"], named["labels"]
-    expect_float("embeddings", e)
-    if y.kind not in "iu":
-        raise TypeError(f"labels: expected an integer array of class labels (one per "
-                        f"embedding), got {y.describe()}")
-    if e.ndim != 2:
-        raise ValueError(f"embeddings: expected shape (N, D), got shape {e.shape}")
-    n = e.shape[0]
-    if y.shape != (n,):
-        raise ValueError(f"labels: expected shape ({n},) (one label per embedding), got shape "
-                         f"{y.shape}")
+    n = check_embeddings_labels(named)
     return (n, n)
 
 

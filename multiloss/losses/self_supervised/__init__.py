@@ -33,7 +33,13 @@ import math
 import numpy as np
 
 from ..._registry import InputSpec, LossSpec, Option, Sample, real, register
-from .._common import REDUCTIONS, case_id, expect_float, jax_reference, loss_shape_weight
+from .._common import (
+    REDUCTIONS,
+    case_id,
+    check_embeddings_labels,
+    jax_reference,
+    loss_shape_weight,
+)
 
 FAMILY = "self_supervised"
 
@@ -47,17 +53,7 @@ PML_VERSION = "2.9.0"
 
 def check_pairs(named, opts):
     """embeddings (N, D) floating, labels (N,) integer; the loss has one entry per anchor."""
-    e, y = named["embeddings"], named["labels"]
-    expect_float("embeddings", e)
-    if y.kind not in "iu":
-        raise TypeError(f"labels: expected an integer array of class labels (one per "
-                        f"embedding), got {y.describe()}")
-    if e.ndim != 2:
-        raise ValueError(f"embeddings: expected shape (N, D), got shape {e.shape}")
-    if y.shape != (e.shape[0],):
-        raise ValueError(f"labels: expected shape ({e.shape[0]},) (one label per embedding), "
-                         f"got shape {y.shape}")
-    return (e.shape[0],)
+    return (check_embeddings_labels(named),)
 
 
 def _finite_positive(name, value):
