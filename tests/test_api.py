@@ -709,3 +709,87 @@ def test_torch_hot_path_keeps_tensor_subclass_dispatch():
         assert fn.__name__ in calls, (name, calls)
         assert torch.equal(sub.as_subclass(torch.Tensor), plain)
         assert torch.equal(plain, fn(inp, t))
+
+
+def _hot_calls(loss, *inputs):
+    """Call twice: the first call checks the signature and caches the hot path, the second
+    takes it."""
+    loss(*inputs)
+    return loss(*inputs)
+
+
+def test_torch_hot_path_runs_module_hooks():
+    """The torch module's own __call__ (the hot path) hands over to torch.nn.Module.__call__
+    as soon as a hook is registered: forward hooks, pre-hooks that change the inputs, global
+    hooks."""
+    x = torch.randn(4, 3, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 0])
+    loss = multiloss.get("cross_entropy", backend="torch")
+    _hot_calls(loss, x, t)
+    seen = []
+    handle = loss.register_forward_hook(lambda m, i, o: seen.append(o))
+    out = loss(x, t)
+    assert len(seen) == 1 and seen[0] is out
+    handle.remove()
+    handle = loss.register_forward_pre_hook(lambda m, i: (2 * i[0], i[1]))
+    assert torch.equal(loss(x, t), F.cross_entropy(2 * x, t))
+    handle.remove()
+    assert torch.equal(loss(x, t), F.cross_entropy(x, t))
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append("global"))
+    try:
+        loss(x, t)
+    finally:
+        handle.remove()
+    assert seen[-1] == "global"
+
+
+def test_torch_hot_path_reads_a_reassigned_class_weight():
+    """The hot path reads the class-weight buffer on every call: assigning a new weight after
+    the plan was cached changes the result."""
+    x = torch.randn(5, 3, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 0, 2])
+    for reduction in ("sum", "mean", "none"):
+        loss = multiloss.get("cross_entropy", backend="torch", reduction=reduction)
+        assert torch.equal(_hot_calls(loss, x, t), F.cross_entropy(x, t, reduction=reduction))
+        w = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+        loss.weight = w
+        torch.testing.assert_close(loss(x, t), F.cross_entropy(x, t, weight=w,
+                                                               reduction=reduction),
+                                   rtol=1e-14, atol=0)
+        loss.weight = None
+        assert torch.equal(loss(x, t), F.cross_entropy(x, t, reduction=reduction))
+
+
+def test_torch_hot_path_under_torch_compile():
+    """A multiloss module called inside torch.compile (dynamo traces its __call__) gives
+    F.cross_entropy's value and gradient."""
+    loss = multiloss.get("cross_entropy", backend="torch")
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, 0, 1])
+    _hot_calls(loss, x, t)
+    compiled = torch.compile(lambda x, t: loss(x, t), backend="eager", fullgraph=False)
+    out = compiled(x, t)
+    (gx,) = torch.autograd.grad(out, x)
+    ref = F.cross_entropy(x, t)
+    (rx,) = torch.autograd.grad(ref, x)
+    torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
+    torch.testing.assert_close(gx, rx, rtol=1e-14, atol=0)
+
+
+def test_values_on_an_accelerator_are_not_read():
+    """The value checks read NumPy arrays, JAX arrays on CPU and torch CPU tensors; an array
+    on another platform is not read (that would synchronise the device on every call)."""
+    from multiloss.backends import _jax as bj
+    from multiloss.backends import _torch as bt
+
+    class OnGPU:
+        def platform(self):
+            return "gpu"
+
+    assert bj._read_array_impl(OnGPU()) is None
+    assert bj._read_array_impl(jnp.arange(3)).tolist() == [0, 1, 2]
+    assert bj._reader(np.arange(3)) is bj._same
+    assert bt._reader(torch.arange(3)) is bt._read_cpu
+    assert bt._reader(torch.empty(3, device="meta")) is None
+    assert bt._concrete(torch.empty(3, device="meta")) is None

@@ -453,3 +453,38 @@ def test_class_index_check_reads_every_integer_dtype(backend, dtype):
         else:
             with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 3\)"):
                 loss(x, t)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "native"])
+@pytest.mark.parametrize("n", [3, 300])  # below and above the small-batch form of the test
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8"])
+@pytest.mark.parametrize("name", ["cross_entropy", "nll"])
+def test_class_index_check_on_the_hot_path(backend, kind, n, dtype, name):
+    """A loss called again with a signature it has seen (the cached hot path, its value test
+    made once per signature) checks the indices as the first call did: the same message for
+    an index too large or negative; ignore_index passes and gives torch's value."""
+    w = _wrap(backend, kind)
+    loss = _get(name, backend, reduction="sum")
+    x = _x(n, 4)
+    good = np.zeros(n, dtype)
+    good[::2] = 3
+    for _ in range(2):
+        loss(w(x), w(good))
+    bad = [(n - 1, 4), (0, 9)] + ([(n // 2, -1), (1, -7)] if dtype != "uint8" else [])
+    for pos, value in bad:
+        t = good.copy()
+        t[pos] = value
+        with pytest.raises(ValueError, match=rf"^target: expected class indices in \[0, 4\) "
+                           rf"or equal ignore_index=-100, got {value} at index \({pos},\)"):
+            loss(w(x), w(t))
+    if dtype != "uint8":
+        t = good.copy()
+        t[1] = -100
+        out = loss(w(x), w(t))
+        f = F.cross_entropy if name == "cross_entropy" else F.nll_loss
+        ref = f(torch.as_tensor(x), torch.as_tensor(t.astype(np.int64)), reduction="sum")
+        np.testing.assert_allclose(float(_value(out)), ref.item(), rtol=1e-12)
+    # and the signature's cached path still gives the right value afterwards
+    ref = (F.cross_entropy if name == "cross_entropy" else F.nll_loss)(
+        torch.as_tensor(x), torch.as_tensor(good.astype(np.int64)), reduction="sum")
+    np.testing.assert_allclose(float(_value(loss(w(x), w(good)))), ref.item(), rtol=1e-12)

@@ -58,6 +58,36 @@ def load(name: str):
     return importlib.import_module(module)
 
 
+def signature_key(n: int, last: str) -> Callable:
+    """The hot-path key of a call with ``n`` array inputs: each input's shape, dtype and its
+    ``last`` attribute ("type": its type; "device": a torch tensor's device). A call with
+    another number of inputs raises ValueError (and takes the checked path)."""
+    if last == "type":
+        def part(x):
+            return (x.shape, x.dtype, type(x))
+    else:
+        def part(x):
+            return (x.shape, x.dtype, x.device, type(x))
+    if n == 1:
+        def key(inputs):
+            (a,) = inputs
+            return part(a)
+    elif n == 2 and last == "type":  # the common case, unrolled: the small-call hot path
+        def key(inputs):
+            a, b = inputs
+            return (a.shape, a.dtype, type(a), b.shape, b.dtype, type(b))
+    elif n == 2:
+        def key(inputs):
+            a, b = inputs
+            return (a.shape, a.dtype, a.device, type(a), b.shape, b.dtype, b.device, type(b))
+    else:
+        def key(inputs):
+            if len(inputs) != n:
+                raise ValueError
+            return tuple([part(x) for x in inputs])
+    return key
+
+
 class InputChecks:
     """The checks of a loss's call, shared by the backends: the number of inputs, shape and
     dtype checks once per call signature (they read no values, so they also run on tracers),
@@ -116,6 +146,44 @@ class InputChecks:
                 values[name] = v
         if values:
             self.spec.check_values(values, infos, self.options)
+
+    def hot(self, inputs, reader: Callable, concrete: Callable) -> Callable | None:
+        """The value checks of this call signature (no sample weight) as one function of the
+        inputs, made once per signature for a backend's hot path; None where there is nothing
+        to read. ``reader(x)``: a function that gives the values of an input of x's type and
+        device as NumPy (or None on a call where they cannot be read), or None where such an
+        input's values are never read (a tracer, a tensor on an accelerator). Where the spec's
+        ``check_values`` has a ``quick`` form (a test per argument, made once per signature),
+        a call runs those tests, and the full check (``concrete`` reads for it) only when one
+        fails, to raise its message."""
+        infos, reads = self.signature(inputs, None)
+        readers = [(i, name, reader(inputs[i])) for i, name in reads]
+        readers = [(i, name, r) for i, name, r in readers if r is not None]
+        if not readers:
+            return None
+        quick = getattr(self.spec.check_values, "quick", None)
+        tests = quick(infos, self.options) if quick is not None else {}
+        if any(name not in tests for _, name, _ in readers):
+            return lambda inputs: self.values(inputs, infos, reads, concrete)
+        values = self.values
+        if len(readers) == 1:
+            (i, name, read), = readers
+            ok = tests[name]
+
+            def check(inputs):
+                v = read(inputs[i])
+                if v is not None and not ok(v):
+                    values(inputs, infos, reads, concrete)
+        else:
+            steps = tuple((i, read, tests[name]) for i, name, read in readers)
+
+            def check(inputs):
+                for i, read, ok in steps:
+                    v = read(inputs[i])
+                    if v is not None and not ok(v):
+                        values(inputs, infos, reads, concrete)
+                        return
+        return check
 
     def __call__(self, inputs, sample_weight, concrete: Callable) -> None:
         """``concrete(x)``: x's values as a NumPy array if x is concrete, None for a tracer."""

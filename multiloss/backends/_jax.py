@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._registry import array_info, dtype_kind
-from . import InputChecks, Terms
+from . import InputChecks, Terms, signature_key
 
 NAME = "jax"
 
@@ -141,15 +141,50 @@ def _as_array(x, name):
         raise TypeError(f"{name}: expected an array, got {type(x).__name__}") from e
 
 
+_MISS = object()
+
 #: The input types whose calls take the hot path once their signature has been checked:
 #: JAX arrays, tracers and NumPy arrays (anything else goes through the conversions).
 _FAST_TYPES = (jax.Array, jax.core.Tracer, np.ndarray)
 
 
 def _concrete(x):
-    if isinstance(x, jax.core.Tracer):
+    """x's values as a NumPy array where they are on the host (NumPy, JAX arrays on CPU);
+    None for a tracer, and for an array on an accelerator: reading that would wait for the
+    device and copy on every call (an index out of range there gives NaN, as under a trace)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, jax.core.Tracer) or _platform(x) != "cpu":
         return None
     return np.asarray(x)
+
+
+def _platform(x) -> str:
+    platform = getattr(x, "platform", None)  # jaxlib's ArrayImpl: one C++ call
+    if callable(platform):
+        return platform()
+    return next(iter(x.devices())).platform  # pragma: no cover - other jax.Array types
+
+
+def _read_array(x):
+    return np.asarray(x) if _platform(x) == "cpu" else None
+
+
+def _read_array_impl(x):
+    return np.asarray(x) if x.platform() == "cpu" else None
+
+
+def _same(x):
+    return x
+
+
+def _reader(x):
+    """How the hot path reads the values of inputs of x's type (see InputChecks.hot)."""
+    if isinstance(x, np.ndarray):
+        return _same
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return _read_array_impl if callable(getattr(x, "platform", None)) else _read_array
 
 
 def _option_array(value):
@@ -308,9 +343,10 @@ class Loss:
 
         self._run = jax.jit(run)
         self._den = jax.jit(den)
-        # signature (shape, dtype, type of each input) -> (infos, value reads) of the calls
-        # that may take the hot path of __call__
+        # signature (shape, dtype, type of each input) -> the value checks (None: nothing to
+        # check) of the calls that may take the hot path of __call__
         self._fast: dict = {}
+        self._key = signature_key(len(spec.inputs), "type")
 
     def _prepare(self, inputs, sample_weight):
         checks = self._checks
@@ -327,21 +363,19 @@ class Loss:
         # checks, the compiled function; nothing else
         if sample_weight is None and normalizer is None:
             try:
-                key = tuple([(x.shape, x.dtype, type(x)) for x in inputs])
-            except AttributeError:
-                key = None
-            reads = self._fast.get(key)
-            if reads is not None:
-                if reads[1]:
-                    self._checks.values(inputs, reads[0], reads[1], _concrete)
+                check = self._fast.get(self._key(inputs), _MISS)
+            except (AttributeError, TypeError, ValueError):  # not arrays, or a wrong number
+                check = _MISS
+            if check is not _MISS:
+                if check is not None:
+                    check(inputs)
                 return self._call(inputs, None, None)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
         if normalizer is not None:
             normalizer = _check_normalizer(normalizer, self._reduction)
         elif sample_weight is None and len(self._fast) < 64:
-            key = tuple([(x.shape, x.dtype, type(x)) for x in inputs])
-            if all(issubclass(k[2], _FAST_TYPES) for k in key):
-                self._fast[key] = self._checks.signature(inputs, None)
+            if all(isinstance(x, _FAST_TYPES) for x in inputs):
+                self._fast[self._key(inputs)] = self._checks.hot(inputs, _reader, _concrete)
         return self._call(inputs, sample_weight, normalizer)
 
     def _call(self, inputs, sample_weight, normalizer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import InputChecks, Terms
+from . import InputChecks, Terms, signature_key
 
 NAME = "torch"
 _NATIVE = ("none", "sum", "mean", "batchmean")
@@ -176,14 +176,39 @@ def _promote_floats(inputs):
 
 
 def _concrete(x):
-    """x's values as NumPy, or None where it has none (a meta tensor: like a JAX tracer, only
-    its shape and dtype are checked)."""
-    if x.device.type == "meta":
+    """x's values as NumPy where they are in host memory (a CPU tensor); None elsewhere: a
+    meta tensor has none (like a JAX tracer, only its shape and dtype are checked), and reading
+    a tensor on an accelerator would wait for the device and copy on every call (torch's own
+    losses do not either: an index out of range there meets torch's device-side check)."""
+    if x.device.type != "cpu":
         return None
-    x = x.detach().cpu()
+    return _read_cpu(x)
+
+
+def _read_cpu(x):
+    x = x.detach()
     if x.dtype == torch.bfloat16:  # NumPy has no bfloat16
         x = x.float()
     return x.numpy()
+
+
+def _reader(x):
+    """How the hot path reads the values of tensors of x's device (see InputChecks.hot)."""
+    return _read_cpu if x.device.type == "cpu" else None
+
+
+_GLOBAL_HOOKS = tuple(getattr(torch.nn.modules.module, f"_global_{k}_hooks") for k in (
+    "forward", "forward_pre", "backward", "backward_pre"))  # dicts, updated in place
+_tracing = torch._C._get_tracing_state
+
+
+def _hooked(m) -> bool:
+    """Whether torch.nn.Module.__call__ has more to do than call ``forward``: hooks (the
+    module's or global ones), tracing, ``module.compile()``."""
+    return bool(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        or any(_GLOBAL_HOOKS) or m._compiled_call_impl is not None or _tracing()
+    )
 
 
 def _check_group(group):
@@ -283,7 +308,8 @@ class Loss(torch.nn.Module):
                         and self._group is None)
         self._empty = options["empty_reduction"]
         self._checks = InputChecks(spec, self.options)
-        self._plans: dict = {}  # (shape, dtype, device) of each input -> hot path (_plan)
+        self._plans: dict = {}  # (shape, dtype, device, type) of each input -> _plan
+        self._key = signature_key(len(spec.inputs), "device")
 
     def _device(self, inputs):
         for x in inputs:
@@ -349,14 +375,25 @@ class Loss(torch.nn.Module):
         checks(inputs, sample_weight, _concrete)
         return _promote_floats(inputs), sample_weight
 
+    def __call__(self, *inputs, **kwargs):
+        # the hot path: tensors of a signature seen before (shape, dtype, device, type), no
+        # sample weight or normalizer, nothing to promote, no hooks: the value checks where
+        # the kernel does not make them itself, the function; nothing else (see _plan).
+        # torch.nn.Module.__call__ otherwise (hooks, tracing, module.compile()).
+        if not kwargs and not _hooked(self):
+            try:
+                plan = self._plans.get(self._key(inputs))
+            except (AttributeError, TypeError, ValueError):  # not tensors, or a wrong number
+                plan = None
+            if plan is not None:
+                return plan(inputs)
+        return super().__call__(*inputs, **kwargs)
+
     def forward(self, *inputs, sample_weight=None, normalizer=None):
-        # the hot path: tensors of a signature seen before (shape, dtype, device), no sample
-        # weight or normalizer, nothing to promote: the value checks where the kernel does
-        # not make them itself, the function; nothing else (see _plan)
         if sample_weight is None and normalizer is None:
             try:
-                plan = self._plans.get(tuple([(x.shape, x.dtype, x.device) for x in inputs]))
-            except AttributeError:
+                plan = self._plans.get(self._key(inputs))
+            except (AttributeError, TypeError, ValueError):
                 plan = None
             if plan is not None:
                 return plan(inputs)
@@ -371,31 +408,38 @@ class Loss(torch.nn.Module):
         own message in place of the kernel's."""
         if self._group is not None or any(x.device != inputs[0].device for x in inputs):
             return None
-        infos, reads = self._checks.signature(inputs, None)
+        checks = self._checks
+        infos, reads = checks.signature(inputs, None)
         kernel_checks = getattr(self._fn, "kernel_checks_values", False)
         if callable(kernel_checks):
             kernel_checks = kernel_checks(self._static)
-        if reads and kernel_checks and inputs[0].device.type == "cpu":
-            kernel, pre = reads, ()
-        else:
-            kernel, pre = (), reads
+        kernel = reads if reads and kernel_checks and inputs[0].device.type == "cpu" else ()
+        check = None if kernel else checks.hot(inputs, _reader, _concrete)
         fn, static, buffers, names = self._fn, self._static, self._buffers, self._array_names
-        checks, reduction, empty = self._checks, self._reduction, self._empty
-        native = self._native
+        reduction, empty = self._reduction, self._empty
+        native = reduction if self._native else None
+
+        def general(inputs):
+            out = fn(*inputs, reduction=native, **static, **{n: buffers[n] for n in names})
+            if isinstance(out, Terms):  # not reduced natively (a class-weighted "mean")
+                return reduce(out, reduction, None, empty)
+            return out
+
+        # a function may call its op directly for this signature (``direct``: see
+        # losses/classification/_torch.py), with ``general`` for what it does not cover
+        direct = getattr(fn, "direct", None)
+        call = general if direct is None else (
+            direct(inputs, native, static, buffers, general) or general)
 
         def plan(inputs):
-            if pre:
-                checks.values(inputs, infos, pre, _concrete)
-            arrays = {n: buffers[n] for n in names}
+            if check is not None:
+                check(inputs)
             try:
-                out = fn(*inputs, reduction=reduction if native else None, **static, **arrays)
+                return call(inputs)
             except (IndexError, RuntimeError):
                 if kernel:
                     checks.values(inputs, infos, kernel, _concrete)
                 raise
-            if isinstance(out, Terms):  # not reduced natively (a class-weighted "mean")
-                return reduce(out, reduction, None, empty)
-            return out
 
         return plan
 
@@ -413,7 +457,7 @@ class Loss(torch.nn.Module):
         if fresh and raw and inputs is raw:  # checked, and nothing was converted or promoted
             plan = self._plan(raw)
             if plan is not None:
-                self._plans[tuple([(x.shape, x.dtype, x.device) for x in raw])] = plan
+                self._plans[self._key(raw)] = plan
         if normalizer is not None:
             normalizer = _check_normalizer(normalizer, self._reduction, inputs[0].device)
         arrays = {name: getattr(self, name) for name in self._array_names}

@@ -4,6 +4,7 @@ run on tracers too), value checks on NumPy, sample-grid helpers and reference he
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -88,15 +89,18 @@ def _all_below(t, n: int) -> bool:
     """Whether every integer in ``t`` is in [0, n): one reduction, the maximum of the values
     read as unsigned (two's complement puts the negative ones above every valid index). This
     check runs on every call with concrete indices: it is the hot path of a small batch."""
+    if t.size == 0:
+        return True
     u = _UNSIGNED.get(t.dtype)
     if u is not None:
-        return bool(t.view(u).max() < n)
+        return bool(_MAX(t.view(u), None) < n)
     if t.dtype.kind == "i":  # a non-native byte order
         return bool(t.min() >= 0 and t.max() < n)
     return bool(t.max() < n)
 
 
 _UNSIGNED = {np.dtype(f"i{k}"): np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
+_MAX = np.maximum.reduce  # ndarray.max without its Python layer (the small-call hot path)
 
 
 def check_class_indices(values, infos, opts) -> None:
@@ -105,7 +109,7 @@ def check_class_indices(values, infos, opts) -> None:
     if t is None:
         return
     n_classes, _ = class_shapes(infos["input"])
-    if t.size == 0 or _all_below(t, n_classes):
+    if _all_below(t, n_classes):
         return
     ignore = opts.get("ignore_index", None)
     bad = (t < 0) | (t >= n_classes)
@@ -118,6 +122,36 @@ def check_class_indices(values, infos, opts) -> None:
         raise ValueError(
             f"target: expected class indices in [0, {n_classes}){also}, got {t[bad][0]}{where}"
         )
+
+
+def _class_indices_quick(infos, opts):
+    """check_class_indices as a test of the values of one call signature, for the hot path:
+    True where every index is in range or ignore_index (False: the full check raises)."""
+    n = class_shapes(infos["input"])[0]
+    ignore = opts.get("ignore_index", None)
+    if ignore is not None and 0 <= ignore < n:
+        ignore = None  # an index in range anyway
+
+    def test(t):
+        return _all_below(t, n) or (
+            ignore is not None and _all_below(np.where(t == ignore, 0, t), n))
+
+    target = infos["target"]
+    dt = np.dtype(target.dtype) if target.kind == "i" else None
+    if dt is not None and 0 < math.prod(target.shape) <= 128:
+        # a small batch: Python's max over the values (read as unsigned) is faster than
+        # NumPy's reduction, whose fixed cost dominates there (the small call's hot path)
+        u, general = _UNSIGNED[dt], test
+
+        def test(t):
+            if t.dtype == dt and max(t.view(u).tolist()) < n:
+                return True
+            return general(t)
+    return {"target": test}
+
+
+#: the check's per-signature fast form (see multiloss.backends.InputChecks.hot)
+check_class_indices.quick = _class_indices_quick
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,6 +109,36 @@ cross_entropy.kernel_checks_values = lambda static: not static.get("compile", Fa
 nll.kernel_checks_values = True
 
 
+def _direct(op, *options):
+    """The torch backend's hot path of one call signature (``fn.direct``): the op itself, for
+    plain tensors with int64/uint8 indices or probabilities, reduced natively, without a class
+    weight at the call (``general``, the whole function, otherwise: it is read per call, as a
+    buffer may be reassigned)."""
+
+    def direct(inputs, reduction, static, buffers, general):
+        x, t = inputs
+        if (reduction is None or static.get("compile") or type(x) is not torch.Tensor
+                or type(t) is not torch.Tensor
+                or not (t.is_floating_point() or t.dtype in (torch.int64, torch.uint8))):
+            return None
+        enum = _ENUM[reduction]
+        args = tuple(static[k] for k in options)
+
+        def call(inputs):
+            if buffers["weight"] is not None:
+                return general(inputs)
+            return op(*inputs, None, enum, *args)
+
+        return call
+
+    return direct
+
+
+cross_entropy.direct = _direct(torch._C._nn.cross_entropy_loss, "ignore_index",
+                               "label_smoothing")
+nll.direct = _direct(torch._C._nn.nll_loss_nd, "ignore_index")
+
+
 def binary_cross_entropy(input, target, *, reduction, weight=None):
     input, target = promote(input, target)
     weight = None if weight is None else weight.to(input.dtype).expand_as(input)
