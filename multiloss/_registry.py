@@ -380,9 +380,10 @@ class LossSpec:
             Option(
                 "validate",
                 True,
-                "check the values of concrete (not traced) arguments where a loss restricts "
-                "them: class indices in range, sequence lengths, a non-negative variance "
-                "(shape and dtype checks always run)",
+                "check the values of concrete (not traced) arguments in host memory where a "
+                "loss restricts them: class indices in range, sequence lengths, a "
+                "non-negative variance (shape and dtype checks always run; arrays on an "
+                "accelerator are not read, which would wait for the device on every call)",
                 boolean,
             ),
         )
