@@ -201,28 +201,21 @@ def measure_peak(name, size, impl, dtype="float32"):
 # small-call overhead (the wrappers' cost on a (32, 10) batch)
 
 
-def overhead(calls=300, rounds=7):
+def overhead(framework, calls=300, rounds=31):
     """Per-call time of a multiloss loss against the same computation called directly, on a
-    (32, 10) cross-entropy batch: JAX, the loss object vs ``jax.jit`` of it (and optax);
-    torch, the module vs ``F.cross_entropy``."""
-    import jax
-    import jax.numpy as jnp
+    (32, 10) cross-entropy batch (int64 labels as NumPy gives them, converted to each
+    framework's arrays once), in rounds that alternate the calls. ``framework`` "jax": the
+    loss object against ``jax.jit`` of the same function (and optax's), each call blocked on
+    (its full cost), and the same calls not waited on (what a call costs before it returns:
+    JAX dispatches asynchronously); "torch": the module against ``F.cross_entropy``. One framework per process: torch's OpenMP threads spin after a call
+    and would take the cores from JAX's calls."""
     import numpy as np
-    import optax
-    import torch
-    import torch.nn.functional as F
 
     import multiloss
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 10), dtype=np.float32)
     t = rng.integers(0, 10, 32)
-    jx, jt = jnp.asarray(x), jnp.asarray(t)
-    ml = multiloss.get("cross_entropy", backend="jax")
-    direct = jax.jit(lambda x, t: ml(x, t))
-    ox = jax.jit(lambda x, t: optax.softmax_cross_entropy_with_integer_labels(x, t).mean())
-    tx, tt = torch.from_numpy(x), torch.from_numpy(t)
-    mt = multiloss.get("cross_entropy", backend="torch")
 
     def loop(fn):
         def run():
@@ -230,23 +223,61 @@ def overhead(calls=300, rounds=7):
                 fn()
         return run
 
-    fns = {
-        "multiloss-jax loss(x, t)": loop(lambda: ml(jx, jt).block_until_ready()),
-        "jax.jit(lambda x, t: loss(x, t))": loop(lambda: direct(jx, jt).block_until_ready()),
-        "jax.jit(optax CE)": loop(lambda: ox(jx, jt).block_until_ready()),
-        "multiloss-torch module(x, t)": loop(lambda: mt(tx, tt)),
-        "torch F.cross_entropy(x, t)": loop(lambda: F.cross_entropy(tx, tt)),
-    }
+    if framework == "jax":
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        jx, jt = jnp.asarray(x), jnp.asarray(t)
+        ml = multiloss.get("cross_entropy", backend="jax")
+        unchecked = multiloss.get("cross_entropy", backend="jax", validate=False)
+        direct = jax.jit(lambda x, t: ml(x, t))
+        ox = jax.jit(lambda x, t: optax.softmax_cross_entropy_with_integer_labels(x, t).mean())
+
+        def dispatched(fn):  # the calls return as soon as XLA has the work: wait once
+            def run():
+                for _ in range(calls):
+                    out = fn(jx, jt)
+                out.block_until_ready()
+            return run
+
+        fns = {
+            "multiloss-jax loss(x, t)": loop(lambda: ml(jx, jt).block_until_ready()),
+            "multiloss-jax validate=False": loop(
+                lambda: unchecked(jx, jt).block_until_ready()),
+            "jax.jit(lambda x, t: loss(x, t))": loop(lambda: direct(jx, jt).block_until_ready()),
+            "jax.jit(optax CE)": loop(lambda: ox(jx, jt).block_until_ready()),
+            "multiloss-jax, not waited on": dispatched(ml),
+            "multiloss-jax validate=False, not waited on": dispatched(unchecked),
+            "direct jit, not waited on": dispatched(direct),
+        }
+        d = "jax.jit(lambda x, t: loss(x, t))"
+        pairs = {
+            "jax: multiloss / direct jit": ("multiloss-jax loss(x, t)", d),
+            "jax: multiloss validate=False / direct jit": ("multiloss-jax validate=False", d),
+            "jax, calls not waited on: multiloss / direct jit": (
+                "multiloss-jax, not waited on", "direct jit, not waited on"),
+            "jax, calls not waited on: validate=False / direct jit": (
+                "multiloss-jax validate=False, not waited on", "direct jit, not waited on"),
+        }
+    else:
+        import torch
+        import torch.nn.functional as F
+
+        tx, tt = torch.from_numpy(x), torch.from_numpy(t)
+        mt = multiloss.get("cross_entropy", backend="torch")
+        fns = {
+            "multiloss-torch module(x, t)": loop(lambda: mt(tx, tt)),
+            "torch F.cross_entropy(x, t)": loop(lambda: F.cross_entropy(tx, tt)),
+        }
+        pairs = {"torch: multiloss / F.cross_entropy": ("multiloss-torch module(x, t)",
+                                                        "torch F.cross_entropy(x, t)")}
     times = C.interleaved(fns, rounds, 1)
     per_call = {k: 1e6 * C.median(v) / calls for k, v in times.items()}
-    ratios = {
-        "jax: multiloss / direct jit": C.median(
-            [a / b for a, b in zip(times["multiloss-jax loss(x, t)"],
-                                   times["jax.jit(lambda x, t: loss(x, t))"])]),
-        "torch: multiloss / F.cross_entropy": C.median(
-            [a / b for a, b in zip(times["multiloss-torch module(x, t)"],
-                                   times["torch F.cross_entropy(x, t)"])]),
-    }
+    # the median over rounds of the two calls' ratio within a round (load drifts between
+    # rounds, much less within one)
+    ratios = {k: C.median([a / b for a, b in zip(times[m], times[d])])
+              for k, (m, d) in pairs.items()}
     return {"per_call_us": per_call, "ratios": ratios, "calls": calls, "rounds": rounds}
 
 
@@ -404,7 +435,7 @@ def build_parser(prog="python -m benchmarks"):
     # worker modes (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker-memory", metavar="IMPL", help=argparse.SUPPRESS)
-    p.add_argument("--worker-overhead", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-overhead", metavar="FRAMEWORK", help=argparse.SUPPRESS)
     p.add_argument("--worker-scaling", metavar="AXIS", help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return p
@@ -414,7 +445,7 @@ def _worker(args):
     from . import _impls as I
 
     if args.worker_overhead:
-        res = overhead()
+        res = overhead(args.worker_overhead)
     elif args.worker_memory:
         try:
             res = {"bytes": measure_peak(args.loss[0], args.sizes[0], args.worker_memory)}
@@ -563,7 +594,14 @@ def main(argv=None, prog="python -m benchmarks"):
                         memory.append({"loss": name, "size": entry["size"], "impl": impl, **res})
         ov = None
         if not args.no_overhead:
-            ov = call(["--worker-overhead"], "overhead")
+            parts = [call(["--worker-overhead", f], f"overhead {f}") for f in ("jax", "torch")]
+            parts = [r for r in parts if r is not None]
+            if parts:
+                ov = {"per_call_us": {}, "ratios": {}, "calls": parts[0]["calls"],
+                      "rounds": parts[0]["rounds"]}
+                for r in parts:
+                    ov["per_call_us"].update(r["per_call_us"])
+                    ov["ratios"].update(r["ratios"])
     S.print_scaling(scaled)
     print_memory(memory)
     print_overhead(ov)

@@ -390,7 +390,7 @@ def test_jax_does_not_retrace_on_same_shapes(monkeypatch):
     ce(x1, t1)
     ce(x2, t2)
     assert len(traces) == 1
-    cache_size = getattr(ce._run, "_cache_size", None)
+    cache_size = getattr(ce._plain, "_cache_size", None)
     if cache_size is not None:  # jax's compiled-call cache: one entry for the one signature
         assert cache_size() == 1
     # jax arrays of the same shapes and dtypes reuse the trace (the C++ dispatch cache may

@@ -342,6 +342,16 @@ class Loss:
             return _auto_sharding(body, inputs, ())(arrays, inputs, sample_weight)
 
         self._run = jax.jit(run)
+        # the calls without sample weight or normalizer: every argument a flat array (a jit
+        # whose arguments hold a dict or None is slower to wait on, by ~2-4 us a call here)
+        names = tuple(self._arrays)
+        arrays = tuple(self._arrays[k] for k in names)
+        self._plain_args = arrays
+
+        def plain(*args):
+            return run(dict(zip(names, args[:len(names)])), args[len(names):], None, None)
+
+        self._plain = jax.jit(plain)
         self._den = jax.jit(den)
         # signature (shape, dtype, type of each input) -> the value checks (None: nothing to
         # check) of the calls that may take the hot path of __call__
@@ -380,6 +390,8 @@ class Loss:
 
     def _call(self, inputs, sample_weight, normalizer):
         try:
+            if sample_weight is None and normalizer is None:
+                return self._plain(*self._plain_args, *inputs)
             return self._run(self._arrays, inputs, sample_weight, normalizer)
         except ValueError as e:
             if "incompatible devices" not in str(e):
