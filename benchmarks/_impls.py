@@ -22,10 +22,13 @@ READ_JAX, READ_TORCH = "floor: read (jax)", "floor: read (torch)"
 WRITE_JAX, WRITE_TORCH = "floor: fresh write (jax)", "floor: fresh write (torch)"
 JAX_NAIVE = "jax naive (optax on x @ W.T)"
 TORCH_CHUNKED = "torch F chunked (LinearCrossEntropyOptions)"
+JAX_CCE = "jax-cce (chunk_size=4096)"
+#: linear_cross_entropy at a budget whose memory is at most torch's chunked op's
+ML_JAX_SMALL = "multiloss-jax memory_budget=2MiB"
 FLOORS = (READ_JAX, READ_TORCH, WRITE_JAX, WRITE_TORCH)
 
 #: The peers a user may select with --peers (multiloss and the floors always run).
-PEERS = ("eager", "compile", "optax", "keras", "naive", "chunked")
+PEERS = ("eager", "compile", "optax", "keras", "naive", "chunked", "cce")
 
 
 def diff_positions(spec, inputs):
@@ -170,6 +173,16 @@ def build(spec, inputs, opts, peers=PEERS):
         if fn is not None:
             out[KERAS] = _jax_pair(fn, jargs, pos)
     if spec.name == "linear_cross_entropy":
+        if "memory_budget" not in opts:
+            small = multiloss.get(spec.name, backend="jax", memory_budget=2 * 2**20, **opts)
+            out[ML_JAX_SMALL] = _jax_pair(lambda *a: small(*a), jargs, pos)
+        if "cce" in peers and opts.get("reduction", "mean") == "mean":
+            try:
+                from jax_cce import linear_cross_entropy as cce
+            except ImportError:  # not installed: the peer is left out
+                cce = None
+            if cce is not None:
+                out[JAX_CCE] = _jax_pair(lambda x, w, t: cce(x, w, t), jargs, pos)
         if "naive" in peers:
             import optax
 

@@ -134,7 +134,7 @@ def _ratios(times):
     write = pick_min(rounds(I.WRITE_JAX, "fwd"), rounds(I.WRITE_TORCH, "fwd"))
     floor_fb = None if read is None or write is None else [a + b for a, b in zip(read, write)]
     refs = {"torch": I.TORCH_EAGER, "optax": I.OPTAX, "compile": I.TORCH_COMPILE,
-            "naive": I.JAX_NAIVE, "chunked": I.TORCH_CHUNKED}
+            "naive": I.JAX_NAIVE, "chunked": I.TORCH_CHUNKED, "cce": I.JAX_CCE}
     impls = sorted({k[0] for k in times})
     out = {}
     for impl in impls:
@@ -293,7 +293,7 @@ def print_results(results):
         if "error" in e:
             print(f"  error: {e['error']}")
             continue
-        tags = [t for t in ("torch", "optax", "compile", "naive", "chunked", "floor")
+        tags = [t for t in ("torch", "optax", "compile", "naive", "chunked", "cce", "floor")
                 if any(f"{k}_vs_{t}" in r for r in e["ratios"].values()
                        for k in ("fwd", "fwd_bwd"))]
         rows = []
@@ -412,7 +412,7 @@ def build_parser(prog="python -m benchmarks"):
                    "--quick 1); the last sizes the measurement")
     p.add_argument("--peers", nargs="*", default=None,
                    help="peers to time besides multiloss and the floors: eager compile optax "
-                        "keras naive chunked (default: all, compile only for "
+                        "keras naive chunked cce (default: all, compile only for "
                         f"{', '.join(COMPILE_LOSSES)}; --quick: all but compile)")
     p.add_argument("--scaling", dest="scaling", action="store_true", default=None,
                    help="time and memory against N and C for cross_entropy and "

@@ -2,8 +2,9 @@
 computed over tiles of (rows x classes), so that the (N, C) logits are never materialised.
 
 Tiling. The rows are split into chunks whose logits over every class fit in the budget (one
-block of classes: each chunk's logits are computed once). Where fewer than 8 rows would fit
-(a very large vocabulary against the budget) the classes are split into blocks too: pass 1
+block of classes: each chunk's logits are computed once). Where fewer than 128 rows would fit
+(a large vocabulary against the budget) chunks of up to 512 rows are split into blocks of
+classes instead (a product over few rows is slow, and dW's update is one): pass 1
 over the blocks of a chunk keeps a running max ``m`` and sum ``s`` per row (the online
 log-sum-exp), the target's logit and the smoothing sums; pass 2 recomputes each block's
 logits for the gradient.
@@ -38,8 +39,11 @@ from ...backends import Terms
 
 #: Default bytes for the temporaries of a tile (its logits, softmax and gradient).
 DEFAULT_MEMORY_BUDGET = 64 * 2**20
-#: Rows per chunk below which the classes are split into blocks instead.
-_MIN_ROWS = 8
+#: Rows per chunk below which the classes are split into blocks instead (a product over fewer
+#: rows is slow: dW's update sums over the chunk's rows).
+_MIN_ROWS = 128
+#: Rows per chunk where the classes are split into blocks.
+_BLOCKED_ROWS = 512
 #: Classes per block below which a chunk of rows is made smaller rather than the block.
 _MIN_BLOCK = 512
 
@@ -72,7 +76,10 @@ def plan(n_rows, n_classes, positions, itemsize, chunk_size=None, memory_budget=
     elif budget // (per_logit * c) >= min(n, _MIN_ROWS):
         rows = min(n, budget // (per_logit * c))
     else:
-        rows = max(1, min(n, budget // (per_logit * min(c, _MIN_BLOCK))))
+        # blocks of classes, with chunks of enough rows for efficient matrix products (dW's
+        # update is a product over the chunk's rows), fewer where a block of _MIN_BLOCK
+        # classes would not fit
+        rows = max(1, min(n, _BLOCKED_ROWS, budget // (per_logit * min(c, _MIN_BLOCK))))
     classes = max(1, min(c, budget // (per_logit * rows)))
     # balanced: as few chunks and blocks as the sizes allow, each as even as possible
     rows = _cdiv(n, _cdiv(n, rows))
