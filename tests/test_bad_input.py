@@ -488,3 +488,23 @@ def test_class_index_check_on_the_hot_path(backend, kind, n, dtype, name):
     ref = (F.cross_entropy if name == "cross_entropy" else F.nll_loss)(
         torch.as_tensor(x), torch.as_tensor(good.astype(np.int64)), reduction="sum")
     np.testing.assert_allclose(float(_value(loss(w(x), w(good)))), ref.item(), rtol=1e-12)
+
+
+def test_class_index_check_on_the_hot_path_kdim_and_unbatched(backend):
+    """The cached hot path with K-dim targets (N, d) and an unbatched 0-d target: valid calls
+    give torch's value, an out-of-range index raises as on the first call."""
+    w = _wrap(backend)
+    for x, good, bad, where in (
+        (_x(2, 3, 4), np.zeros((2, 4), np.int64), ((1, 3), 3), " at index \\(1, 3\\)"),
+        (_x(3), np.array(2), ((), -2), ""),
+    ):
+        loss = _get("cross_entropy", backend, reduction="sum")
+        ref = F.cross_entropy(torch.as_tensor(x), torch.as_tensor(good), reduction="sum")
+        for _ in range(2):
+            np.testing.assert_allclose(float(_value(loss(w(x), w(good)))), ref.item(),
+                                       rtol=1e-12)
+        t = good.copy()
+        t[bad[0]] = bad[1]
+        with pytest.raises(ValueError, match=rf"^target: expected class indices in \[0, 3\).*"
+                           rf"got {bad[1]}{where}"):
+            loss(w(x), w(t))

@@ -4,7 +4,6 @@ run on tracers too), value checks on NumPy, sample-grid helpers and reference he
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
@@ -138,7 +137,7 @@ def _class_indices_quick(infos, opts):
 
     target = infos["target"]
     dt = np.dtype(target.dtype) if target.kind == "i" else None
-    if dt is not None and 0 < math.prod(target.shape) <= 128:
+    if dt is not None and len(target.shape) == 1 and 0 < target.shape[0] <= 128:
         # a small batch: Python's max over the values (read as unsigned) is faster than
         # NumPy's reduction, whose fixed cost dominates there (the small call's hot path)
         u, general = _UNSIGNED[dt], test
