@@ -147,18 +147,17 @@ def run_jax(spec: LossSpec, sample: Sample):
         w = diff[len(pos)] if len(diff) > len(pos) else sw
         return loss(*inputs, sample_weight=w)
 
-    # value and gradients in one compiled function (one compilation per case)
-    out_shape = jax.eval_shape(f, *primals)
-    ct = _cotangent(sample, out_shape.shape, out_shape.dtype)
-
+    # value and gradients in one compiled function (one trace and one compilation per case;
+    # the cotangent, a function of the output's shape, is made while tracing)
     @jax.jit
-    def value_and_grads(primals, ct):
+    def value_and_grads(primals):
         out, vjp = jax.vjp(f, *primals)
+        ct = _cotangent(sample, out.shape, out.dtype)
         return out, (vjp(ct) if primals else ())
 
-    value, grads = value_and_grads(primals, ct)
+    value, grads = value_and_grads(primals)
     t0 = time.perf_counter()
-    jax.block_until_ready(value_and_grads(primals, ct))
+    jax.block_until_ready(value_and_grads(primals))
     seconds = time.perf_counter() - t0
     return np.asarray(value), [np.asarray(g) for g in grads], seconds, str(value.dtype)
 

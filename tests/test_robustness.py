@@ -29,7 +29,7 @@ import multiloss
 from multiloss import testing
 
 BACKENDS = ("jax", "torch")
-#: Per loss: a quarter of the hypothesis profile's examples ("ci": 8, so 2 per loss; "fuzz":
+#: Per loss: a quarter of the hypothesis profile's examples, at least 2 ("ci": 5, so 2; "fuzz":
 #: 2000, so 500 per loss), or MULTILOSS_FUZZ_EXAMPLES.
 EXAMPLES_PER_LOSS = int(os.environ.get("MULTILOSS_FUZZ_EXAMPLES", 0)) or max(
     2, settings().max_examples // 4)
