@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import sys
 import threading
@@ -103,9 +104,10 @@ def median(xs):
 
 
 def interleaved(fns: dict, repeats: int, warmup: int, min_time: float = 0.01,
-                slow: float = 1.0) -> dict:
+                slow: float = 1.0, pause: float = 0.002) -> dict:
     """Time every callable of ``fns`` (name -> fn() that blocks until its result is ready) in
-    ``repeats`` rounds, each round calling every fn in turn, after ``warmup`` (at least 1)
+    ``repeats`` rounds, each round calling every fn in turn (in a new seeded random order,
+    ``pause`` seconds before each), after ``warmup`` (at least 1)
     untimed calls each (two where the second takes more than ``slow`` seconds). A fn faster
     than ``min_time`` (its last warm-up call) is called ``k`` times per measurement and its
     time divided by ``k``. Returns name -> list of seconds per
@@ -125,9 +127,17 @@ def interleaved(fns: dict, repeats: int, warmup: int, min_time: float = 0.01,
             del live[name]
             continue
         inner[name] = max(1, min(1000, int(min_time / max(dt, 1e-7))))
+    order = list(live)
+    shuffle = random.Random(0).shuffle
     for _ in range(repeats):
-        for name, fn in live.items():
-            k = inner[name]
+        # a new order every round (seeded), and a pause before each measurement: a JAX call
+        # leaves XLA's worker threads spinning and a torch call its OpenMP threads, which take
+        # the cores from whatever runs next; a fixed order would always charge that to the
+        # same implementation
+        shuffle(order)
+        for name in order:
+            fn, k = live[name], inner[name]
+            time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()

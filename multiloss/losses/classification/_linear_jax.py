@@ -20,7 +20,7 @@ them again with the actual cotangent (a loop of 0 or all chunks, updating the sa
 place). Without differentiation only the logits' product runs. Class-probability targets
 always compute their gradients in the backward (their target has a gradient too).
 
-Budget: ``memory_budget`` bytes (default 64 MiB) for a tile's three temporaries (logits,
+Budget: ``memory_budget`` bytes (default 128 MiB) for a tile's three temporaries (logits,
 softmax, gradient); ``chunk_size`` fixes the rows per chunk instead. Chunks and blocks are
 balanced; one that does not divide N (or C) is handled by shifting the last chunk back to end
 at N, its rows of the previous chunk masked, so that one compiled body serves every chunk.
@@ -38,7 +38,7 @@ from jax import lax
 from ...backends import Terms
 
 #: Default bytes for the temporaries of a tile (its logits, softmax and gradient).
-DEFAULT_MEMORY_BUDGET = 64 * 2**20
+DEFAULT_MEMORY_BUDGET = 128 * 2**20
 #: Rows per chunk below which the classes are split into blocks instead (a product over fewer
 #: rows is slow: dW's update sums over the chunk's rows).
 _MIN_ROWS = 128

@@ -59,7 +59,7 @@ OPTIONS = (
     Option("chunk_size", None, "rows per chunk (None: chosen from memory_budget)",
            _positive_int_or_none, allowed="None | int >= 1"),
     Option("memory_budget", None, "bytes for a chunk's temporaries (its logits, softmax and "
-           "gradient); None: 64 MiB", _positive_int_or_none, allowed="None | int bytes"),
+           "gradient); None: 128 MiB", _positive_int_or_none, allowed="None | int bytes"),
 )
 
 
