@@ -136,17 +136,20 @@ def _reference_fn(spec, opts, torch):
 # ---------------------------------------------------------------------------------------------
 
 
-def build(spec, inputs, opts, peers=PEERS):
-    """name -> (fwd, fwd_bwd or None, extra) for loss ``spec`` on NumPy ``inputs``."""
-    import jax.numpy as jnp
-
+def build(spec, inputs, opts, peers=PEERS, torch_only=False):
+    """name -> (fwd, fwd_bwd or None, extra) for loss ``spec`` on NumPy ``inputs``;
+    ``torch_only``: the torch implementations alone (a peak-memory run: no JAX array or
+    compiled function in the process)."""
     import multiloss
 
     pos = diff_positions(spec, inputs)
-    jargs = tuple(jnp.asarray(a) for a in inputs)
     out = {}
-    ml = multiloss.get(spec.name, backend="jax", **opts)
-    out[ML_JAX] = _jax_pair(lambda *a: ml(*a), jargs, pos)
+    if not torch_only:
+        import jax.numpy as jnp
+
+        jargs = tuple(jnp.asarray(a) for a in inputs)
+        ml = multiloss.get(spec.name, backend="jax", **opts)
+        out[ML_JAX] = _jax_pair(lambda *a: ml(*a), jargs, pos)
 
     import torch
 
@@ -161,6 +164,8 @@ def build(spec, inputs, opts, peers=PEERS):
         out[TORCH_EAGER] = _torch_pair(ref, tensors, pos) + (None,)
     if "compile" in peers:
         out[TORCH_COMPILE] = _torch_pair(torch.compile(ref), tensors, pos) + (None,)
+    if torch_only:
+        peers = tuple(p for p in peers if p not in ("optax", "keras", "naive", "cce"))
     if "optax" in peers:
         fn = _optax_fn(spec.name, opts)
         if fn is not None:
@@ -173,7 +178,7 @@ def build(spec, inputs, opts, peers=PEERS):
         if fn is not None:
             out[KERAS] = _jax_pair(fn, jargs, pos)
     if spec.name == "linear_cross_entropy":
-        if "memory_budget" not in opts:
+        if "memory_budget" not in opts and not torch_only:
             small = multiloss.get(spec.name, backend="jax", memory_budget=2 * 2**20, **opts)
             out[ML_JAX_SMALL] = _jax_pair(lambda *a: small(*a), jargs, pos)
         if "cce" in peers and opts.get("reduction", "mean") == "mean":
@@ -199,7 +204,8 @@ def build(spec, inputs, opts, peers=PEERS):
                 return F.linear_cross_entropy(x, w, t, options=options)
 
             out[TORCH_CHUNKED] = _torch_pair(chunked, tensors, pos) + (None,)
-    out.update(floors(spec, inputs, pos))
+    if not torch_only:
+        out.update(floors(spec, inputs, pos))
     return out
 
 
