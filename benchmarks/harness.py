@@ -209,8 +209,9 @@ def overhead(framework, calls=300, rounds=31):
     framework's arrays once), in rounds that alternate the calls. ``framework`` "jax": the
     loss object against ``jax.jit`` of the same function (and optax's), each call blocked on
     (its full cost), and the same calls not waited on (what a call costs before it returns:
-    JAX dispatches asynchronously); "torch": the module against ``F.cross_entropy``. One framework per process: torch's OpenMP threads spin after a call
-    and would take the cores from JAX's calls."""
+    JAX dispatches asynchronously); "torch": the module against ``F.cross_entropy``. One
+    framework per process: torch's OpenMP threads spin after a call and would take the cores
+    from JAX's calls."""
     import numpy as np
 
     import multiloss
