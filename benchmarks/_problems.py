@@ -49,7 +49,7 @@ def _elementwise(name):
         if name == "binary_cross_entropy":
             return (rng.uniform(0.01, 0.99, (n, d)).astype(dtype),
                     (rng.random((n, d)) < 0.5).astype(dtype)), {}
-        if name in ("binary_cross_entropy_with_logits", "multilabel_soft_margin"):
+        if name in ("binary_cross_entropy_with_logits", "multilabel_soft_margin", "focal"):
             return (a * 3, (rng.random((n, d)) < 0.5).astype(dtype)), {}
         if name == "soft_margin":
             return (a, sign), {}
@@ -124,7 +124,8 @@ GENERATORS = {
 }
 for _name in ("mse", "l1", "huber", "smooth_l1", "binary_cross_entropy",
               "binary_cross_entropy_with_logits", "soft_margin", "multilabel_soft_margin",
-              "hinge_embedding", "poisson_nll", "gaussian_nll", "kl_div", "margin_ranking"):
+              "hinge_embedding", "poisson_nll", "gaussian_nll", "kl_div", "margin_ranking",
+              "focal"):
     GENERATORS[_name] = _elementwise(_name)
 
 

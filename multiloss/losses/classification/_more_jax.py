@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from ...backends import Terms
+from ._fused_jax import log_sigmoid, torch_pow
 
 __all__ = [
     "focal",
@@ -47,7 +48,7 @@ def _one_hot(target, n_classes, dtype):
 def _bce_logits(x, t):
     """torch's binary_cross_entropy_with_logits, unreduced: (1 - t) x - log_sigmoid(x), with
     torch's gradients (sigmoid(x) - t w.r.t. x, -x w.r.t. t)."""
-    return (1 - t) * x - jax.nn.log_sigmoid(x)
+    return (1 - t) * x - log_sigmoid(x)
 
 
 @_bce_logits.defjvp
@@ -65,7 +66,7 @@ def focal(input, target, *, alpha=0.25, gamma=2.0):
     p_t = p * t + (1 - p) * (1 - t)
     # gamma == 0: torch's pow gives the factor 1 with a zero gradient, also at 1 - p_t == 0
     # (where JAX's d x^0 / dx would be 0 * inf)
-    loss = ce * (jnp.ones_like(p_t) if gamma == 0 else (1 - p_t) ** gamma)
+    loss = ce * (jnp.ones_like(p_t) if gamma == 0 else torch_pow(1 - p_t, gamma))
     if alpha >= 0:
         alpha_t = alpha * t + (1 - alpha) * (1 - t)
         loss = alpha_t * loss
@@ -85,8 +86,8 @@ def softmax_focal(input, target, *, alpha=None, gamma=2.0, weight=None, ignore_i
     base = 1.0 - jnp.exp(logp_t)
     saturated = base == 0
     # a probability of exactly 1: the factor's value from a detached copy (kornia)
-    fw = jnp.where(saturated, jax.lax.stop_gradient(base) ** gamma,
-                   jnp.where(saturated, jnp.ones((), base.dtype), base) ** gamma)
+    fw = jnp.where(saturated, torch_pow(jax.lax.stop_gradient(base), gamma),
+                   torch_pow(jnp.where(saturated, jnp.ones((), base.dtype), base), gamma))
     zero = jnp.zeros((), input.dtype)
     loss = -fw * jnp.where(valid, logp_t, zero)
     if alpha is not None:
