@@ -633,7 +633,7 @@ def compare_low_precision(spec: LossSpec, sample: Sample, dtype: str) -> LowPrec
                               float(finite_ref.max()) if finite_ref.size else 0.0)
 
 
-def value_and_grads(backend: str, name: str, inputs, wrt=(), **options):
+def value_and_grads(backend: str, name: str, inputs, wrt=(), sample_weight=None, **options):
     """A loss's value (as NumPy) and the gradients of its summed output w.r.t. the inputs at
     positions ``wrt``, on one backend: the helper of the hand-written reference tests."""
     import multiloss
@@ -648,7 +648,7 @@ def value_and_grads(backend: str, name: str, inputs, wrt=(), **options):
             args = list(inputs)
             for i, v in zip(wrt, diff):
                 args[i] = v
-            return loss(*args)
+            return loss(*args, sample_weight=sample_weight)
 
         value = np.asarray(f(*[inputs[i] for i in wrt]))
         grads = jax.grad(lambda *d: jnp.sum(f(*d)), argnums=tuple(range(len(wrt))))(
@@ -657,6 +657,7 @@ def value_and_grads(backend: str, name: str, inputs, wrt=(), **options):
     import torch
 
     tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(inputs)]
-    out = loss(*tensors)
+    sw = None if sample_weight is None else torch.as_tensor(sample_weight)
+    out = loss(*tensors, sample_weight=sw)
     grads = torch.autograd.grad(out.sum(), [tensors[i] for i in wrt]) if wrt else ()
     return out.detach().numpy(), [g.numpy() for g in grads]

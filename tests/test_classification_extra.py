@@ -34,24 +34,9 @@ NAMES = ("focal", "softmax_focal", "poly1_cross_entropy", "generalized_cross_ent
 
 def _run(backend, name, inputs, wrt=(0,), sample_weight=None, **options):
     """Value and gradients (w.r.t. the inputs at positions ``wrt``) of the summed output."""
-    loss = multiloss.get(name, backend=backend, **options)
-    inputs = [np.asarray(x) for x in inputs]
-    if backend == "jax":
-        def f(*diff):
-            args = list(inputs)
-            for i, v in zip(wrt, diff):
-                args[i] = v
-            return jnp.sum(loss(*args, sample_weight=sample_weight))
-
-        primals = [inputs[i] for i in wrt]
-        value = f(*primals)
-        grads = jax.grad(f, argnums=tuple(range(len(wrt))))(*primals) if wrt else ()
-        return np.asarray(value), [np.asarray(g) for g in grads]
-    tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(inputs)]
-    sw = None if sample_weight is None else torch.as_tensor(sample_weight)
-    out = loss(*tensors, sample_weight=sw).sum()
-    grads = torch.autograd.grad(out, [tensors[i] for i in wrt]) if wrt else ()
-    return out.detach().numpy(), [g.numpy() for g in grads]
+    value, grads = testing.value_and_grads(backend, name, inputs, wrt,
+                                           sample_weight=sample_weight, **options)
+    return np.sum(value), grads
 
 
 def _optax_grad(fn, *args):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import multiloss
+from multiloss import testing
 
 jax.config.update("jax_enable_x64", True)
 
@@ -24,24 +25,10 @@ EPS12 = float(np.float32(1e-12))  # torch's cosine_embedding EPSILON, a C++ floa
 
 
 def _run(backend, name, inputs, wrt=(), sample_weight=None, **options):
-    """Value and gradients (w.r.t. the inputs at positions ``wrt``, of the summed output)."""
-    loss = multiloss.get(name, backend=backend, **options)
-    inputs = [np.asarray(x) for x in inputs]
-    if backend == "jax":
-        def f(*diff):
-            args = list(inputs)
-            for i, v in zip(wrt, diff):
-                args[i] = v
-            return jnp.sum(loss(*args, sample_weight=sample_weight))
-
-        value = f(*[inputs[i] for i in wrt])
-        grads = jax.grad(f, argnums=tuple(range(len(wrt))))(*[inputs[i] for i in wrt]) if wrt else ()
-        return float(value), [np.asarray(g) for g in grads]
-    tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(inputs)]
-    sw = None if sample_weight is None else torch.as_tensor(sample_weight)
-    out = loss(*tensors, sample_weight=sw).sum()
-    grads = torch.autograd.grad(out, [tensors[i] for i in wrt]) if wrt else ()
-    return out.item(), [g.numpy() for g in grads]
+    """Value and gradients (w.r.t. the inputs at positions ``wrt``) of the summed output."""
+    value, grads = testing.value_and_grads(backend, name, inputs, wrt,
+                                           sample_weight=sample_weight, **options)
+    return float(np.sum(value)), grads
 
 
 def _torch_grads(fn, inputs, wrt):
