@@ -414,6 +414,11 @@ class LossSpec:
             self.warn(bound)
         return bound
 
+    def __reduce__(self):
+        # pickled by name: a spec holds closures (checks, sample generators, references) and
+        # is registered once per process; unpickling looks the same spec up again
+        return (resolve, (self.name,))
+
     def coupled(self, bound: Mapping[str, Any]) -> bool:
         """Whether, with these bound options, a row's loss depends on the batch's other rows
         (``batch_coupled``)."""
