@@ -526,7 +526,8 @@ def resolve(name: str) -> LossSpec:
     if not close:
         close = [n for n in every if _norm(n).startswith(_norm(name)[:3])][:5]
     hint = f"; closest: {', '.join(close)}" if close else ""
-    raise ValueError(f"name: unknown loss {name!r}{hint}. multiloss.available() lists all")
+    raise ValueError(f"name: unknown loss {name!r}{hint}. `multiloss list` (in Python: "
+                     f"multiloss.available()) lists every loss")
 
 
 def available(family: str | None = None) -> list[str]:

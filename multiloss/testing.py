@@ -54,6 +54,9 @@ class CaseResult:
     torch_seconds: float
     errors: dict = field(default_factory=dict)  # "<backend>/<what>" -> error
     message: str = ""
+    #: why the backends' results were not compared: the reference library is not installed
+    #: (e.g. "keras"); the backends still ran, and ``message`` holds their errors
+    missing: str = ""
 
     @property
     def ok(self) -> bool:
@@ -255,23 +258,42 @@ def run_reference(spec: LossSpec, sample: Sample):
 # ---------------------------------------------------------------------------------------------
 
 
-def compare(spec: LossSpec, sample: Sample, dtype: str) -> CaseResult:
-    """Both backends against the reference on one sample."""
+#: The backends ``compare`` runs, and the function that runs each.
+RUNNERS = {"jax": run_jax, "torch": run_torch}
+
+
+def missing_module(error: ImportError) -> str:
+    """The top-level package an ImportError says is missing (its ``name``), else the text."""
+    name = getattr(error, "name", None)
+    return name.split(".")[0] if name else str(error)
+
+
+def compare(spec: LossSpec, sample: Sample, dtype: str,
+            backends: tuple = ("jax", "torch")) -> CaseResult:
+    """The ``backends`` against the reference on one sample. Where the reference library is
+    not installed (an ImportError: keras, kornia, torch itself in a JAX-only install), the
+    backends still run, and the result says what is missing (``CaseResult.missing``)."""
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        ref_value, ref_grads = run_reference(spec, sample)
+        missing = ""
+        try:
+            ref_value, ref_grads = run_reference(spec, sample)
+        except ImportError as e:
+            missing = missing_module(e)
         errors, message = {}, ""
         seconds = {}
-        for backend, runner in (("jax", run_jax), ("torch", run_torch)):
+        for backend in backends:
             try:
-                value, grads, secs, out_dtype = runner(spec, sample)
+                value, grads, secs, out_dtype = RUNNERS[backend](spec, sample)
             except Exception as e:  # noqa: BLE001 - reported as a failed case
                 message += f"{backend}: {type(e).__name__}: {e}; "
                 seconds[backend] = float("nan")
                 continue
             seconds[backend] = secs
+            if missing:
+                continue
             if out_dtype != str(ref_value.dtype):
                 message += f"{backend}: result dtype {out_dtype}, reference {ref_value.dtype}; "
             floor = SCALE_FLOOR[dtype]
@@ -285,12 +307,40 @@ def compare(spec: LossSpec, sample: Sample, dtype: str) -> CaseResult:
     grad_err = max((v for k, v in errors.items() if "/d_" in k), default=0.0)
     return CaseResult(spec.name, sample.id, dtype, value_err, grad_err,
                       seconds.get("jax", float("nan")), seconds.get("torch", float("nan")),
-                      errors, message.strip())
+                      errors, message.strip(), missing)
 
 
 def samples_for(spec: LossSpec, dtype: str, seed: int = 0) -> list[Sample]:
     rng = np.random.default_rng(seed + _seed(spec.name))
     return list(spec.samples(rng, np.dtype(dtype)))
+
+
+#: Words in a sample's id that mark an edge case (empty batches, infinities, NaN, extreme
+#: logits, ties, zeros, ignored targets).
+EDGE_WORDS = ("empty", "inf", "nan", "1e4", "extreme", "tie", "zero", "exact", "saturat",
+              "ignore")
+
+
+def is_edge(sample: Sample) -> bool:
+    return any(w in sample.id.lower() for w in EDGE_WORDS)
+
+
+def quick_samples(samples: list[Sample]) -> list[Sample]:
+    """The representative cases of a grid that ``multiloss parity`` runs by default (``--full``
+    runs all): the grid's first case (the loss's defaults), its middle case (a combination
+    of options) and one edge case (the middle of the grid's edge cases), each once."""
+    if len(samples) <= 3:
+        return list(samples)
+    edges = [s for s in samples if is_edge(s)]
+    plain = [s for s in samples if not is_edge(s)] or samples
+    picked = [samples[0], plain[len(plain) // 2]]
+    if edges:
+        picked.append(edges[len(edges) // 2])
+    out = []
+    for s in picked:
+        if all(s.id != o.id for o in out):
+            out.append(s)
+    return out
 
 
 def check_loss(name: str, dtype: str = "float64", seed: int = 0) -> list[CaseResult]:

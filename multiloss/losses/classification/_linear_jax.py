@@ -36,9 +36,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from ...backends import Terms
+from ._linear_spec import DEFAULT_MEMORY_BUDGET
 
-#: Default bytes for the temporaries of a tile (its logits, softmax and gradient).
-DEFAULT_MEMORY_BUDGET = 128 * 2**20
 #: Rows per chunk below which the classes are split into blocks instead (a product over fewer
 #: rows is slow: dW's update sums over the chunk's rows).
 _MIN_ROWS = 128

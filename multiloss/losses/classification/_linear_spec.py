@@ -17,6 +17,10 @@ from .._common import (
     positive,
 )
 
+#: Default bytes for the temporaries of a tile (its logits, softmax and gradient); shared by
+#: the JAX and torch functions (a framework-free module, so neither imports the other).
+DEFAULT_MEMORY_BUDGET = 128 * 2**20
+
 FAMILY = "classification"
 
 

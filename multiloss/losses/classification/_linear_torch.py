@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backends import Terms
-from ._linear_jax import DEFAULT_MEMORY_BUDGET
+from ._linear_spec import DEFAULT_MEMORY_BUDGET
 
 
 def _rows_per_chunk(n, n_logits, itemsize, chunk_size, memory_budget):

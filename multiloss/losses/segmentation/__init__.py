@@ -63,7 +63,8 @@ def smp_losses():
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
             "the segmentation references need segmentation_models_pytorch: pip install "
-            f"--no-deps segmentation-models-pytorch=={SMP_VERSION}"
+            f"--no-deps segmentation-models-pytorch=={SMP_VERSION}",
+            name="segmentation_models_pytorch",
         )
     stub = types.ModuleType(_STUB)
     stub.__path__ = list(spec.submodule_search_locations)
