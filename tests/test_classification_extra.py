@@ -91,8 +91,12 @@ def test_focal_by_hand(backend):
     v, _ = _run(backend, "focal", (x, t), reduction="none", wrt=())
     np.testing.assert_allclose(v, want.sum(), rtol=1e-14)
     # alpha < 0: no weighting (torchvision's alpha=-1)
-    v, _ = _run(backend, "sigmoid_focal", (x, t), alpha=-1.0, gamma=0.0, wrt=())
+    v, _ = _run(backend, "sigmoid_focal", (x, t), alpha=-1.0, gamma=0.0, reduction="mean",
+                wrt=())
     np.testing.assert_allclose(v, -np.log(p_t).mean(), rtol=1e-14)
+    # the default reduction is torchvision's, "none"
+    out = multiloss.get("focal", backend)(x, t)
+    np.testing.assert_allclose(np.asarray(out.tolist()), want, rtol=1e-14)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -131,7 +135,7 @@ def test_softmax_focal_gamma0_is_cross_entropy(backend):
     x = rng.normal(size=(5, 4, 3)) * 2
     t = rng.integers(0, 4, size=(5, 3))
     t[0, 0] = t[2, 1] = -100
-    v, (g,) = _run(backend, "softmax_focal", (x, t), gamma=0.0)
+    v, (g,) = _run(backend, "softmax_focal", (x, t), gamma=0.0, reduction="mean")
     xt = torch.tensor(x, requires_grad=True)
     ce = torch.nn.functional.cross_entropy(xt, torch.tensor(t))
     (ce_g,) = torch.autograd.grad(ce, xt)
@@ -171,7 +175,7 @@ def test_softmax_focal_mean_vs_kornia():
     k_mean = focal_loss(xt, tt, reduction="mean", **kw).item()
     for backend in BACKENDS:
         s = float(multiloss.get("softmax_focal", backend, reduction="sum", **kw)(x, t))
-        m = float(multiloss.get("softmax_focal", backend, **kw)(x, t))
+        m = float(multiloss.get("softmax_focal", backend, reduction="mean", **kw)(x, t))
         assert s == pytest.approx(k_sum, rel=1e-13)
         assert m == pytest.approx(k_sum / 7, rel=1e-13)  # 8 elements, 1 ignored
         assert k_mean == pytest.approx(k_sum / (3 * 8), rel=1e-13)
@@ -269,9 +273,9 @@ def test_sparsemax_knots(backend):
 def test_softmax_focal_all_ignored(backend):
     x = np.zeros((3, 2))
     t = np.full(3, -100)
-    v, (g,) = _run(backend, "softmax_focal", (x, t))
+    v, (g,) = _run(backend, "softmax_focal", (x, t), reduction="mean")
     assert np.isnan(v) and np.all(g == 0)
-    v, (g,) = _run(backend, "softmax_focal", (x, t), empty_reduction="zero")
+    v, (g,) = _run(backend, "softmax_focal", (x, t), reduction="mean", empty_reduction="zero")
     assert v == 0 and np.all(g == 0)
 
 

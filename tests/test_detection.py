@@ -53,8 +53,12 @@ def _by_hand():
 def test_values_by_hand(backend, name):
     v, _ = _run(backend, name, (B1, B2), reduction="none")
     np.testing.assert_allclose(v, _by_hand()[name], rtol=1e-15, atol=1e-15)
-    m, _ = _run(backend, name, (B1, B2))
+    m, _ = _run(backend, name, (B1, B2), reduction="mean")
     assert float(m) == pytest.approx(_by_hand()[name].mean(), rel=1e-15)
+    # the default is torchvision's reduction="none"
+    d = multiloss.get(name, backend)(B1, B2)
+    np.testing.assert_allclose(np.asarray(d.tolist()), _by_hand()[name], rtol=1e-15,
+                               atol=1e-15)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -112,8 +116,9 @@ def test_degenerate_boxes(backend):
 @pytest.mark.parametrize("name", NAMES)
 def test_empty_batch_mean_is_torchvisions_zero(backend, name):
     e = np.zeros((0, 4))
-    assert float(multiloss.get(name, backend)(e, e)) == 0.0
-    assert math.isnan(float(multiloss.get(name, backend, empty_reduction="nan")(e, e)))
+    assert float(multiloss.get(name, backend, reduction="mean")(e, e)) == 0.0
+    assert math.isnan(float(multiloss.get(name, backend, reduction="mean",
+                                          empty_reduction="nan")(e, e)))
     assert tuple(np.shape(multiloss.get(name, backend, reduction="none")(e, e))) == (0,)
 
 
@@ -210,6 +215,6 @@ def test_names_resolve_and_defaults():
     for name in NAMES:
         info = multiloss.info(name)
         opts = {o["name"]: o["default"] for o in info["options"]}
-        assert opts["eps"] == 1e-7 and opts["reduction"] == "mean"
+        assert opts["eps"] == 1e-7 and opts["reduction"] == "none"  # torchvision's defaults
         assert opts["empty_reduction"] == "zero"
         assert info["family"] == "detection" and "torchvision" in info["reference"]

@@ -780,13 +780,15 @@ register(LossSpec(
     ),
     formula=("p = sigmoid(x); ce = bce_with_logits(x, t) = (1 - t) x - log_sigmoid(x);\n"
              "p_t = p t + (1 - p)(1 - t); l = alpha_t ce (1 - p_t)^gamma, alpha_t = alpha t + "
-             "(1 - alpha)(1 - t) (only where alpha >= 0).\n'mean' averages over every element "
-             "(torchvision's reduction='mean')."),
+             "(1 - alpha)(1 - t) (only where alpha >= 0).\nThe default reduction is 'none' "
+             "(torchvision's); 'mean' averages over every element (torchvision's "
+             "reduction='mean')."),
     reference_name="torchvision.ops.sigmoid_focal_loss (torchvision 0.2x), transcribed on torch "
                    "in multiloss/losses/classification/_more_spec.py (torchvision does not "
                    "import beside torch 2.13 here); also checked against "
                    "optax.sigmoid_focal_loss",
-    notes=("torchvision's default reduction is 'none', multiloss's 'mean'. optax."
+    notes=("The default reduction is torchvision's, 'none' (the unreduced map; torch's "
+           "losses default to 'mean'). optax."
            "sigmoid_focal_loss defaults alpha=None (no weighting; multiloss: alpha < 0) and "
            "computes 1 - p_t as exp(logsumexp) of the log-sigmoids: equal to torchvision's to "
            "rounding where 1 - p_t is not tiny; where p_t rounds to 1 (|x| > ~37 in float64 "
@@ -802,6 +804,7 @@ register(LossSpec(
     random_sample=_focal_random,
     reference=_ref_focal,
     normalizer=_ones(lambda inputs: np.shape(inputs[0])),
+    default_reduction="none",
 ))
 
 register(LossSpec(
@@ -833,7 +836,7 @@ register(LossSpec(
              "detached copy).\n'mean' = sum(l) / the number of elements not ignored."),
     reference_name="kornia.losses.focal_loss (kornia 0.9), reduction='none' summed over the "
                    "classes; a per-class alpha is passed as kornia's weight",
-    notes=("kornia's 'none' returns an (N, C, *) map (the loss in the target's slice, 0 "
+    notes=("The default reduction is kornia's, 'none'. kornia's 'none' returns an (N, C, *) map (the loss in the target's slice, 0 "
            "elsewhere); multiloss returns its sum over the classes, (N, *). kornia's 'mean' "
            "divides by C times every element, ignored ones included; multiloss's 'mean' "
            "divides by the elements not ignored (torch's cross_entropy convention, without "
@@ -847,6 +850,7 @@ register(LossSpec(
     random_sample=_softmax_focal_random,
     reference=_ref_softmax_focal,
     normalizer=_softmax_focal_normalizer,
+    default_reduction="none",
 ))
 
 register(LossSpec(

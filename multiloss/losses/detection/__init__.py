@@ -22,7 +22,7 @@ What was checked in torchvision's source:
   checks nothing). multiloss raises for x2 < x1 or y2 < y1 where the boxes are concrete (as
   that assertion); zero-width, zero-height and point boxes are accepted;
 - "mean" of an empty batch is 0 in torchvision (``0.0 * loss.sum()``): these losses default
-  to ``empty_reduction="zero"``; torchvision's default reduction is "none", ours "mean".
+  to ``empty_reduction="zero"``; their default reduction is torchvision's, "none".
 """
 
 from __future__ import annotations
@@ -304,9 +304,9 @@ def _random(name):
 
 
 _COMMON_NOTES = (
-    "Boxes may have any leading shape (torchvision: (N, 4) or (4,)). torchvision's default "
-    "reduction is 'none' and its 'mean' of an empty batch is 0: multiloss defaults to "
-    "reduction='mean' and empty_reduction='zero'. Boxes with x2 < x1 or y2 < y1 raise where "
+    "Boxes may have any leading shape (torchvision: (N, 4) or (4,)). As torchvision, the "
+    "default reduction is 'none' and a 'mean' of an empty batch is 0 "
+    "(empty_reduction='zero'). Boxes with x2 < x1 or y2 < y1 raise where "
     "concrete (torchvision computes a meaningless number; fvcore's original giou asserted); "
     "under a JAX trace they are not checked. At tied coordinates (identical boxes) the "
     "gradient of each min / max is split evenly between its arguments (torch.max/min and "
@@ -336,6 +336,7 @@ def _spec(name, aliases, summary, formula, reference_name, fn, notes=""):
         random_sample=_random(name),
         reference=_reference(fn),
         normalizer=_normalizer,
+        default_reduction="none",
         default_empty_reduction="zero",
     ))
 

@@ -817,7 +817,8 @@ register(LossSpec(
     notes=("The definition with '- eps' (0 at a tie), Barron's and kornia's. Image-restoration "
            "code (LapSRN, EDVR, BasicSR) often uses sqrt(d^2 + eps^2) with eps = 1e-3 or 1e-6 "
            "without subtracting eps: that differs by the constant eps only (same gradients). "
-           "kornia has no scale: eps = 1 is kornia exactly."),
+           "kornia has no scale: eps = 1 is kornia exactly. The default reduction is "
+           "kornia's, 'none'."),
     check=_plain_check,
     samples=_extra_samples("charbonnier", _normal_pair(2.0), ({}, {"eps": 0.1}),
                            _charbonnier_edges),
@@ -825,6 +826,7 @@ register(LossSpec(
         {"eps": float(rng.choice([1e-3, 0.5, 1.0, 2.0]))} if rng.random() < 0.5 else {})),
     reference=_ref_charbonnier,
     normalizer=_normalizer_ones,
+    default_reduction="none",
 ))
 
 
