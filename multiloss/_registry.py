@@ -469,17 +469,19 @@ def check_sample_weight(sw: ArrayInfo, loss_shape: tuple) -> None:
         out = None
     if out == tuple(loss_shape):
         return
-    msg = (
+    raise ValueError(
         f"sample_weight: expected an array that broadcasts to the unreduced loss of shape "
-        f"{tuple(loss_shape)}, got shape {sw.shape}"
-    )
-    if len(sw.shape) == 1 and len(loss_shape) > 1 and sw.shape[0] == loss_shape[0]:
-        extra = ", ".join(["None"] * (len(loss_shape) - 1))
-        msg += (
-            f". Broadcasting aligns trailing dimensions; for one weight per sample use "
-            f"w[:, {extra}] (shape {(sw.shape[0],) + (1,) * (len(loss_shape) - 1)})"
-        )
-    raise ValueError(msg)
+        f"{tuple(loss_shape)}, got shape {sw.shape}" + per_sample_hint(sw.shape, loss_shape))
+
+
+def per_sample_hint(shape: tuple, to: tuple) -> str:
+    """The hint of a weight of shape (N,) against (N, ...): broadcasting aligns trailing
+    dimensions, so one weight per sample is ``w[:, None, ...]``. Empty where it does not apply."""
+    if len(shape) == 1 and len(to) > 1 and shape[0] == to[0]:
+        extra = ", ".join(["None"] * (len(to) - 1))
+        return (f". Broadcasting aligns trailing dimensions; for one weight per sample use "
+                f"w[:, {extra}] (shape {(shape[0],) + (1,) * (len(to) - 1)})")
+    return ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ class _Progress:
     """Progress on stderr: a bar redrawn in place on a terminal; elsewhere (a log, CI) a line
     at every tenth of the cases, naming the loss reached in the report's order and the ETA."""
 
-    def __init__(self, total, stream=sys.stderr, steps=10):
+    def __init__(self, total, stream=None, steps=10):
+        stream = sys.stderr if stream is None else stream
         self.total, self.done, self.stream = total, 0, stream
         self.t0 = time.perf_counter()
         self.tty = stream.isatty()

@@ -19,6 +19,10 @@ from multiloss import testing
 
 jax.config.update("jax_enable_x64", True)
 
+# NLLLoss2d is converted on purpose (a torch.nn loss class, deprecated in torch): its
+# FutureWarning is expected here
+pytestmark = pytest.mark.filterwarnings("ignore:`NLLLoss2d` has been deprecated:FutureWarning")
+
 TORCH_CLASSES = {
     name: cls for name, cls in vars(torch_losses).items()
     if inspect.isclass(cls) and issubclass(cls, torch_losses._Loss) and not name.startswith("_")

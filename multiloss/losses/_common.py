@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from .._registry import ArrayInfo
+from .._registry import ArrayInfo, per_sample_hint
 
 # ---------------------------------------------------------------------------------------------
 # checks
@@ -61,7 +61,8 @@ def check_broadcasts(name: str, shape: tuple, to: tuple) -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{name}: expected a shape that broadcasts to {tuple(to)}, got {shape}")
+        raise ValueError(f"{name}: expected a shape that broadcasts to {tuple(to)}, got "
+                         f"{tuple(shape)}" + per_sample_hint(tuple(shape), tuple(to)))
 
 
 def class_shapes(x: ArrayInfo) -> tuple[int, tuple]:

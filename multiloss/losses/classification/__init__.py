@@ -120,6 +120,30 @@ def _nll_check(named, opts):
     return _class_check(named, opts, allow_prob=False)
 
 
+def _check_probabilities(values, infos, opts):
+    """binary_cross_entropy's inputs and targets in [0, 1], as torch's kernel checks them (a
+    NaN fails too: torch's check is ``0 <= x <= 1``)."""
+    for name in ("input", "target"):
+        v = values.get(name)
+        if v is None or v.size == 0:
+            continue
+        bad = ~((v >= 0) & (v <= 1))
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name}: expected values in [0, 1] (torch: all elements of {name} should be "
+                f"between 0 and 1), got {v[bad][0]} at index {pos}")
+
+
+def _probabilities_ok(v) -> bool:
+    # NaN makes min/max NaN and fails the comparison: the full check then raises
+    return v.size == 0 or bool(v.min() >= 0 and v.max() <= 1)
+
+
+_check_probabilities.quick = lambda infos, opts: {"input": _probabilities_ok,
+                                                  "target": _probabilities_ok}
+
+
 def _bce_logits_check(named, opts):
     shape = elementwise_check(named, opts)
     pw = opts.get("pos_weight")
@@ -489,9 +513,14 @@ register(
         reference_name="torch.nn.functional.binary_cross_entropy (torch 2.13)",
         notes=(
             "Keras clips probabilities to [1e-7, 1 - 1e-7]; torch (and multiloss) clamp the logs "
-            "at -100 instead. An input outside [0, 1] raises in torch and gives NaN on JAX."
+            "at -100 instead. An input or target outside [0, 1] (NaN included) raises, as in "
+            "torch, where the values are concrete; under a JAX trace it is not checked (the "
+            "input gives NaN)."
         ),
         check=elementwise_check,
+        check_values=_check_probabilities,
+        value_args=("input", "target"),
+        value_kinds="f",
         samples=lambda rng, dtype: _binary_samples(rng, dtype, logits=False),
         random_sample=lambda rng, dtype: _binary_random(rng, dtype, logits=False),
         reference=_ref_bce,

@@ -146,6 +146,9 @@ def binary_cross_entropy(input, target, *, reduction, weight=None):
     return loss if reduction is not None else Terms(loss)
 
 
+binary_cross_entropy.kernel_checks_values = True  # torch checks input and target in [0, 1]
+
+
 def binary_cross_entropy_with_logits(input, target, *, reduction, weight=None, pos_weight=None):
     input, target = promote(input, target)
     loss = F.binary_cross_entropy_with_logits(
