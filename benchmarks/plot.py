@@ -52,8 +52,30 @@ ORDER = list(STYLE)
 SIZE_ORDER = ("small", "medium", "large")
 
 
+#: markers: multiloss large filled circles, each peer its own smaller shape, so that lines on
+#: the same values stay distinguishable
+MARKERS = {I.ML_JAX: ("o", 7), I.ML_TORCH: ("o", 7), I.ML_JAX_SMALL: ("o", 5),
+           I.ML_TORCH_COMPILED: ("o", 5), I.TORCH_EAGER: ("s", 4), I.TORCH_COMPILE: ("D", 4),
+           I.OPTAX: ("^", 5), I.KERAS: ("v", 5), I.JAX_NAIVE: ("P", 5),
+           I.TORCH_CHUNKED: ("X", 5), I.JAX_CCE: ("<", 5), FLOOR: (".", 6)}
+
+
 def _style(impl):
     return STYLE.get(impl, (impl, None, "-", 1.4))
+
+
+def _same(xa, xb, rel=0.01):
+    """Two series at the same points within ``rel``: drawn on one line."""
+    return len(xa) == len(xb) and all(
+        a[0] == b[0] and abs(a[1] - b[1]) <= rel * max(abs(a[1]), abs(b[1]))
+        for a, b in zip(xa, xb))
+
+
+def _line(ax, xy, impl):
+    label, color, ls, lw = _style(impl)
+    marker, ms = MARKERS.get(impl, ("o", 4))
+    (h,) = ax.plot(*zip(*xy), ls, color=color, lw=lw, marker=marker, ms=ms, label=label)
+    return label, h
 
 
 def _sorted(impls):
@@ -112,12 +134,24 @@ def _lines(ax, entries, kind, handles):
         pts = [(a, b) for a, b in pts if b is not None]
         if not pts:
             continue
-        label, color, ls, lw = _style(impl)
-        (h,) = ax.plot(*zip(*pts), ls, color=color, lw=lw, marker="o", ms=4, label=label)
+        label, h = _line(ax, pts, impl)
         handles.setdefault(label, h)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("input size (MiB)")
+    _log_grid(ax)
+
+
+def _log_grid(ax):
+    """Major grid lines; minor ticks only on an axis spanning under two decades (elsewhere
+    they add nothing a reader needs, and cost most of the drawing time)."""
+    import numpy as np
+    from matplotlib.ticker import NullLocator
+
+    lim = ax.dataLim
+    for axis, lo, hi in ((ax.xaxis, lim.x0, lim.x1), (ax.yaxis, lim.y0, lim.y1)):
+        if lo > 0 and hi > 0 and np.log10(hi / lo) > 2:
+            axis.set_minor_locator(NullLocator())
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.12)
 
@@ -376,31 +410,31 @@ def figure_scaling(entries):
                 xy = [(e["value"], times(e, kind).get(impl)) for e in pts]
                 xy = [(a, b) for a, b in xy if b is not None]
                 if xy:
-                    label, color, ls, lw = _style(impl)
-                    (h,) = ax.plot(*zip(*xy), ls, color=color, lw=lw, marker="o", ms=4,
-                                   label=label)
+                    label, h = _line(ax, xy, impl)
                     handles.setdefault(label, h)
             ax.set_title(f"{what}: median time", fontsize=9.5)
             ax.set_ylabel("ms")
         ax = axes[2]
+        series = {}
         for impl in _sorted({k for e in pts for k in (e.get("jax_memory") or {})}):
             xy = [(e["value"], (e.get("jax_memory") or {}).get(impl, {}).get("fwd_bwd"))
                   for e in pts]
             xy = [(a, (b["temp_bytes"] + b["output_bytes"]) / 2**20) for a, b in xy if b]
             if xy:
-                label, color, ls, lw = _style(impl)
-                (h,) = ax.plot(*zip(*xy), ls, color=color, lw=lw, marker="o", ms=4,
-                               label=label)
+                label, h = _line(ax, xy, impl)
                 handles.setdefault(label, h)
-        ax.set_title("XLA memory of forward + backward (JAX implementations)", fontsize=9.5)
+                series[impl] = xy
+        same = [f"{_style(b)[0]} = {_style(a)[0]}" for i, (a, xa) in enumerate(series.items())
+                for b, xb in list(series.items())[i + 1:] if _same(xa, xb)]
+        ax.set_title("XLA memory of forward + backward (JAX implementations)"
+                     + "".join(f"\n{t} (one line)" for t in same), fontsize=9.5)
         ax.set_ylabel("MiB (temporaries + outputs)")
         for ax in axes:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks([e["value"] for e in pts], [str(e["value"]) for e in pts])
             ax.set_xlabel(axis)
-            ax.grid(True, which="major", alpha=0.35)
-            ax.grid(True, which="minor", alpha=0.12)
+            _log_grid(ax)
         sub.legend(*_legend(handles), loc="outside right center", fontsize=8,
                    frameon=False)
         sub.suptitle(f"{loss} against {axis} ({fixed})", fontsize=11, fontweight="bold")
