@@ -160,29 +160,61 @@ def _ms(v):
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.3g}"
 
 
+#: the labels of the bar panels' rows (the legends keep the long ones)
+SHORT = {I.ML_JAX_SMALL: "multiloss-jax 2MiB budget", I.ML_TORCH_COMPILED:
+         "multiloss-torch compile", I.TORCH_EAGER: "reference (torch)",
+         I.TORCH_COMPILE: "torch.compile(ref.)", I.OPTAX: "optax", I.KERAS: "keras",
+         I.JAX_NAIVE: "JAX naive", I.TORCH_CHUNKED: "torch chunked", I.JAX_CCE: "jax-cce"}
+#: above this ratio of the slowest to the fastest time, one size is drawn as dots on a log axis
+#: (a linear axis would hide the fast ones), else as bars on a linear axis from 0
+BAR_SPREAD = 30.0
+
+
+def _ratio_text(v):
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
+
+
 def _bars(ax, entry, kind, handles):
-    """One size: a bar per implementation (linear time axis from 0), its median and its
-    ratio to the reference written at its end; the floor a dashed line."""
+    """One size: per implementation a bar (linear time axis from 0) or, where the times
+    spread over more than BAR_SPREAD, a dot on a log axis; its median and its ratio to the
+    reference written beside it; the floor a dashed line."""
     t = times(entry, kind)
     impls = [k for k in _sorted(t) if k != FLOOR]
     ref = t.get(I.TORCH_EAGER)
     ys = range(len(impls))
-    top = max(t.values())
+    vals = [t[k] for k in impls]
+    dots = max(vals) / min(vals) > BAR_SPREAD
     for y, impl in zip(ys, impls):
         label, color, _, _ = _style(impl)
-        ax.barh(y, t[impl], color=color, height=0.7)
+        if dots:
+            marker, ms = MARKERS.get(impl, ("o", 5))
+            ax.axhline(y, color="#e6e6e6", lw=0.8, zorder=0)
+            ax.plot([t[impl]], [y], marker=marker, ms=max(ms, 6), color=color, ls="none")
+        else:
+            ax.barh(y, t[impl], color=color, height=0.7)
         text = f" {_ms(t[impl])} ms"
         if ref and impl != I.TORCH_EAGER:
-            text += f" ({t[impl] / ref:.2f}x ref.)"
-        ax.text(t[impl], y, text, va="center", fontsize=7.5)
+            text += f" ({_ratio_text(t[impl] / ref)}x ref.)"
+        if dots:  # a column of the times right of the panel (the ratios: the summary's)
+            ax.text(1.03, y, f"{_ms(t[impl])} ms", va="center", fontsize=7.5,
+                    transform=ax.get_yaxis_transform())
+        else:
+            ax.text(t[impl], y, text, va="center", fontsize=7.5)
     if FLOOR in t:
         label, color, ls, lw = _style(FLOOR)
         h = ax.axvline(t[FLOOR], color=color, ls=ls, lw=lw, label=label)
         handles.setdefault(label, h)
-    ax.set_yticks(list(ys), [_style(k)[0] for k in impls], fontsize=8)
+    ax.set_yticks(list(ys), [SHORT.get(k, _style(k)[0]) for k in impls], fontsize=8)
     ax.set_ylim(len(impls) - 0.5, -0.5)
-    ax.set_xlim(0, top * 1.45)  # room for the labels
-    ax.set_xlabel("median time (ms)")
+    if dots:
+        ax.set_xscale("log")
+        lo = min([*vals, t.get(FLOOR, min(vals))])
+        ax.set_xlim(lo / 2, max(vals) * 2)
+        ax.set_xlabel("median time (ms, log)")
+        ax.xaxis.set_minor_locator(__import__("matplotlib").ticker.NullLocator())
+    else:
+        ax.set_xlim(0, max(vals) * 1.45)  # room for the labels
+        ax.set_xlabel("median time (ms)")
     ax.grid(True, axis="x", alpha=0.35)
 
 
@@ -342,7 +374,8 @@ def figure(results, headline=HEADLINE):
     per = max((len(part) for _, part in columns), default=0)
     h_detail = 6.2 if detail else 0.0
     h_summary = (1.9 + 0.19 * per) if show_summary else 0.0
-    width = max(12.0, 3.3 * len(detail) + 3.2)
+    single = all(len(_entries(results, n)) == 1 for n in detail)
+    width = max(12.0, (3.6 if single else 3.3) * len(detail) + 3.2)
     fig = plt.figure(figsize=(width, h_detail + h_summary), layout="constrained")
     subs = fig.subfigures(2 if detail and show_summary else 1, 1, squeeze=False,
                           height_ratios=[h for h in (h_detail, h_summary) if h])[:, 0]
@@ -354,7 +387,6 @@ def figure(results, headline=HEADLINE):
         handles = {}
         for col, loss in enumerate(detail):
             _time_panels(axes[:, col], results, loss, handles)
-        single = all(len(_entries(results, n)) == 1 for n in detail)
         sub.legend(*_legend(handles), loc="outside right center",
                    fontsize=8, title=None if single else "implementation", title_fontsize=8.5,
                    frameon=False)
