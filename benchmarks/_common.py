@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+#: The committed runs (documentation). No command writes here unless its --out names it.
 RESULTS = Path(__file__).resolve().parent / "results"
 
 _ALLOC_FILES = {

@@ -1,7 +1,9 @@
 """ctc: time and memory of multiloss's ctc on both backends against torch's F.ctc_loss and
 optax.ctc_loss.
 
-    python -m benchmarks.ctc [--out benchmarks/results/ctc.json] [--repeats 10]
+    python -m benchmarks.ctc [--out ctc.json] [--repeats 10]
+
+(the JSON goes to ``ctc.json`` in the current directory unless ``--out`` names another path)
 
 (``python -m benchmarks --loss ctc`` times ctc with the other losses' protocol, at three
 sizes; this script is the detailed CTC report: agreement with torch and T-scaling of memory.)
@@ -31,7 +33,8 @@ import numpy as np
 
 from . import _common
 
-DEFAULT_OUT = _common.RESULTS / "ctc.json"
+#: In the current directory: never into the source tree by default.
+DEFAULT_OUT = Path("ctc.json")
 
 
 def _problem(n_frames, n, n_classes, width, seed=0):
@@ -209,19 +212,41 @@ def print_report(rows, mem, values, agreement, cfg):
             print(f"{m['T']:<6} {_fmt(mib['multiloss-jax'], '<15.2f')} {_fmt(mib['optax'], '.2f')}")
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ctc", description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (>= 5)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs before (after compiling)")
-    p.add_argument("-T", type=int, default=200)
-    p.add_argument("-N", type=int, default=32)
-    p.add_argument("-C", type=int, default=64)
-    p.add_argument("-S", type=int, default=50)
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ctc",
+        description="Time and memory of multiloss's ctc on JAX and torch against torch's "
+                    "F.ctc_loss and optax.ctc_loss, on float32 log_softmax inputs of T frames, "
+                    "N sequences, C classes and padded targets of width S; agreement of values "
+                    "and gradients with torch; XLA's compiled memory against T. "
+                    "See benchmarks/ctc.py and docs/benchmarks.md.")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="JSON output path (default: ctc.json in the current directory)")
+    p.add_argument("--repeats", type=int, default=10,
+                   help="timed runs per measurement, at least 5 (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed runs before the timed ones, after compiling "
+                        "(default: %(default)s)")
+    p.add_argument("-T", type=int, default=200,
+                   help="frames per sequence (default: %(default)s); the input lengths are "
+                        "drawn in [3T/4, T]")
+    p.add_argument("-N", type=int, default=32, help="sequences in the batch (default: "
+                   "%(default)s)")
+    p.add_argument("-C", type=int, default=64,
+                   help="classes, the blank (0) included (default: %(default)s)")
+    p.add_argument("-S", type=int, default=50,
+                   help="width of the padded targets (default: %(default)s); the target "
+                        "lengths are drawn in [min(30, S), S]")
     p.add_argument("--memory-T", type=int, nargs="*", default=[100, 200, 400],
-                   help="frame counts of the memory analysis (none: skip it)")
+                   help="frame counts of the memory analysis; given without values: skip it "
+                        "(default: 100 200 400)")
     p.add_argument("--torch-threads", type=int, default=0,
-                   help="torch.set_num_threads (0: torch's default)")
+                   help="torch.set_num_threads; 0: torch's default (default: %(default)s)")
+    return p
+
+
+def main(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     if args.repeats < 5:
         p.error("--repeats: at least 5")

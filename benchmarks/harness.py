@@ -7,8 +7,9 @@ they have the loss) and the floors (one read of the inputs; one fresh write of a
 gradients' shapes). One worker process per loss; inside it, per size, every implementation is
 called in turn in each of ``--repeats`` rounds after ``--warmup`` calls, and a ratio is the
 median over the rounds of the two times of the same round. Medians in ms, ratios, the machine,
-versions and allocator settings go to a table, a JSON file and a PNG plot (time against input
-size, log-log, one line per implementation). See docs/benchmarks.md.
+versions and allocator settings go to a table, a JSON file and PNG figures
+(benchmarks/plot.py), in the current directory unless ``--out`` names another. See
+docs/benchmarks.md.
 
 Benchmarks are never assertions of the test suite: nothing here fails on a slow result.
 """
@@ -26,7 +27,9 @@ from pathlib import Path
 
 from . import _common as C
 
-DEFAULT_OUT = C.RESULTS
+#: Outputs go to the current directory unless --out names another: never into the source tree
+#: by default (benchmarks/results/ holds the committed runs; write there only on purpose).
+DEFAULT_OUT = Path(".")
 ALL_SIZES = ("small", "medium", "large")
 #: The default run: these losses at every size, every other one at DEFAULT_SIZES.
 HEADLINE = ("cross_entropy", "nll", "binary_cross_entropy_with_logits", "focal",
@@ -334,46 +337,6 @@ def print_overhead(ov):
     print("  " + ", ".join(f"{k}: {v:.2f}x" for k, v in ov["ratios"].items()))
 
 
-def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import _impls as I
-
-    losses = list(dict.fromkeys(e["loss"] for e in results if "median_ms" in e))
-    if not losses:
-        return None
-    fig, axes = plt.subplots(len(losses), 2, figsize=(12, 3.2 * len(losses)), squeeze=False)
-    for row, loss in enumerate(losses):
-        entries = [e for e in results if e["loss"] == loss and "median_ms" in e]
-        impls = list(dict.fromkeys(k for e in entries for k in e["median_ms"]))
-        for col, kind in enumerate(("fwd", "fwd_bwd")):
-            ax = axes[row][col]
-            for impl in impls:
-                pts = [(e["input_bytes"] / 2**20, e["median_ms"].get(impl, {}).get(kind))
-                       for e in entries]
-                pts = [(a, b) for a, b in pts if b is not None and b == b]
-                if kind == "fwd_bwd" and impl in I.FLOORS:
-                    continue
-                if not pts:
-                    continue
-                style = "--" if impl in I.FLOORS else "-"
-                ax.plot(*zip(*pts), style, marker="o", label=impl)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(f"{loss}: {'forward' if kind == 'fwd' else 'forward + backward'}")
-            ax.set_xlabel("input size (MiB)")
-            ax.set_ylabel("median time (ms)")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 # ---------------------------------------------------------------------------------------------
 # orchestration
 
@@ -399,18 +362,27 @@ def _parse_env(pairs):
 
 
 def build_parser(prog="python -m benchmarks"):
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Time every registered loss (forward, forward + backward) on multiloss's "
+                    "JAX and torch backends against the libraries that have it (torch "
+                    "eager and torch.compile, optax, Keras) and the memory floors (one read "
+                    "of the inputs, one fresh write of the gradients). Writes a table, "
+                    "NAME.json and the figures NAME.png and NAME_scaling.png to the current "
+                    "directory unless --out names another. See docs/benchmarks.md.")
     p.add_argument("--loss", action="append", help="only this loss (repeatable; default: all)")
     p.add_argument("--sizes", nargs="+", choices=ALL_SIZES,
                    help="sizes of every selected loss (default: small medium large for the "
                         f"headline losses {', '.join(HEADLINE)}, medium for the others; "
                         "--quick: small)")
     p.add_argument("--full", action="store_true",
-                   help="every loss at every size, torch.compile of every one (hours here)")
+                   help="every loss at every size, torch.compile of every one (hours here; "
+                        "default: off)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: the small size, no torch.compile peer, tiny scaling "
-                        "sweeps, no peak-memory or overhead runs, 1 warm-up call")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (>= 5)")
+                        "sweeps, no peak-memory or overhead runs, 1 warm-up call (default: off)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed rounds, at least 5 (default: 5)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 2; "
                    "--quick 1); the last sizes the measurement")
     p.add_argument("--peers", nargs="*", default=None,
@@ -420,21 +392,31 @@ def build_parser(prog="python -m benchmarks"):
     p.add_argument("--scaling", dest="scaling", action="store_true", default=None,
                    help="time and memory against N and C for cross_entropy and "
                         "linear_cross_entropy (default: on where they are selected)")
-    p.add_argument("--no-scaling", dest="scaling", action="store_false")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false",
+                   help="skip the scaling sweeps")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="output directory for NAME.json, NAME.png, NAME_scaling.png")
-    p.add_argument("--name", default="benchmark", help="file stem of the outputs")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNGs (needs matplotlib)")
+                   help="output directory of NAME.json, NAME.png, NAME_scaling.png "
+                        "(default: the current directory; created if missing)")
+    p.add_argument("--name", default="benchmark",
+                   help="file stem of the outputs (default: benchmark)")
+    p.add_argument("--no-plot", action="store_true",
+                   help="skip the PNGs (default: drawn; they need matplotlib)")
+    p.add_argument("--plot-per-loss", action="store_true",
+                   help="also NAME_per_loss.png: the time panels of every loss, one row each "
+                        "(default: off; NAME.png is one page: the headline losses' times and "
+                        "every loss's ratio to its reference)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the peak-memory runs of the torch implementations "
                         "(cross_entropy and linear_cross_entropy at their largest selected "
-                        "size, one fresh process each)")
+                        "size, one fresh process each; default: run, except with --quick)")
     p.add_argument("--no-overhead", action="store_true",
-                   help="skip the small-call overhead measurement")
+                   help="skip the small-call overhead measurement (default: run, except with "
+                        "--quick)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE",
                    help="environment of the worker processes (recorded), e.g. "
-                        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
-    p.add_argument("--timeout", type=int, default=3600, help="seconds per worker process")
+                        "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (default: none added)")
+    p.add_argument("--timeout", type=int, default=3600,
+                   help="seconds per worker process (default: 3600)")
     # worker modes (internal)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker-memory", metavar="IMPL", help=argparse.SUPPRESS)
@@ -634,10 +616,10 @@ def main(argv=None, prog="python -m benchmarks"):
     jpath.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print(f"\nwrote {jpath}")
     if not args.no_plot:
-        for path in (plot(results, args.out / f"{args.name}.png"),
-                     S.plot(scaled, args.out / f"{args.name}_scaling.png") if scaled else None):
-            if path:
-                print(f"wrote {path}")
+        from . import plot as P
+
+        for path in P.plot_report(report, args.out, args.name, per_loss=args.plot_per_loss):
+            print(f"wrote {path}")
     print(f"elapsed {elapsed:.0f}s")
     return 1 if failures else 0
 

@@ -130,50 +130,7 @@ def print_scaling(entries):
 
 
 def plot(entries, path):
-    import matplotlib
+    """The figure of the sweeps (benchmarks/plot.py, ``plot_scaling``)."""
+    from .plot import plot_scaling
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from . import _impls as I
-
-    keys = list(dict.fromkeys((e["loss"], e["axis"]) for e in entries if "median_ms" in e))
-    if not keys:
-        return None
-    fig, axes = plt.subplots(len(keys), 3, figsize=(16, 3.4 * len(keys)), squeeze=False)
-    for row, (loss, axis) in enumerate(keys):
-        pts = [e for e in entries if e["loss"] == loss and e["axis"] == axis and "median_ms" in e]
-        impls = list(dict.fromkeys(k for e in pts for k in e["median_ms"]))
-        fixed = ", ".join(f"{k}={v}" for k, v in pts[0]["dims"].items() if k != axis)
-        for col, kind in enumerate(("fwd", "fwd_bwd")):
-            ax = axes[row][col]
-            for impl in impls:
-                if kind == "fwd_bwd" and impl in I.FLOORS:
-                    continue
-                xy = [(e["value"], e["median_ms"].get(impl, {}).get(kind)) for e in pts]
-                xy = [(a, b) for a, b in xy if b is not None and b == b]
-                if xy:
-                    ax.plot(*zip(*xy), "--" if impl in I.FLOORS else "-", marker="o",
-                            label=impl)
-            ax.set_title(f"{loss} ({fixed}): {'forward' if kind == 'fwd' else 'fwd + bwd'}")
-            ax.set_ylabel("median time (ms)")
-        ax = axes[row][2]
-        for impl in impls:
-            xy = [(e["value"], (e.get("jax_memory") or {}).get(impl, {}).get("fwd_bwd"))
-                  for e in pts]
-            xy = [(a, (b["temp_bytes"] + b["output_bytes"]) / 2**20) for a, b in xy if b]
-            if xy:
-                ax.plot(*zip(*xy), marker="o", label=impl)
-        ax.set_title(f"{loss}: XLA memory of fwd + bwd (JAX)")
-        ax.set_ylabel("MiB (temporaries + outputs)")
-        for ax in axes[row]:
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel(axis)
-            ax.grid(True, which="both", alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return plot_scaling(entries, path)
