@@ -263,6 +263,14 @@ def _buffers_needed(spec: OptimizerSpec, groups: list[dict], cycles: bool) -> li
     return need
 
 
+def _delta(new_p, p):
+    """The update ``u`` with ``p + u == new_p`` where torch's in-place step gives ``new_p``:
+    ``new_p - p``, except 0 where the parameter did not change, so that an infinite parameter
+    that stays infinite (torch: ``-inf - lr * g == -inf``) does not become ``-inf - -inf = NaN``
+    in the update. Bitwise the same as ``new_p - p`` for finite values (x - x is +0)."""
+    return jnp.where(new_p == p, jnp.zeros_like(p), new_p - p)
+
+
 # --------------------------------------------------------------------------------------------
 # gradient clipping, torch.nn.utils semantics
 
@@ -470,7 +478,7 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
             g = jnp.asarray(g, dt)
             step = steps[i] + 1
             new_p, out = kernel(g, p, old, step.astype(sdt), hs[gi[i]], dt)
-            delta = new_p - p
+            delta = _delta(new_p, p)
             m = masks[i]
             if m is not None:
                 delta = jnp.where(m, delta, jnp.zeros_like(delta))
@@ -626,7 +634,9 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
             d = jnp.where(first, -g, r)
             prev_g = g
             prev_loss = loss
-            t_first = jnp.minimum(_c(1.0, dt), 1.0 / jnp.sum(jnp.abs(g))) * lr.astype(dt)
+            # torch: Python's min(1.0, 1 / |g|_1), i.e. 1.0 unless 1 / |g|_1 < 1 (NaN: 1.0)
+            inv = 1.0 / jnp.sum(jnp.abs(g))
+            t_first = jnp.where(inv < 1.0, inv, _c(1.0, dt)) * lr.astype(dt)
             t = jnp.where(first, t_first, lr.astype(dt))
             gtd = jnp.dot(g, d)
             stop = gtd > -tol_change
