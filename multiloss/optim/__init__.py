@@ -202,6 +202,10 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
     if labels is not None and param_groups is None:
         raise ValueError("labels: given without param_groups; labels name each parameter's group")
     tx = jx.make(spec, groups, keys, labels=labels, schedule=schedule, clip=clip)
+    tx._recipe = ("get", name, {
+        "schedule": schedule, "param_groups": param_groups, "labels": labels,
+        "clip_grad_norm": clip_grad_norm, "clip_norm_type": clip_norm_type,
+        "clip_grad_value": clip_grad_value, **hyperparameters})
     tx.spec = spec
     tx.__doc__ = spec.doc()
     tx.param_groups = groups
@@ -210,6 +214,19 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
     tx.schedule = schedule
     tx.clip = clip
     return tx
+
+
+def _rebuild(recipe):
+    """Unpickling a transform: build it again from its recipe (see TorchTransform)."""
+    kind = recipe[0]
+    if kind == "get":
+        return get(recipe[1], backend="jax", **recipe[2])
+    if kind == "clip":
+        return _backend("jax")._standalone_clip(recipe[1])
+    if kind == "from_torch":
+        tx = _rebuild(recipe[1])
+        return _backend("jax").with_torch_state(tx, tx.spec, recipe[2])
+    raise ValueError(f"unknown multiloss.optim transform recipe {kind!r}")
 
 
 def clip_grad_norm(max_norm: float, norm_type: float | str = 2.0):

@@ -413,7 +413,9 @@ def _standalone_clip(clip):
         out = _clip(leaves, masks, clip)
         return jax.tree_util.tree_unflatten(treedef, out), state
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    tx = TorchTransform(init, update)
+    tx._recipe = ("clip", clip)
+    return tx
 
 
 def clip_grad_norm(max_norm: float, norm_type: float = 2.0):
@@ -433,7 +435,18 @@ def clip_grad_value(clip_value: float):
 class TorchTransform(optax.GradientTransformationExtraArgs):
     """An optax.GradientTransformationExtraArgs carrying what built it: ``spec``,
     ``param_groups`` (each group's bound hyperparameters), ``labels``, ``schedule``,
-    ``clip``."""
+    ``clip``. It pickles as the recipe that built it (``get``'s arguments, from_torch's
+    state snapshot), rebuilt on loading: its ``init`` / ``update`` are closures. A callable
+    ``labels`` or a LambdaLR's function must then be picklable themselves (module-level)."""
+
+    def __reduce__(self):
+        recipe = self.__dict__.get("_recipe")
+        if recipe is None:
+            raise TypeError("this multiloss.optim transform does not know how it was built; "
+                            "only transforms made by multiloss.optim pickle")
+        from . import _rebuild
+
+        return (_rebuild, (recipe,))
 
 
 def _check_real(spec, leaves):
@@ -850,6 +863,7 @@ def with_torch_state(tx, spec, snap):
 
     out = TorchTransform(init, tx.update)
     out.__dict__.update(getattr(tx, "__dict__", {}))
+    out._recipe = ("from_torch", tx.__dict__.get("_recipe"), snap)
     return out
 
 
