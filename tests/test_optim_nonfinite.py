@@ -234,3 +234,41 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
     # the one place an additive update cannot follow torch: AdamW's p * (1 - lr * wd) < 0
     assert {w for w, _ in FLIPS} == {"adamw lr=inf (jax backend)",
                                      "adamw weight_decay=inf (jax backend)"}, FLIPS
+
+
+@pytest.mark.parametrize("clip", [("norm", 2.0), ("norm", "inf"), ("norm", 1.0), ("value", None)],
+                         ids=["norm2", "norm_inf", "norm1", "value"])
+def test_nonfinite_gradients_through_clipping(clip):
+    """clip_grad_norm / clip_grad_value before the step, a non-finite entry in one of two
+    parameters: torch.nn.utils' NaN / inf total norm scales every gradient (inf: by 0, so the
+    infinite entry becomes NaN and the other parameter's gradient 0); ours the same."""
+    kind, norm_type = clip
+    extra = ({"clip_grad_norm": 0.5, "clip_norm_type": norm_type} if kind == "norm"
+             else {"clip_grad_value": 0.5})
+    tx = mo.get("sgd", lr=0.1, momentum=0.9, **extra)
+    update = jax.jit(tx.update)
+    for v in VALUES:
+        rng = np.random.default_rng(2)
+        p0 = {"w": rng.normal(size=3), "b": rng.normal(size=2)}
+        grads = [{k: rng.normal(size=x.shape) for k, x in p0.items()} for _ in range(STEPS)]
+        grads[1]["w"][0] = v
+        tp = {k: torch.tensor(x, requires_grad=True) for k, x in p0.items()}
+        opt = torch.optim.SGD(list(tp.values()), lr=0.1, momentum=0.9)
+        jp = {k: jnp.asarray(x) for k, x in p0.items()}
+        s = tx.init(jp)
+        ref, ours = [], []
+        for g in grads:
+            for k, t in tp.items():
+                t.grad = torch.tensor(g[k])
+            if kind == "norm":
+                nt = math.inf if norm_type == "inf" else norm_type
+                torch.nn.utils.clip_grad_norm_(list(tp.values()), 0.5, norm_type=nt)
+            else:
+                torch.nn.utils.clip_grad_value_(list(tp.values()), 0.5)
+            opt.step()
+            ref.append(np.concatenate([tp["w"].detach().numpy(), tp["b"].detach().numpy()]))
+            u, s = update({k: jnp.asarray(x) for k, x in g.items()}, s, jp)
+            jp = optax.apply_updates(jp, u)
+            ours.append(np.concatenate([np.asarray(jp["w"]), np.asarray(jp["b"])]))
+        _assert_same(ours, ref, f"sgd clip {clip} {v}",
+                     np.concatenate([p0["w"], p0["b"]]))
