@@ -306,3 +306,19 @@ def test_from_torch_and_clip_transforms_pickle():
         _tree_equal(back.update(g, back.init(g))[0], clip.update(g, clip.init(g))[0])
     factory = pickle.loads(pickle.dumps(mo.get("adam", backend="torch", lr=0.1)))
     assert factory([torch.zeros(2, requires_grad=True)]).defaults["lr"] == 0.1
+
+
+def test_from_torch_lbfgs_that_converged_at_once_is_fresh():
+    """torch's LBFGS returns before setting its state when the first gradient is already
+    below tolerance_grad (only the counters exist): the conversion is the fresh state."""
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=1)
+
+    def closure():
+        w.grad = torch.zeros(3, dtype=torch.float64)
+        return 0.0
+
+    opt.step(closure)
+    assert set(opt.state[w]) == {"func_evals", "n_iter"}
+    tx = mo.from_torch(opt).transform
+    _tree_equal(tx.init([jnp.ones(3)]), mo.get("lbfgs", max_iter=1).init([jnp.ones(3)]))

@@ -46,8 +46,7 @@ def not_below(lo=None):
                             f"{value!r}")
         v = float(value)
         if lo is not None and v < lo:
-            raise ValueError(f"{name}: expected a value >= {lo} (or NaN, which torch accepts), "
-                             f"got {value!r}")
+            raise ValueError(f"{name}: expected a value in [{lo}, inf], got {value!r}")
         return v
 
     return check

@@ -198,7 +198,8 @@ def read_state(spec: OptimizerSpec, optimizer, scheduler, params=None) -> dict:
            "count": None, "plateau": None, "names": _names(optimizer, named)}
     if spec.name == "lbfgs":
         st = optimizer.state.get(params[0], {}) if params else {}
-        if st:
+        if st.get("d") is not None:  # (a first step that found max|g| <= tolerance_grad
+            # returned before setting anything but the counters: still fresh)
             for key in ("old_dirs", "old_stps", "ro"):
                 if len(st[key]) > optimizer.param_groups[0]["history_size"]:
                     raise ValueError(f"optimizer: LBFGS holds {len(st[key])} {key} entries, "
