@@ -8,6 +8,7 @@ parameter trees); pickling of every transform's state and of the transforms."""
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import jax
@@ -22,6 +23,8 @@ from multiloss.optim import schedules as S
 from multiloss.optim import testing as T
 
 jax.config.update("jax_enable_x64", True)
+
+LONG = os.environ.get("MULTILOSS_LONG") == "1"  # every optimizer with every schedule state
 
 #: every optimizer, with options that make it keep every buffer it has
 FULL = {
@@ -270,8 +273,11 @@ def _three_steps(tx, state, params, seed, metrics=None):
     return params, state
 
 
-@pytest.mark.parametrize("name", sorted(FULL))
-@pytest.mark.parametrize("schedule", [None, "plateau"])
+PICKLE_CASES = [(n, None) for n in sorted(FULL)] + [
+    (n, "plateau") for n in (sorted(FULL) if LONG else ("sgd", "lbfgs"))]
+
+
+@pytest.mark.parametrize("name,schedule", PICKLE_CASES)
 def test_state_pickles_and_continues_the_same_trajectory(name, schedule):
     """Every transform's state, mid-training (every buffer in use; ReduceLROnPlateau's counters
     in the schedule state), pickles to an equal state (values, dtypes, structure) from which
