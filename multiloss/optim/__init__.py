@@ -225,7 +225,7 @@ def _rebuild(recipe):
         return _backend("jax")._standalone_clip(recipe[1])
     if kind == "from_torch":
         tx = _rebuild(recipe[1])
-        return _backend("jax").with_torch_state(tx, tx.spec, recipe[2])
+        return _backend("jax").with_torch_state(tx, recipe[2])
     raise ValueError(f"unknown multiloss.optim transform recipe {kind!r}")
 
 
@@ -299,4 +299,4 @@ def from_torch(optimizer, scheduler=None, params=None, **extras) -> FromTorch:
     else:
         tx = get(spec.name, backend="jax", schedule=schedule, param_groups=groups,
                  labels=labels, **extras)
-    return FromTorch(_backend("jax").with_torch_state(tx, spec, snap), labels)
+    return FromTorch(_backend("jax").with_torch_state(tx, snap), labels)

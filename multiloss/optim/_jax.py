@@ -812,7 +812,7 @@ def _torch_leaf_index(snap, params, treedef) -> list[int]:
     return list(range(n_torch))
 
 
-def with_torch_state(tx, spec, snap):
+def with_torch_state(tx, snap):
     """``tx`` whose ``init(params)`` returns the torch optimizer's state as read in ``snap``
     (``_torch.read_state``), so that the JAX run continues torch's trajectory: per-parameter
     step counts and buffers (LBFGS: its history), the schedule's step count and

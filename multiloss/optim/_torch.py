@@ -212,8 +212,6 @@ def read_state(spec: OptimizerSpec, optimizer, scheduler, params=None) -> dict:
                 "prev_flat_grad": _np(st["prev_flat_grad"]),
                 "prev_loss": float(st["prev_loss"]),
             }
-            if st["d"].dtype != st["prev_flat_grad"].dtype:
-                raise ValueError("optimizer: LBFGS state of mixed dtypes")
         out["count"] = int(st.get("n_iter", 0)) if st else 0
     else:
         steps = []
