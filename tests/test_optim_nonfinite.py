@@ -219,8 +219,6 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
                 mo.get(name, backend="jax", **hyper)
             continue
         accepted += 1
-        if name == "lbfgs" and key in ("max_iter",):
-            continue
         p0, grads = _problem(1)
         ref_traj = _reference_run(name, hyper, p0, grads)
         what = f"{name} {key}={v}"
