@@ -202,6 +202,10 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
     if labels is not None and param_groups is None:
         raise ValueError("labels: given without param_groups; labels name each parameter's group")
     tx = jx.make(spec, groups, keys, labels=labels, schedule=schedule, clip=clip)
+    tx._recipe = ("get", name, {
+        "schedule": schedule, "param_groups": param_groups, "labels": labels,
+        "clip_grad_norm": clip_grad_norm, "clip_norm_type": clip_norm_type,
+        "clip_grad_value": clip_grad_value, **hyperparameters})
     tx.spec = spec
     tx.__doc__ = spec.doc()
     tx.param_groups = groups
@@ -210,6 +214,19 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
     tx.schedule = schedule
     tx.clip = clip
     return tx
+
+
+def _rebuild(recipe):
+    """Unpickling a transform: build it again from its recipe (see TorchTransform)."""
+    kind = recipe[0]
+    if kind == "get":
+        return get(recipe[1], backend="jax", **recipe[2])
+    if kind == "clip":
+        return _backend("jax")._standalone_clip(recipe[1])
+    if kind == "from_torch":
+        tx = _rebuild(recipe[1])
+        return _backend("jax").with_torch_state(tx, recipe[2])
+    raise ValueError(f"unknown multiloss.optim transform recipe {kind!r}")
 
 
 def clip_grad_norm(max_norm: float, norm_type: float | str = 2.0):
@@ -252,27 +269,34 @@ class FromTorch(NamedTuple):
 
 
 def from_torch(optimizer, scheduler=None, params=None, **extras) -> FromTorch:
-    """The optax transform reproducing a live (not yet stepped) torch optimizer and, if given,
-    its scheduler: the optimizer's class, each param group's hyperparameters (the base lr when
-    a scheduler has set ``lr``) and the scheduler's arguments.
+    """The optax transform reproducing a live torch optimizer and, if given, its scheduler,
+    where they are now: the optimizer's class, each param group's hyperparameters (the base
+    lr when a scheduler has set ``lr``), the scheduler's arguments and, when steps were taken,
+    their state: ``transform.init(params)`` returns torch's state converted (per-parameter
+    step counts, moments, accumulators and momentum buffers; LBFGS's direction, step and
+    (s, y) history; the scheduler's step count and ReduceLROnPlateau's best / bad-epoch /
+    cooldown counters and current lrs), so that a run moved from torch to JAX mid-training
+    continues on torch's trajectory. A fresh optimizer (no step taken, whatever its
+    constructor put in the state, e.g. Adagrad's accumulator) gives the fresh state. The
+    state is read when ``from_torch`` is called; later torch steps do not reach it.
 
     ``params``: a torch module or (name, tensor) pairs naming the parameters; the labels are
     then a dict name -> group index, matching a flat dict of JAX parameters keyed by the same
-    names (optimizers built from named parameters carry the names themselves). Otherwise the
-    labels are a list in the order of ``optimizer.param_groups``, matching JAX parameters whose
-    leaves come in that order. ``extras`` go to :func:`get` (``clip_grad_norm=...``; torch's
-    clipping is not part of its optimizer).
+    names (optimizers built from named parameters carry the names themselves); the state is
+    matched by name too. Otherwise the labels are a list in the order of
+    ``optimizer.param_groups``, matching JAX parameters whose leaves come in that order.
+    ``extras`` go to :func:`get` (``clip_grad_norm=...``; torch's clipping is not part of its
+    optimizer).
     """
     T = _backend("torch")
     spec = T.spec_of(optimizer)
-    T.check_fresh(optimizer)
     schedule = T.read_schedule(scheduler, optimizer)
     groups = T.read_groups(spec, optimizer, scheduler)
     labels = T.read_labels(optimizer, params)
+    snap = T.read_state(spec, optimizer, scheduler, params)
     if len(groups) == 1:
         tx = get(spec.name, backend="jax", schedule=schedule, **groups[0], **extras)
     else:
         tx = get(spec.name, backend="jax", schedule=schedule, param_groups=groups,
                  labels=labels, **extras)
-    return FromTorch(tx, labels)
-
+    return FromTorch(_backend("jax").with_torch_state(tx, snap), labels)

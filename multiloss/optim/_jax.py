@@ -263,6 +263,14 @@ def _buffers_needed(spec: OptimizerSpec, groups: list[dict], cycles: bool) -> li
     return need
 
 
+def _delta(new_p, p):
+    """The update ``u`` with ``p + u == new_p`` where torch's in-place step gives ``new_p``:
+    ``new_p - p``, except 0 where the parameter did not change, so that an infinite parameter
+    that stays infinite (torch: ``-inf - lr * g == -inf``) does not become ``-inf - -inf = NaN``
+    in the update. Bitwise the same as ``new_p - p`` for finite values (x - x is +0)."""
+    return jnp.where(new_p == p, jnp.zeros_like(p), new_p - p)
+
+
 # --------------------------------------------------------------------------------------------
 # gradient clipping, torch.nn.utils semantics
 
@@ -314,14 +322,83 @@ def _clip_spec(clip_grad_norm, norm_type, clip_grad_value):
     return None
 
 
-def _flat(treedef, tree, name):
+def _paths(tree, none_leaves=True) -> list[str]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=(lambda x: x is None) if none_leaves else None)
+    return [jax.tree_util.keystr(p) for p, _ in flat]
+
+
+def _array_like(x) -> bool:
+    return hasattr(x, "shape") or isinstance(x, (int, float, bool, complex))
+
+
+def _flat(treedef, tree, name, like=None, shape="same", who=""):
+    """``tree``'s leaves in the order of the parameters' ``treedef`` (``None`` leaves kept).
+    A clear ValueError naming the argument and the leaf's path where the structure differs
+    from the parameters' or, given the parameter leaves ``like``, where a leaf's shape is not
+    the parameter's (``shape="same"``) or not a scalar (``shape="scalar"``)."""
     if tree is None:
         return [None] * treedef.num_leaves
     try:
-        return treedef.flatten_up_to(tree)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{name}: expected a pytree with the parameters' structure "
-                         f"({treedef}), got {jax.tree_util.tree_structure(tree)}: {e}") from None
+        flat = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError):
+        flat = None
+    ref_paths = None
+    if flat is not None and any(x is not None and not _array_like(x) for x in flat):
+        flat = None  # a subtree where the parameters have a leaf
+    if flat is None:
+        ref_paths = _paths(jax.tree_util.tree_unflatten(treedef, [0] * treedef.num_leaves))
+        got = _paths(tree)
+        missing = [p for p in ref_paths if p not in got]
+        extra = [p for p in got if p not in ref_paths]
+        what = []
+        if missing:
+            what.append("missing " + ", ".join(f"{name}{p}" for p in missing[:5])
+                        + (" ..." if len(missing) > 5 else ""))
+        if extra:
+            what.append("unexpected " + ", ".join(f"{name}{p}" for p in extra[:5])
+                        + (" ..." if len(extra) > 5 else ""))
+        detail = "; ".join(what) if what else (
+            f"the containers differ: expected {treedef}, got "
+            f"{jax.tree_util.tree_structure(tree)}")
+        raise ValueError(f"{who}{name}: expected a pytree with the parameters' structure; "
+                         f"{detail}") from None
+    if like is not None:
+        paths = None
+        for i, (x, p) in enumerate(zip(flat, like)):
+            if x is None:
+                continue
+            xs, ps = jnp.shape(x), jnp.shape(p)
+            if (shape == "same" and xs != ps) or (shape == "scalar" and xs != ()):
+                if paths is None:
+                    paths = _paths(jax.tree_util.tree_unflatten(treedef,
+                                                                [0] * treedef.num_leaves))
+                want = (f"shape {ps} (the parameter's)" if shape == "same" else
+                        "a boolean scalar (whether the parameter has a gradient this step)")
+                raise ValueError(f"{who}{name}{paths[i]}: expected {want}, got shape {xs}")
+    return flat
+
+
+def _check_state(spec, state, treedef, leaves, fields):
+    """The state was built by ``init`` for parameters of this structure and these shapes."""
+    for field_name, tree in fields:
+        try:
+            flat = treedef.flatten_up_to(tree)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"{spec.name}: state.{field_name}: built by tx.init for parameters of another "
+                f"structure ({jax.tree_util.tree_structure(tree)}; the parameters: {treedef}): "
+                "call tx.init(params) for these parameters") from None
+        if field_name == "step" or field_name.endswith("mu_product']"):
+            continue
+        for i, (x, p) in enumerate(zip(flat, leaves)):
+            if jnp.shape(x) != jnp.shape(p):
+                path = _paths(jax.tree_util.tree_unflatten(treedef,
+                                                           [0] * treedef.num_leaves))[i]
+                raise ValueError(
+                    f"{spec.name}: state.{field_name}{path}: shape {jnp.shape(x)} was built by "
+                    f"tx.init for another parameter; params{path} has shape {jnp.shape(p)}: "
+                    "call tx.init(params) for these parameters")
 
 
 def _standalone_clip(clip):
@@ -332,11 +409,13 @@ def _standalone_clip(clip):
     def update(updates, state, params=None, *, has_grad=None, **extra):
         del params, extra
         leaves, treedef = jax.tree_util.tree_flatten(updates, is_leaf=lambda x: x is None)
-        masks = _flat(treedef, has_grad, "has_grad")
+        masks = _flat(treedef, has_grad, "has_grad", leaves, shape="scalar")
         out = _clip(leaves, masks, clip)
         return jax.tree_util.tree_unflatten(treedef, out), state
 
-    return optax.GradientTransformationExtraArgs(init, update)
+    tx = TorchTransform(init, update)
+    tx._recipe = ("clip", clip)
+    return tx
 
 
 def clip_grad_norm(max_norm: float, norm_type: float = 2.0):
@@ -356,7 +435,18 @@ def clip_grad_value(clip_value: float):
 class TorchTransform(optax.GradientTransformationExtraArgs):
     """An optax.GradientTransformationExtraArgs carrying what built it: ``spec``,
     ``param_groups`` (each group's bound hyperparameters), ``labels``, ``schedule``,
-    ``clip``."""
+    ``clip``. It pickles as the recipe that built it (``get``'s arguments, from_torch's
+    state snapshot), rebuilt on loading: its ``init`` / ``update`` are closures. A callable
+    ``labels`` or a LambdaLR's function must then be picklable themselves (module-level)."""
+
+    def __reduce__(self):
+        recipe = self.__dict__.get("_recipe")
+        if recipe is None:
+            raise TypeError("this multiloss.optim transform does not know how it was built; "
+                            "only transforms made by multiloss.optim pickle")
+        from . import _rebuild
+
+        return (_rebuild, (recipe,))
 
 
 def _check_real(spec, leaves):
@@ -441,8 +531,12 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
             raise ValueError(f"{spec.name}: params: the update needs the parameters (as "
                              "torch's step reads them), got None")
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        grads = _flat(treedef, updates, "updates")
-        masks = _flat(treedef, has_grad, "has_grad")
+        who = f"{spec.name}: "
+        grads = _flat(treedef, updates, "updates", leaves, who=who)
+        masks = _flat(treedef, has_grad, "has_grad", leaves, shape="scalar", who=who)
+        _check_state(spec, state, treedef, leaves,
+                     [("step", state.step)]
+                     + [(f"buffers[{k!r}]", v) for k, v in state.buffers.items()])
         gi = _group_index(labels, params, treedef, keys)
         grads = _clip(grads, masks, clip)
         sdt = _sdt()
@@ -470,7 +564,7 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
             g = jnp.asarray(g, dt)
             step = steps[i] + 1
             new_p, out = kernel(g, p, old, step.astype(sdt), hs[gi[i]], dt)
-            delta = new_p - p
+            delta = _delta(new_p, p)
             m = masks[i]
             if m is not None:
                 delta = jnp.where(m, delta, jnp.zeros_like(delta))
@@ -538,8 +632,18 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
         if params is None:
             raise ValueError("lbfgs: params: the update needs the parameters, got None")
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        grads = _flat(treedef, updates, "updates")
-        masks = _flat(treedef, has_grad, "has_grad")
+        grads = _flat(treedef, updates, "updates", leaves, who="lbfgs: ")
+        masks = _flat(treedef, has_grad, "has_grad", leaves, shape="scalar", who="lbfgs: ")
+        n = sum(int(jnp.size(p)) for p in leaves)
+        if state.d.shape != (n,):
+            raise ValueError(
+                f"lbfgs: state: built by tx.init for parameters of {state.d.shape[0]} elements "
+                f"in all, these have {n}: call tx.init(params) for these parameters")
+        if n == 0:
+            # no parameters (or only empty ones): nothing to step, as an empty tree is for
+            # every other optimizer here (torch refuses an empty parameter list when built)
+            return (jax.tree_util.tree_unflatten(treedef, [jnp.zeros_like(p) for p in leaves]),
+                    state._replace(count=state.count + 1))
         grads = _clip(grads, masks, clip)
         grads = [None if g is None else (g if m is None else jnp.where(m, g, jnp.zeros_like(g)))
                  for g, m in zip(grads, masks)]
@@ -566,7 +670,8 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
 
         def evaluate(x):
             loss, g = value_and_grad_fn(unflat(x))
-            return jnp.asarray(loss, sdt), flat_of(_flat(treedef, g, "grads"), leaves)
+            return jnp.asarray(loss, sdt), flat_of(_flat(treedef, g, "value_and_grad_fn's "
+                                                          "grads", leaves, who="lbfgs: "), leaves)
 
         flat_grad = flat_of(grads, leaves)
         # torch returns at once when max|g| <= tolerance_grad: nothing changes
@@ -626,7 +731,9 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
             d = jnp.where(first, -g, r)
             prev_g = g
             prev_loss = loss
-            t_first = jnp.minimum(_c(1.0, dt), 1.0 / jnp.sum(jnp.abs(g))) * lr.astype(dt)
+            # torch: Python's min(1.0, 1 / |g|_1), i.e. 1.0 unless 1 / |g|_1 < 1 (NaN: 1.0)
+            inv = 1.0 / jnp.sum(jnp.abs(g))
+            t_first = jnp.where(inv < 1.0, inv, _c(1.0, dt)) * lr.astype(dt)
             t = jnp.where(first, t_first, lr.astype(dt))
             gtd = jnp.dot(g, d)
             stop = gtd > -tol_change
@@ -677,3 +784,111 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
         return jax.tree_util.tree_unflatten(treedef, out), new_state
 
     return TorchTransform(init, update)
+
+
+# --------------------------------------------------------------------------------------------
+# from_torch: a torch optimizer's state as the transform's initial state
+
+
+def _torch_leaf_index(snap, params, treedef) -> list[int]:
+    """For each JAX parameter leaf, the index of its torch parameter in the snapshot
+    (``optimizer.param_groups`` order): by name when torch's names are known (the JAX
+    parameters a flat dict keyed by them), else by position."""
+    n_torch = len(snap["shapes"])
+    names = snap["names"]
+    if names is not None and None not in names:
+        index = {name: j for j, name in enumerate(names)}
+        try:
+            flat = treedef.flatten_up_to(index)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"params: from_torch's state is keyed by torch's parameter names "
+                f"{sorted(index)}; expected a flat dict with exactly those keys, got "
+                f"{treedef}") from None
+        return list(flat)
+    if treedef.num_leaves != n_torch:
+        raise ValueError(f"params: expected {n_torch} parameter leaves in the order of the torch "
+                         f"optimizer's param_groups, got {treedef.num_leaves}")
+    return list(range(n_torch))
+
+
+def with_torch_state(tx, snap):
+    """``tx`` whose ``init(params)`` returns the torch optimizer's state as read in ``snap``
+    (``_torch.read_state``), so that the JAX run continues torch's trajectory: per-parameter
+    step counts and buffers (LBFGS: its history), the schedule's step count and
+    ReduceLROnPlateau's counters. A parameter torch holds no state for starts fresh."""
+    base_init = tx.init
+
+    def init(params):
+        state = base_init(params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        idx = _torch_leaf_index(snap, params, treedef)
+        paths = _paths(params, none_leaves=False)
+        for i, j in enumerate(idx):
+            want = snap["shapes"][j]
+            if tuple(jnp.shape(leaves[i])) != want:
+                name = snap["names"][j] if snap["names"] else f"#{j}"
+                raise ValueError(f"params{paths[i]}: expected shape {want} (torch parameter "
+                                 f"{name}), got {jnp.shape(leaves[i])}")
+        sdt = _sdt()
+        count = jnp.asarray(snap["count"], jnp.int32)
+        sched = state.schedule
+        if snap["plateau"] is not None:
+            pl = snap["plateau"]
+            from .schedules import PlateauState
+
+            sched = PlateauState(jnp.asarray(pl["lrs"], sdt), jnp.asarray(pl["best"], sdt),
+                                 jnp.asarray(pl["num_bad_epochs"], jnp.int32),
+                                 jnp.asarray(pl["cooldown_counter"], jnp.int32),
+                                 jnp.asarray(pl["last_epoch"], jnp.int32))
+        if isinstance(state, LBFGSState):
+            return _lbfgs_from_torch(state, snap, leaves, idx)._replace(count=count,
+                                                                        schedule=sched)
+        steps = treedef.flatten_up_to(state.step)
+        bufs = {k: treedef.flatten_up_to(v) for k, v in state.buffers.items()}
+        for i, j in enumerate(idx):
+            st = snap["params"][j]
+            if not st:
+                continue
+            if "step" in st:
+                steps[i] = jnp.asarray(int(float(st["step"])), jnp.int32)
+            elif "momentum_buffer" in st:  # torch's SGD counts no steps; one was taken
+                steps[i] = jnp.ones((), jnp.int32)
+            for k in bufs:
+                if k in st:
+                    bufs[k][i] = jnp.asarray(st[k], bufs[k][i].dtype)
+        return TorchOptState(count, jax.tree_util.tree_unflatten(treedef, steps),
+                             {k: jax.tree_util.tree_unflatten(treedef, v)
+                              for k, v in bufs.items()}, sched)
+
+    out = TorchTransform(init, tx.update)
+    out.__dict__.update(getattr(tx, "__dict__", {}))
+    out._recipe = ("from_torch", tx.__dict__.get("_recipe"), snap)
+    return out
+
+
+def _lbfgs_from_torch(state, snap, leaves, idx):
+    st = snap["lbfgs"]
+    if st is None:
+        return state
+    # torch flattens the parameters in param_groups order, the JAX state in leaf order
+    sizes = [math.prod(s) for s in snap["shapes"]]
+    offs = [sum(sizes[:j]) for j in range(len(sizes))]
+    perm = jnp.asarray([k for j in idx for k in range(offs[j], offs[j] + sizes[j])], jnp.int32)
+    dt = state.d.dtype
+
+    def vec(x):
+        return jnp.asarray(x, dt)[perm] if perm.size else jnp.zeros((0,), dt)
+
+    k = len(st["old_dirs"])
+    dirs, stps, ro = state.old_dirs, state.old_stps, state.ro
+    for r in range(k):
+        dirs = dirs.at[r].set(vec(st["old_dirs"][r]))
+        stps = stps.at[r].set(vec(st["old_stps"][r]))
+        ro = ro.at[r].set(jnp.asarray(st["ro"][r], dt))
+    return state._replace(
+        n_iter=jnp.asarray(st["n_iter"], jnp.int32), d=vec(st["d"]), t=jnp.asarray(st["t"], dt),
+        old_dirs=dirs, old_stps=stps, ro=ro, num_old=jnp.asarray(k, jnp.int32),
+        head=jnp.zeros((), jnp.int32), H_diag=jnp.asarray(st["H_diag"], dt),
+        prev_flat_grad=vec(st["prev_flat_grad"]),
+        prev_loss=jnp.asarray(st["prev_loss"], state.prev_loss.dtype))

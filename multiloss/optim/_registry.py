@@ -11,6 +11,7 @@ hyperparameters into an ``optax.GradientTransformation``; ``multiloss.optim._tor
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,23 @@ def betas_check(name, value):
         raise TypeError(f"{name}: expected a pair (beta1, beta2), got {type(value).__name__} {value!r}")
     check = real(0.0, 1.0, hi_open=True)
     return (check(f"{name}[0]", value[0]), check(f"{name}[1]", value[1]))
+
+
+def not_below(lo=None):
+    """A real number that torch accepts as its ``if value < lo: raise`` check does: NaN passes
+    (torch.optim.SGD takes lr, momentum, weight_decay = NaN; LBFGS checks nothing), and so
+    does +-inf where not below ``lo``."""
+
+    def check(name, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__} "
+                            f"{value!r}")
+        v = float(value)
+        if lo is not None and v < lo:
+            raise ValueError(f"{name}: expected a value in [{lo}, inf], got {value!r}")
+        return v
+
+    return check
 
 
 def optional_bool(name, value):
@@ -224,10 +242,14 @@ register(OptimizerSpec(
     name="sgd", torch_class="SGD",
     summary="stochastic gradient descent with (Nesterov) momentum, dampening and L2 weight decay",
     options=(
-        _lr(1e-3),
-        Option("momentum", 0.0, "momentum factor", nonneg, allowed=">= 0"),
-        Option("dampening", 0.0, "dampening of the gradient in the momentum buffer", real()),
-        WEIGHT_DECAY,
+        # torch.optim.SGD checks `value < 0` only: NaN is accepted, and dampening is unchecked
+        Option("lr", 1e-3, "learning rate (a schedule scales it, see multiloss.optim.schedules)",
+               not_below(0.0), allowed=">= 0 (or NaN)"),
+        Option("momentum", 0.0, "momentum factor", not_below(0.0), allowed=">= 0 (or NaN)"),
+        Option("dampening", 0.0, "dampening of the gradient in the momentum buffer",
+               not_below()),
+        Option("weight_decay", 0.0, "L2 penalty added to the gradient: g + weight_decay * p",
+               not_below(0.0), allowed=">= 0 (or NaN)"),
         Option("nesterov", False, "Nesterov momentum (needs momentum > 0, dampening = 0)", boolean),
         MAXIMIZE, FOREACH, DIFFERENTIABLE, FUSED,
     ),
@@ -468,9 +490,9 @@ register(OptimizerSpec(
                "(JAX: pass value_and_grad_fn to update)", positive_int, allowed="int >= 1"),
         Option("max_eval", None, "evaluations per step (None: max_iter * 5 // 4)",
                optional_positive_int, allowed="None | int >= 1"),
-        Option("tolerance_grad", 1e-7, "stop when max|g| <= tolerance_grad", real()),
+        Option("tolerance_grad", 1e-7, "stop when max|g| <= tolerance_grad", not_below()),
         Option("tolerance_change", 1e-9, "stop on smaller changes of loss or parameters",
-               real()),
+               not_below()),
         Option("history_size", 100, "number of (s, y) pairs kept", positive_int,
                allowed="int >= 1"),
         Option("line_search_fn", None, "None (fixed step) or 'strong_wolfe' (torch only)",

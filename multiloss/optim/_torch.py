@@ -84,19 +84,12 @@ def read_schedule(scheduler, optimizer):
         return None
     if getattr(scheduler, "optimizer", None) is not optimizer:
         raise ValueError("scheduler: expected a scheduler of the given optimizer")
-    name = type(scheduler).__name__
     if isinstance(scheduler, L.ReduceLROnPlateau):
-        if scheduler.last_epoch != 0 or scheduler.num_bad_epochs != 0:
-            raise ValueError("scheduler: from_torch reads a fresh ReduceLROnPlateau (not stepped "
-                             f"yet), got one at last_epoch={scheduler.last_epoch}")
         return S.ReduceLROnPlateau(mode=scheduler.mode, factor=scheduler.factor,
                                    patience=scheduler.patience, threshold=scheduler.threshold,
                                    threshold_mode=scheduler.threshold_mode,
                                    cooldown=scheduler.cooldown, min_lr=list(scheduler.min_lrs),
                                    eps=scheduler.eps)
-    if scheduler.last_epoch != 0:
-        raise ValueError(f"scheduler: from_torch reads a fresh scheduler (last_epoch 0, as "
-                         f"constructed), got {name} at last_epoch={scheduler.last_epoch}")
     return _schedule(scheduler, top=True)
 
 
@@ -175,12 +168,69 @@ def read_labels(optimizer, params):
     return [gi for gi, g in enumerate(optimizer.param_groups) for _ in g["params"]]
 
 
-def check_fresh(optimizer):
-    if len(optimizer.state):
-        raise ValueError(
-            f"optimizer: from_torch reads a fresh optimizer (no step taken); this one holds "
-            f"state for {len(optimizer.state)} parameter(s). Build the JAX transform from the "
-            "optimizer as constructed; its state is not transferred")
+def _np(v):
+    """A torch state entry as NumPy (a copy: later torch steps do not reach it)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().clone().numpy()
+    return v
+
+
+def _names(optimizer, params) -> list | None:
+    """torch's parameter names in ``optimizer.param_groups`` order (from ``params``, a module
+    or (name, tensor) pairs, or the optimizer's own ``param_names``), else None."""
+    if params is not None:
+        named = params.named_parameters() if isinstance(params, torch.nn.Module) else params
+        by_id = {id(p): n for n, p in named}
+        return [by_id.get(id(p)) for g in optimizer.param_groups for p in g["params"]]
+    if all("param_names" in g for g in optimizer.param_groups):
+        return [n for g in optimizer.param_groups for n in g["param_names"]]
+    return None
+
+
+def read_state(spec: OptimizerSpec, optimizer, scheduler, params=None) -> dict:
+    """A framework-free snapshot of the optimizer's and scheduler's state now: per parameter
+    (in ``optimizer.param_groups`` order) its shape and torch's state entries as NumPy (empty:
+    no step taken for it; Adagrad's constructor fills step 0 and the accumulator), LBFGS's
+    global state, the scheduler's step count and ReduceLROnPlateau's counters."""
+    named = params
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    out = {"shapes": [tuple(p.shape) for p in params], "params": [], "lbfgs": None,
+           "count": None, "plateau": None, "names": _names(optimizer, named)}
+    if spec.name == "lbfgs":
+        st = optimizer.state.get(params[0], {}) if params else {}
+        if st.get("d") is not None:  # (a first step that found max|g| <= tolerance_grad
+            # returned before setting anything but the counters: still fresh)
+            for key in ("old_dirs", "old_stps", "ro"):
+                if len(st[key]) > optimizer.param_groups[0]["history_size"]:
+                    raise ValueError(f"optimizer: LBFGS holds {len(st[key])} {key} entries, "
+                                     "more than its history_size")
+            out["lbfgs"] = {
+                "n_iter": int(st["n_iter"]), "d": _np(st["d"]), "t": float(st["t"]),
+                "old_dirs": [_np(x) for x in st["old_dirs"]],
+                "old_stps": [_np(x) for x in st["old_stps"]],
+                "ro": [float(x) for x in st["ro"]], "H_diag": float(st["H_diag"]),
+                "prev_flat_grad": _np(st["prev_flat_grad"]),
+                "prev_loss": float(st["prev_loss"]),
+            }
+        out["count"] = int(st.get("n_iter", 0)) if st else 0
+    else:
+        steps = []
+        for p in params:
+            st = optimizer.state.get(p, {})
+            entry = {k: _np(v) for k, v in st.items() if v is not None}
+            out["params"].append(entry)
+            if "step" in entry:
+                steps.append(int(float(entry["step"])))
+        out["count"] = max(steps, default=0)
+    if scheduler is not None:
+        out["count"] = int(scheduler.last_epoch)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            out["plateau"] = {
+                "lrs": [_scalar(g["lr"]) for g in optimizer.param_groups],
+                "best": float(scheduler.best), "num_bad_epochs": int(scheduler.num_bad_epochs),
+                "cooldown_counter": int(scheduler.cooldown_counter),
+                "last_epoch": int(scheduler.last_epoch)}
+    return out
 
 
 __all__ = ["TORCH_ONLY", "make", "spec_of"]

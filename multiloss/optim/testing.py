@@ -84,6 +84,7 @@ class Case:
     naive: Callable | None = None
     naive_gap: float | None = None  # the naive port diverges by more than this (tests assert it)
     from_torch: bool = False
+    convert_at: int = 0  # from_torch after this many torch steps (its state converted)
     steps: int = STEPS
     seed: int = 0
 
@@ -140,11 +141,11 @@ def run_torch(case: Case, dtype: str, build_only=False):
     return _torch_loop(case, opt, sched, named, grad, loss)
 
 
-def _torch_loop(case, opt, sched, named, grad, loss):
+def _torch_loop(case, opt, sched, named, grad, loss, steps=None):
     import torch
 
     traj = []
-    for k in range(case.steps):
+    for k in range(case.steps if steps is None else steps):
         def closure(k=k):
             p = {n: v.detach().numpy() for n, v in named.items()}
             g = grad(p)
@@ -182,16 +183,23 @@ def _torch_class(name):
 # the JAX side
 
 
-def _jax_loops(case, tx, dtypes, naive=False) -> dict:
+def _jax_loops(case, tx, dtypes, naive=False, start=None) -> dict:
     """The JAX trajectories of ``case`` in each of ``dtypes``, stepped together by one
-    jitted function (one compilation for all dtypes)."""
+    jitted function (one compilation for all dtypes). ``start``: dtype -> (transform,
+    parameters) to start from at step ``case.convert_at`` (``from_torch`` mid-training)."""
     import jax
     import jax.numpy as jnp
     import optax
 
     probs = {d: problem(d, case.seed) for d in dtypes}
-    params = {d: {k: jnp.asarray(v) for k, v in probs[d][0].items()} for d in dtypes}
-    states = {d: tx.init(params[d]) for d in dtypes}
+    first = 0
+    if start is None:
+        params = {d: {k: jnp.asarray(v) for k, v in probs[d][0].items()} for d in dtypes}
+        states = {d: tx.init(params[d]) for d in dtypes}
+    else:
+        first = case.convert_at
+        params = {d: {k: jnp.asarray(v) for k, v in start[d][1].items()} for d in dtypes}
+        states = {d: start[d][0].init(params[d]) for d in dtypes}
     lbfgs_many = case.optimizer == "lbfgs" and case.hyper.get("max_iter", 20) > 1 and not naive
 
     def value_and_grad(d):
@@ -224,7 +232,7 @@ def _jax_loops(case, tx, dtypes, naive=False) -> dict:
         return tuple(one(d, *a) for d, a in zip(dtypes, args))
 
     trajs = {d: [] for d in dtypes}
-    for k in range(case.steps):
+    for k in range(first, case.steps):
         args = []
         for d in dtypes:
             _, grad, loss = probs[d]
@@ -253,6 +261,18 @@ def _jax_loop(case, tx, dtype, naive=False):
     return _jax_loops(case, tx, (dtype,), naive)[dtype]
 
 
+def converted(case: Case, dtype: str):
+    """The torch optimizer of ``case`` after ``case.convert_at`` steps, converted by
+    ``from_torch`` (state included): the transform and torch's parameters at that point."""
+    from . import from_torch
+
+    opt, sched, named = run_torch(case, dtype, build_only=True)
+    _, grad, loss = problem(dtype, case.seed)
+    _torch_loop(case, opt, sched, named, grad, loss, steps=case.convert_at)
+    tx = from_torch(opt, sched, params=list(named.items()), **case.jax).transform
+    return tx, {n: v.detach().numpy().copy() for n, v in named.items()}
+
+
 def build_jax(case: Case):
     from . import from_torch, get
 
@@ -270,9 +290,14 @@ def run_all(case: Case, dtypes=("float64", "float32"), naive: bool = False,
     refs = {d: run_torch(case, d) for d in dtypes}
     out = {}
     if ours:
-        trajs = _jax_loops(case, build_jax(case), dtypes)
+        if case.convert_at:
+            start = {d: converted(case, d) for d in dtypes}
+            trajs = _jax_loops(case, start[dtypes[0]][0], dtypes, start=start)
+        else:
+            trajs = _jax_loops(case, build_jax(case), dtypes)
         for d in dtypes:
-            out[d] = Result(case.id, d, [_error(a, b) for a, b in zip(trajs[d], refs[d])])
+            ref = refs[d][case.convert_at:]
+            out[d] = Result(case.id, d, [_error(a, b) for a, b in zip(trajs[d], ref)])
     if (naive or not ours) and case.naive is not None and "float64" in dtypes:
         other = _jax_loop(case, case.naive(), "float64", naive=True)
         errs = [_error(a, b) for a, b in zip(other, refs["float64"])]
@@ -584,6 +609,39 @@ def _cases() -> list[Case]:
     add("from_torch/rmsprop_lambda", "rmsprop", {"lr": 0.01, "momentum": 0.5},
         torch_groups=_groups_wb({}, {"lr": 0.02, "centered": True}),
         torch_schedule=_sched("LambdaLR", lr_lambda=[_lambda, _lambda_b]), from_torch=True)
+
+    # ---- from_torch mid-training: k torch steps, convert (state included), continue on JAX
+    def mid(id_, optimizer, hyper, k=10, steps=30, **kw):
+        add(f"from_torch_mid/{id_}", optimizer, hyper, from_torch=True, convert_at=k,
+            steps=steps, **kw)
+
+    mid("sgd_momentum", "sgd", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3})
+    mid("sgd_no_grad_b", "sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+        no_grad=lambda k, name: name == "b" and k < 12)  # b has no torch state at conversion
+    mid("adam_amsgrad", "adam", {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1})
+    mid("adamw_groups_onecycle", "adamw", {"lr": 0.05},
+        torch_groups=_groups_wb({"weight_decay": 0.05}, {"weight_decay": 0.0, "amsgrad": True}),
+        torch_schedule=_sched("OneCycleLR", max_lr=[0.1, 0.05], total_steps=30,
+                              pct_start=0.4))
+    mid("rmsprop_lambda", "rmsprop", {"lr": 0.01, "momentum": 0.5},
+        torch_groups=_groups_wb({}, {"lr": 0.02, "centered": True}),
+        torch_schedule=_sched("LambdaLR", lr_lambda=[_lambda, _lambda_b]))
+    mid("adagrad", "adagrad", {"lr": 0.05, "lr_decay": 0.01, "initial_accumulator_value": 0.3})
+    mid("adadelta_step", "adadelta", {"weight_decay": 0.1},
+        torch_schedule=_sched("StepLR", step_size=7, gamma=0.5))
+    mid("adamax", "adamax", {"lr": 0.05, "weight_decay": 0.1})
+    mid("nadam_plateau", "nadam", {"lr": 0.05, "decoupled_weight_decay": True,
+                                   "weight_decay": 0.1},
+        torch_schedule=_sched("ReduceLROnPlateau", factor=0.5, patience=2, cooldown=1),
+        metric=_plateau_metric, k=17)  # mid-cooldown, one lr reduction behind it
+    mid("radam_sequential", "radam", {"lr": 0.05},
+        torch_schedule=seq, k=12)  # past the first milestone
+    mid("lbfgs", "lbfgs", {"lr": 0.1, "max_iter": 1, "history_size": 4},
+        torch_schedule=_sched("StepLR", step_size=8, gamma=0.5))  # the history has wrapped
+    mid("lbfgs_max_iter=5", "lbfgs", {"lr": 0.1, "max_iter": 5, "history_size": 6},
+        k=3, steps=12)
+    mid("sgd_warm_restarts", "sgd", {"lr": 0.05, "momentum": 0.9},
+        torch_schedule=_sched("CosineAnnealingWarmRestarts", T_0=4, T_mult=2), k=9)
     return c
 
 
