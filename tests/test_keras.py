@@ -41,15 +41,16 @@ REDUCTION = {"sum_over_batch_size": "sum_over_batch_size", "sum": "sum", "none":
              "mean": "sum_over_batch_size", "mean_with_sample_weight": "mean_with_sample_weight"}
 
 
-def _ours(backend, name, y_pred, y_true, sample_weight=None, **options):
+def _ours(backend, name, y_true, y_pred, sample_weight=None, **options):
+    """multiloss's keras.* loss called as Keras' are: loss(y_true, y_pred)."""
     loss = multiloss.get(name, backend=backend, **options)
     if backend == "jax":
-        return np.asarray(loss(y_pred, y_true, sample_weight=sample_weight))
+        return np.asarray(loss(y_true, y_pred, sample_weight=sample_weight))
     sw = None if sample_weight is None else torch.as_tensor(sample_weight)
-    return loss(torch.as_tensor(y_pred), torch.as_tensor(y_true), sample_weight=sw).numpy()
+    return loss(torch.as_tensor(y_true), torch.as_tensor(y_pred), sample_weight=sw).numpy()
 
 
-def _keras(cls, y_pred, y_true, sample_weight=None, **kwargs):
+def _keras(cls, y_true, y_pred, sample_weight=None, **kwargs):
     with keras_float64():
         loss = getattr(keras.losses, cls)(dtype="float64", **kwargs)
         return np.asarray(loss(jnp.asarray(y_true), jnp.asarray(y_pred),
@@ -111,15 +112,15 @@ def _case(name, rng):
 def test_keras_reductions_and_sample_weight(name):
     rng = np.random.default_rng(7)
     cls, x, t, opts = _case(name, rng)
-    loss_shape = _ours("jax", f"keras.{name}", x, t, reduction="none", **opts).shape
+    loss_shape = _ours("jax", f"keras.{name}", t, x, reduction="none", **opts).shape
     weights = {"none": None, "per-element": rng.uniform(0, 2, loss_shape),
                "zeros": np.zeros(loss_shape)}
     weights["per-element"].flat[0] = 0.0
     for red_keras, red in REDUCTION.items():
         for wname, sw in weights.items():
-            want = _keras(cls, x, t, sample_weight=sw, reduction=red_keras, **opts)
+            want = _keras(cls, t, x, sample_weight=sw, reduction=red_keras, **opts)
             for backend in BACKENDS:
-                got = _ours(backend, f"keras.{name}", x, t, sample_weight=sw, reduction=red,
+                got = _ours(backend, f"keras.{name}", t, x, sample_weight=sw, reduction=red,
                             **opts)
                 np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15,
                                            err_msg=f"{backend} {red_keras} {wname}")
@@ -133,14 +134,14 @@ def test_keras_sample_weight_rank_rule(backend):
     # (N, 1) weights on the (N,) loss of an (N, D) input
     for sw in (rng.uniform(size=(4, 1)), rng.uniform(size=(4,)), np.float64(2.5)):
         for red in ("sum_over_batch_size", "sum"):
-            want = _keras("MeanSquaredError", x, t, sample_weight=sw, reduction=red)
-            got = _ours(backend, "keras.mse", x, t, sample_weight=sw, reduction=red)
+            want = _keras("MeanSquaredError", t, x, sample_weight=sw, reduction=red)
+            got = _ours(backend, "keras.mse", t, x, sample_weight=sw, reduction=red)
             np.testing.assert_allclose(got, want, rtol=1e-12)
     # a loss with a trailing axis of 1, (N, 1), and (N,) weights: they align on the left
     x3, t3 = rng.normal(size=(4, 1, 3)), rng.normal(size=(4, 1, 3))
     sw = np.array([0.0, 1.0, 2.0, 3.0])
-    want = _keras("MeanSquaredError", x3, t3, sample_weight=sw, reduction="sum")
-    got = _ours(backend, "keras.mse", x3, t3, sample_weight=sw, reduction="sum")
+    want = _keras("MeanSquaredError", t3, x3, sample_weight=sw, reduction="sum")
+    got = _ours(backend, "keras.mse", t3, x3, sample_weight=sw, reduction="sum")
     np.testing.assert_allclose(got, want, rtol=1e-12)
     # (N,) weights on an (N, T) loss do not broadcast, in Keras as in multiloss
     with pytest.raises(ValueError, match="sample_weight"):
@@ -161,7 +162,7 @@ def test_keras_float64_mean_is_float32_without_the_switch():
         fixed = np.asarray(keras.losses.mean_squared_error(jnp.asarray(t), jnp.asarray(x)))
     np.testing.assert_allclose(fixed, exact, rtol=1e-14)
     for backend in BACKENDS:
-        np.testing.assert_allclose(_ours(backend, "keras.mse", x, t, reduction="none"), exact,
+        np.testing.assert_allclose(_ours(backend, "keras.mse", t, x, reduction="none"), exact,
                                    rtol=1e-14)
 
 
@@ -173,10 +174,10 @@ def test_keras_float64_mean_is_float32_without_the_switch():
 def test_all_ignored_and_empty_give_zero(backend):
     x = np.random.default_rng(1).normal(size=(3, 4))
     for red in ("sum_over_batch_size", "mean", "sum"):
-        got = _ours(backend, "keras.sparse_categorical_crossentropy", x, np.full(3, 1),
+        got = _ours(backend, "keras.sparse_categorical_crossentropy", np.full(3, 1), x,
                     from_logits=True, ignore_class=1, reduction=red)
         keras_red = {"mean": "mean_with_sample_weight"}.get(red, red)
-        want = _keras("SparseCategoricalCrossentropy", x, np.full(3, 1), from_logits=True,
+        want = _keras("SparseCategoricalCrossentropy", np.full(3, 1), x, from_logits=True,
                       ignore_class=1, reduction=keras_red)
         assert got == 0.0 and want == 0.0
     empty = _ours(backend, "keras.bce", np.zeros((0, 3)), np.zeros((0, 3)))
@@ -187,7 +188,7 @@ def test_all_ignored_gradient_is_zero():
     x = np.random.default_rng(1).normal(size=(3, 4))
     loss = multiloss.get("keras.sparse_categorical_crossentropy", backend="jax",
                          from_logits=True, ignore_class=0)
-    g = jax.grad(lambda z: loss(z, np.zeros(3, np.int64)))(x)
+    g = jax.grad(lambda z: loss(np.zeros(3, np.int64), z))(x)
     assert np.all(g == 0)
 
 
@@ -198,8 +199,8 @@ def test_extreme_logits_and_probabilities(backend, name, cls):
     t = np.array([[0.0, 1.0, 1.0, 0.0]])
     for x, opts in ((np.array([[1e4, -1e4, 1e4, -1e4]]), {"from_logits": True}),
                     (np.array([[0.0, 1.0, 0.0, 1.0]]), {})):
-        got = _ours(backend, f"keras.{name}", x, t, reduction="none", **opts)
-        want = _keras(cls, x, t, reduction="none", **opts)
+        got = _ours(backend, f"keras.{name}", t, x, reduction="none", **opts)
+        want = _keras(cls, t, x, reduction="none", **opts)
         assert np.all(np.isfinite(got))
         np.testing.assert_allclose(got, want, rtol=1e-12)
 
@@ -212,21 +213,21 @@ def test_extreme_logits_and_probabilities(backend, name, cls):
 def test_bad_input_names_the_argument(backend):
     x = np.random.default_rng(0).uniform(0.1, 0.9, size=(3, 4))
     with pytest.raises(ValueError, match=r"y_true: expected the shape of y_pred, \(3, 4\)"):
-        _ours(backend, "keras.bce", x, x[:, :2])
-    with pytest.raises(TypeError, match="y_pred: expected a floating-point array"):
-        _ours(backend, "keras.mse", np.ones((3, 4), np.int64), x)
+        _ours(backend, "keras.bce", x[:, :2], x)
+    with pytest.raises(TypeError, match="y_pred: expected a real-valued array"):
+        _ours(backend, "keras.mse", x, np.ones((3, 4), np.complex128))
     with pytest.raises(ValueError, match=r"y_true: expected class indices in \[0, 4\)"):
-        _ours(backend, "keras.sparse_categorical_crossentropy", x, np.array([0, 4, 1]))
+        _ours(backend, "keras.sparse_categorical_crossentropy", np.array([0, 4, 1]), x)
     with pytest.raises(ValueError, match=r"y_true: expected class indices of shape \(3,\)"):
-        _ours(backend, "keras.sparse_categorical_crossentropy", x, np.zeros((3, 2), np.int64))
+        _ours(backend, "keras.sparse_categorical_crossentropy", np.zeros((3, 2), np.int64), x)
     with pytest.raises(ValueError, match="axis: expected an axis in"):
         _ours(backend, "keras.bce", x, x, axis=2)
-    with pytest.raises(ValueError, match="y_pred: expected floating-point logits of shape"):
-        _ours(backend, "keras.ctc", x, np.ones((3, 2), np.int64))
+    with pytest.raises(ValueError, match="y_pred: expected real-valued logits of shape"):
+        _ours(backend, "keras.ctc", np.ones((3, 2), np.int64), x)
     with pytest.raises(ValueError, match=r"y_true: expected labels in \[0, 4\)"):
-        _ours(backend, "keras.ctc", np.zeros((3, 5, 4)), np.full((3, 2), 7))
+        _ours(backend, "keras.ctc", np.full((3, 2), 7), np.zeros((3, 5, 4)))
     with pytest.raises(ValueError, match="y_true: expected one label per embedding"):
-        _ours(backend, "keras.circle", x, np.zeros(4, np.int64))
+        _ours(backend, "keras.circle", np.zeros(4, np.int64), x)
     with pytest.raises(ValueError, match="sample_weight: expected an array that broadcasts"):
         _ours(backend, "keras.mse", x, x, sample_weight=np.ones(4 + 1))
 

@@ -280,8 +280,9 @@ def _check_normalizer(normalizer, reduction: str):
 class Loss:
     """A multiloss loss on JAX: a pure callable, jit-compiled once per (options, shapes, dtypes).
 
-    ``loss(*inputs, sample_weight=None, normalizer=None)`` takes NumPy or JAX arrays in
-    torch's positional order and returns a JAX array. It works inside ``jax.jit``,
+    ``loss(*inputs, sample_weight=None, normalizer=None)`` takes NumPy or JAX arrays in the
+    spec's positional order (torch's; Keras' ``(y_true, y_pred)`` for ``keras.*``), or as
+    keywords of the inputs' names, and returns a JAX array. It works inside ``jax.jit``,
     ``jax.grad``, ``jax.vmap``, ``shard_map`` and ``pmap`` (option ``axis_name``).
     Shape and dtype checks run once per call signature; where the class indices are concrete
     (not traced) their values are checked too. Under a trace an invalid class index gives NaN.
@@ -367,7 +368,9 @@ class Loss:
         checks(inputs, sample_weight, _concrete)
         return inputs, sample_weight
 
-    def __call__(self, *inputs, sample_weight=None, normalizer=None):
+    def __call__(self, *inputs, sample_weight=None, normalizer=None, **named):
+        if named:  # inputs by name: loss(y_true=..., y_pred=...)
+            inputs = self._checks.by_name(inputs, named)
         # the hot path: inputs of a signature seen before, all of them arrays (JAX, NumPy or
         # tracers), no sample weight or normalizer: the cached shape/dtype checks, the value
         # checks, the compiled function; nothing else
@@ -417,7 +420,7 @@ class Loss:
                         f"jax.device_put")
         return "inputs: committed to incompatible devices; move them with jax.device_put"
 
-    def denominator(self, *inputs, sample_weight=None):
+    def denominator(self, *inputs, sample_weight=None, **named):
         """What this loss's reduction divides by on these inputs, without gradient: the
         summed ``sample_weight * d`` for "mean", the number of elements that count for
         "sum_over_batch_size", the batch size for "batchmean"; psum-ed over ``axis_name``
@@ -431,6 +434,8 @@ class Loss:
                 f"denominator: reduction={self._reduction!r} has no denominator (only "
                 f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
             )
+        if named:
+            inputs = self._checks.by_name(inputs, named)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
         return self._den(self._arrays, inputs, sample_weight)
 

@@ -280,8 +280,9 @@ class Loss(torch.nn.Module):
     """A multiloss loss on torch: a ``torch.nn.Module`` whose array options (``weight``,
     ``pos_weight``) are buffers, so ``.to(device)`` and ``state_dict`` carry them.
 
-    ``loss(*inputs, sample_weight=None)`` takes torch tensors (or NumPy arrays) in torch's
-    positional order and returns a tensor, differentiable by autograd.
+    ``loss(*inputs, sample_weight=None)`` takes torch tensors (or NumPy arrays) in the spec's
+    positional order (torch's; Keras' ``(y_true, y_pred)`` for ``keras.*``), or as keywords of
+    the inputs' names, and returns a tensor, differentiable by autograd.
     """
 
     backend = NAME
@@ -389,7 +390,9 @@ class Loss(torch.nn.Module):
                 return plan(inputs)
         return super().__call__(*inputs, **kwargs)
 
-    def forward(self, *inputs, sample_weight=None, normalizer=None):
+    def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
+        if named:  # inputs by name: loss(y_true=..., y_pred=...)
+            inputs = self._checks.by_name(inputs, named)
         if sample_weight is None and normalizer is None:
             try:
                 plan = self._plans.get(self._key(inputs))
@@ -470,7 +473,7 @@ class Loss(torch.nn.Module):
                           normalizer=normalizer, group=_resolve_group(self._group))
         return out
 
-    def denominator(self, *inputs, sample_weight=None):
+    def denominator(self, *inputs, sample_weight=None, **named):
         """What this loss's reduction divides by on these inputs, without gradient: the
         summed ``sample_weight * d`` for "mean", the number of elements that count for
         "sum_over_batch_size", the batch size for "batchmean"; all-reduced over
@@ -485,6 +488,8 @@ class Loss(torch.nn.Module):
                 f"denominator: reduction={self._reduction!r} has no denominator (only "
                 f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
             )
+        if named:
+            inputs = self._checks.by_name(inputs, named)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
         arrays = {name: getattr(self, name) for name in self._array_names}
         with torch.no_grad():
