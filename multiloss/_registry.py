@@ -323,6 +323,12 @@ class LossSpec:
         underscore-insensitively, because their loose spelling already names another loss
         (Keras' ``binary_crossentropy`` is ``keras.binary_crossentropy``; ``binarycrossentropy``
         stays torch's ``binary_cross_entropy``).
+    sample_weight_broadcasts_loss
+        ``sample_weight`` may also broadcast the unreduced loss to a larger shape, as in a
+        library that weights by ``loss * sample_weight`` (Keras, ``keras.*``): a per-sample
+        weight on the one-number loss of ``keras.dice``. The reductions then run over the
+        broadcast shape ("sum_over_batch_size": loss · mean(w) there). False: the weight must
+        broadcast to the loss's shape.
     batch_coupled
         the loss of a row depends on the other rows of the batch (in-batch pairs: ntxent,
         supcon, contrastive; dice's counts summed over the batch): the batch cannot be split
@@ -361,6 +367,7 @@ class LossSpec:
     batch_coupled: bool | Callable = False
     order: str = "torch's order"
     exact_aliases: tuple = ()
+    sample_weight_broadcasts_loss: bool = False
     _option_map: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -470,21 +477,24 @@ class LossSpec:
         if sw is not None:
             if self.align_sample_weight is not None:
                 sw = sw._replace(shape=tuple(self.align_sample_weight(sw.shape, loss_shape)))
-            check_sample_weight(sw, loss_shape)
+            check_sample_weight(sw, loss_shape, self.sample_weight_broadcasts_loss)
         return loss_shape
 
 
-def check_sample_weight(sw: ArrayInfo, loss_shape: tuple) -> None:
+def check_sample_weight(sw: ArrayInfo, loss_shape: tuple, both_ways: bool = False) -> None:
+    """``sample_weight`` broadcasts to the unreduced loss's shape (``both_ways``: or with it,
+    to a larger shape: ``LossSpec.sample_weight_broadcasts_loss``)."""
     if sw.kind not in "fiub":
         raise TypeError(f"sample_weight: expected a real-valued array, got {sw.describe()}")
     try:
         out = np.broadcast_shapes(sw.shape, loss_shape)
     except ValueError:
         out = None
-    if out == tuple(loss_shape):
+    if out == tuple(loss_shape) or (both_ways and out is not None):
         return
     msg = (
-        f"sample_weight: expected an array that broadcasts to the unreduced loss of shape "
+        f"sample_weight: expected an array that broadcasts "
+        f"{'with' if both_ways else 'to'} the unreduced loss of shape "
         f"{tuple(loss_shape)}, got shape {sw.shape}"
     )
     if len(sw.shape) == 1 and len(loss_shape) > 1 and sw.shape[0] == loss_shape[0]:

@@ -16,9 +16,12 @@ from . import InputChecks, Terms, signature_key
 NAME = "jax"
 
 
-def _divide(num, den, empty: str):
+def _divide(num, den, empty: str, propagate: bool = False):
     """num / den, and where den == 0: NaN (empty="nan") or 0 (empty="zero"), with a zero
-    gradient either way (torch's gradient of a mean over nothing)."""
+    gradient either way (torch's gradient of a mean over nothing). ``propagate``
+    ("sum_over_batch_size"): there, ``num * 0`` is added to the fill, so a NaN or an infinity
+    among the elements that do not count still gives NaN (Keras, whose divisor is the element
+    count and whose masked elements enter as loss * 0)."""
     fill = jnp.nan if empty == "nan" else 0.0
     if isinstance(den, (int, float)):  # a static count
         if den == 0:
@@ -26,7 +29,8 @@ def _divide(num, den, empty: str):
         return num / den
     zero = den == 0
     out = num / jnp.where(zero, jnp.ones_like(den), den)
-    return jnp.where(zero, jnp.asarray(fill, out.dtype), out)
+    fill = jnp.asarray(fill, out.dtype)
+    return jnp.where(zero, num * 0 + fill if propagate else fill, out)
 
 
 #: Floating dtypes computed in float32 and rounded to their own dtype once, at the end (torch
@@ -60,7 +64,10 @@ def _denominator(terms: Terms, loss, sample_weight, reduction: str):
             return jnp.sum(jnp.broadcast_to(d, loss.shape))
         return loss.size if d is None else jnp.sum(d)
     if reduction == "sum_over_batch_size":
-        return loss.size if terms.count is None else jnp.sum(terms.count.astype(loss.dtype))
+        if terms.count is None:
+            return loss.size
+        # a sample weight that broadcasts the loss (Keras') repeats each element's count
+        return jnp.sum(jnp.broadcast_to(terms.count, loss.shape).astype(loss.dtype))
     if reduction == "batchmean":
         return loss.shape[0] if loss.ndim else 1
     raise ValueError(f"reduction: unknown {reduction!r}")  # pragma: no cover - validated
@@ -97,7 +104,7 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan",
         den = _denominator(terms, loss, sample_weight, reduction)
         if axis_name is not None:
             den = _psum(den, axis_name, num.dtype)
-    return _divide(num, den, empty)
+    return _divide(num, den, empty, propagate=reduction == "sum_over_batch_size")
 
 
 def denominator(terms: Terms, reduction: str, sample_weight=None, *, axis_name=None):

@@ -16,7 +16,8 @@ NAME = "torch"
 _NATIVE = ("none", "sum", "mean", "batchmean")
 
 
-def _divide(num, den, empty: str):
+def _divide(num, den, empty: str, propagate: bool = False):
+    """The twin of ``_jax._divide``."""
     fill = float("nan") if empty == "nan" else 0.0
     if isinstance(den, (int, float)):
         if den == 0:
@@ -24,7 +25,8 @@ def _divide(num, den, empty: str):
         return num / den
     zero = den == 0
     out = num / torch.where(zero, torch.ones_like(den), den)
-    return torch.where(zero, torch.full_like(out, fill), out)
+    filled = num * 0 + fill if propagate else torch.full_like(out, fill)
+    return torch.where(zero, filled, out)
 
 
 #: The reductions with a denominator (the ones ``normalizer`` and ``denominator`` apply to).
@@ -61,7 +63,10 @@ def _denominator(terms: Terms, loss, sample_weight, reduction: str, acc):
             return torch.broadcast_to(d, loss.shape).sum(dtype=acc)
         return loss.numel() if d is None else d.sum(dtype=acc)
     if reduction == "sum_over_batch_size":
-        return loss.numel() if terms.count is None else terms.count.sum(dtype=acc)
+        if terms.count is None:
+            return loss.numel()
+        # a sample weight that broadcasts the loss (Keras') repeats each element's count
+        return torch.broadcast_to(terms.count, loss.shape).sum(dtype=acc)
     if reduction == "batchmean":
         return loss.shape[0] if loss.ndim else 1
     raise ValueError(f"reduction: unknown {reduction!r}")  # pragma: no cover - validated
@@ -91,7 +96,7 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan",
     if group is not None:
         out = _distributed(num, den, normalizer is not None, empty, group)
     else:
-        out = _divide(num, den, empty)
+        out = _divide(num, den, empty, propagate=reduction == "sum_over_batch_size")
     return out.to(loss.dtype)
 
 

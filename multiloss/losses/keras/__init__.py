@@ -604,6 +604,7 @@ def _spec(name, keras_class, summary, formula, check, options, option_sets, make
         default_empty_reduction="zero",
         reduction_aliases={"mean_with_sample_weight": "mean"},
         align_sample_weight=keras_sample_weight_shape,
+        sample_weight_broadcasts_loss=True,
         batch_coupled=batch_coupled,
         check_values=check_values,
         value_args=("y_true",) if check_values is not None else (),

@@ -30,7 +30,10 @@ def _keras_inputs(fn):
     def wrapper(y_true, y_pred, **options):
         if not jnp.issubdtype(y_pred.dtype, jnp.floating):
             floating = jnp.issubdtype(y_true.dtype, jnp.floating)
-            y_pred = y_pred.astype(y_true.dtype if floating else FLOATX)
+            # the barrier keeps XLA from simplifying the converted values' arithmetic (a 0/0
+            # of a bool row gave a number where Keras, eager, gives NaN)
+            y_pred = jax.lax.optimization_barrier(
+                y_pred.astype(y_true.dtype if floating else FLOATX))
         t_shape, p_shape = same_rank_shapes(y_true.shape, y_pred.shape)
         if t_shape != y_true.shape:
             y_true = jnp.reshape(y_true, t_shape)
@@ -139,7 +142,10 @@ def sparse_categorical_crossentropy(y_true, y_pred, *, from_logits=False, ignore
         t = jnp.where(valid, t, 0)
         y_pred = jnp.where(valid[..., None], y_pred, jnp.ones((), y_pred.dtype))
         in_range = in_range | ~valid
-    onehot = jax.nn.one_hot(t, n_classes, dtype=y_pred.dtype)
+    # the barrier keeps XLA from folding the product into a select, which would drop Keras'
+    # 0·NaN = NaN of a row whose probabilities are not finite (an inf probability makes
+    # p / Σ p NaN at the other classes too; Keras on JAX runs eagerly and keeps it)
+    onehot = jax.lax.optimization_barrier(jax.nn.one_hot(t, n_classes, dtype=y_pred.dtype))
     loss = -jnp.sum(onehot * _log_prob(y_pred, from_logits, -1), axis=-1)
     loss = jnp.where(in_range, loss, jnp.asarray(jnp.nan, loss.dtype))
     if valid is None:
