@@ -595,3 +595,21 @@ def test_circle_nan_embedding_is_nan(backend):
     # mean_with_sample_weight: Keras divides by the summed mask, 0, and divide_no_nan gives 0
     assert _keras_value(spec, (t, x), {}, "mean") == 0.0
     assert _value(backend, spec, (t, x), {}, "mean") == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_combine_takes_each_part_in_its_own_order(backend):
+    """multiloss.combine calls each part with its positional inputs: torch's order for
+    cross_entropy, Keras' for a keras.* part (named without the prefix, as a Keras user
+    would)."""
+    rng = np.random.default_rng(6)
+    logits, labels = rng.normal(size=(4, 3)), np.array([0, 2, 1, 1])
+    masks, probs = (rng.random((4, 5)) < 0.5) * 1.0, rng.uniform(0.05, 0.95, (4, 5))
+    total = multiloss.combine({"ce": "cross_entropy", "bce": "BinaryCrossentropy"},
+                              {"ce": 1.0, "bce": 0.5}, backend=backend)
+    conv = np.asarray if backend == "jax" else torch.as_tensor
+    out = total({"ce": (conv(logits), conv(labels)), "bce": (conv(masks), conv(probs))})
+    value = out[0] if isinstance(out, tuple) else out
+    ce = torch.nn.functional.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels))
+    bce = keras.losses.BinaryCrossentropy(dtype="float64")(masks, probs)
+    assert float(value) == pytest.approx(float(ce) + 0.5 * float(bce), rel=1e-6)
