@@ -1,5 +1,5 @@
-"""Size-scaled inputs for every registered loss: NumPy inputs in torch's positional order and the
-options of the benchmark (the loss's defaults, reduction "mean"; kl_div "batchmean").
+"""Size-scaled inputs for every registered loss: NumPy inputs in each spec's positional order
+and the options of the benchmark (the loss's defaults, reduction "mean"; kl_div "batchmean").
 
 Losses with a generator here get inputs of realistic shapes at three sizes; any other
 registered loss (one added later) is benchmarked on its spec's first sample, tiled along the

@@ -92,7 +92,8 @@ def loss_reference() -> str:
             lines.append(f"- from torch: `multiloss.from_torch(torch.nn.{cls}(...))`")
         lines.append(f"- reference: {esc(d['reference'])}")
         lines.append("- reductions: " + ", ".join(code(r) for r in d["reductions"]))
-        lines += ["", "**Inputs**, in torch's order:", "",
+        lines += ["", f"**Inputs**, in {esc(d['order'])} (positional, or as keywords of "
+                  "their names):", "",
                   "| input | meaning | differentiable |", "|---|---|---|"]
         for i in d["inputs"]:
             lines.append(f"| `{i['name']}` | {esc(i['doc'])} | "

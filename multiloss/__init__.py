@@ -31,7 +31,9 @@ def get(name: str, backend: str = "jax", **options):
     Options are validated now: an unknown option raises TypeError listing the valid ones, a bad
     value raises ValueError naming the option and what is allowed. On "jax" the result is a
     jit-compiled pure callable; on "torch" a ``torch.nn.Module``. Either is called as
-    ``loss(*inputs, sample_weight=None)`` with torch's positional order.
+    ``loss(*inputs, sample_weight=None)`` with the loss's positional order, torch's (Keras'
+    ``(y_true, y_pred)`` for ``keras.*``; ``info(name)["order"]`` says which), or with the
+    inputs as keywords of their names.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {sorted(BACKENDS)}, got {backend!r}")

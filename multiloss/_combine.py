@@ -96,7 +96,9 @@ def combine(parts: Mapping[str, Any], weights: Mapping[str, float] | None = None
     The result is called as ``loss(inputs, sample_weight=None)``:
 
     - ``inputs``: a dict with the same keys, each a tuple (or list) of that part's positional
-      inputs in torch's order, ``{"ce": (logits, labels), "mse": (pred, target)}``;
+      inputs in that loss's order (torch's; Keras' ``(y_true, y_pred)`` for ``keras.*``),
+      ``{"ce": (logits, labels), "mse": (pred, target), "dice": (masks, probs)}`` with
+      ``"dice"`` a ``keras.dice``;
     - ``sample_weight``: optional, a dict from some of the part names to that part's
       ``sample_weight`` (the weighting contract, docs/weighting.md);
 

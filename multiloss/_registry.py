@@ -57,7 +57,8 @@ class ArrayInfo(NamedTuple):
 
 
 class Sample(NamedTuple):
-    """One case of a spec's sample grid: NumPy inputs in torch's positional order.
+    """One case of a spec's sample grid: NumPy inputs in the spec's positional order (the
+    order of ``LossSpec.inputs``: torch's, Keras' ``(y_true, y_pred)`` for ``keras.*``).
 
     ``contract_reference``: the reference is the weighting contract's formula applied to the
     reference library's unreduced loss, because the library's own reduction differs from the
@@ -269,8 +270,8 @@ def array_info(x) -> ArrayInfo:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A positional input. ``differentiable`` is whether torch differentiates it (for targets,
-    only when floating)."""
+    """A positional input (also accepted as a keyword of its name at call time).
+    ``differentiable`` is whether torch differentiates it (for targets, only when floating)."""
 
     name: str
     doc: str
@@ -312,6 +313,22 @@ class LossSpec:
         where a loss follows a library whose ``sample_weight`` is not plain broadcasting: the
         shape the weight is reshaped to before it broadcasts to the unreduced loss (Keras
         squeezes or adds one trailing axis of size 1, ``keras.*``). None: used as given.
+    order
+        the positional order of ``inputs`` in words, for the docstring and ``info()``: torch's
+        for every loss but those that follow a library with another order (``keras.*``:
+        Keras' ``loss(y_true, y_pred)``). ``inputs`` itself is the order: samples, references
+        and implementations take their arrays in it; every input is also a keyword.
+    exact_aliases
+        aliases (a subset of ``aliases``) matched only as spelled, not case- and
+        underscore-insensitively, because their loose spelling already names another loss
+        (Keras' ``binary_crossentropy`` is ``keras.binary_crossentropy``; ``binarycrossentropy``
+        stays torch's ``binary_cross_entropy``).
+    sample_weight_broadcasts_loss
+        ``sample_weight`` may also broadcast the unreduced loss to a larger shape, as in a
+        library that weights by ``loss * sample_weight`` (Keras, ``keras.*``): a per-sample
+        weight on the one-number loss of ``keras.dice``. The reductions then run over the
+        broadcast shape ("sum_over_batch_size": loss · mean(w) there). False: the weight must
+        broadcast to the loss's shape.
     batch_coupled
         the loss of a row depends on the other rows of the batch (in-batch pairs: ntxent,
         supcon, contrastive; dice's counts summed over the batch): the batch cannot be split
@@ -348,6 +365,9 @@ class LossSpec:
     notes: str = ""
     warn: Callable | None = None
     batch_coupled: bool | Callable = False
+    order: str = "torch's order"
+    exact_aliases: tuple = ()
+    sample_weight_broadcasts_loss: bool = False
     _option_map: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -428,7 +448,8 @@ class LossSpec:
     def doc(self) -> str:
         """The loss's docstring: summary, inputs, options with defaults, formula, reference
         and the differences from other libraries (set on every loss object)."""
-        lines = [f"{self.name}: {self.summary}", "", "Inputs, in torch's order:"]
+        lines = [f"{self.name}: {self.summary}", "",
+                 f"Inputs, in {self.order} (positional, or as keywords of their names):"]
         lines += [f"    {i.name}: {i.doc}" for i in self.inputs]
         lines += ["", "Options (torch's names and defaults):"]
         for o in self.all_options:
@@ -456,21 +477,24 @@ class LossSpec:
         if sw is not None:
             if self.align_sample_weight is not None:
                 sw = sw._replace(shape=tuple(self.align_sample_weight(sw.shape, loss_shape)))
-            check_sample_weight(sw, loss_shape)
+            check_sample_weight(sw, loss_shape, self.sample_weight_broadcasts_loss)
         return loss_shape
 
 
-def check_sample_weight(sw: ArrayInfo, loss_shape: tuple) -> None:
+def check_sample_weight(sw: ArrayInfo, loss_shape: tuple, both_ways: bool = False) -> None:
+    """``sample_weight`` broadcasts to the unreduced loss's shape (``both_ways``: or with it,
+    to a larger shape: ``LossSpec.sample_weight_broadcasts_loss``)."""
     if sw.kind not in "fiub":
         raise TypeError(f"sample_weight: expected a real-valued array, got {sw.describe()}")
     try:
         out = np.broadcast_shapes(sw.shape, loss_shape)
     except ValueError:
         out = None
-    if out == tuple(loss_shape):
+    if out == tuple(loss_shape) or (both_ways and out is not None):
         return
     raise ValueError(
-        f"sample_weight: expected an array that broadcasts to the unreduced loss of shape "
+        f"sample_weight: expected an array that broadcasts "
+        f"{'with' if both_ways else 'to'} the unreduced loss of shape "
         f"{tuple(loss_shape)}, got shape {sw.shape}" + per_sample_hint(sw.shape, loss_shape))
 
 
@@ -499,8 +523,10 @@ def _norm(name: str) -> str:
 def register(spec: LossSpec) -> LossSpec:
     if spec.name in _SPECS:
         raise ValueError(f"loss {spec.name!r} is registered twice")
+    if not set(spec.exact_aliases) <= set(spec.aliases):
+        raise ValueError(f"{spec.name}: exact_aliases must be among its aliases")
     for n in (spec.name, *spec.aliases):
-        for key in {n, _norm(n)}:
+        for key in {n} if n in spec.exact_aliases else {n, _norm(n)}:
             if _NAMES.get(key, spec.name) != spec.name:
                 raise ValueError(f"name {n!r} of {spec.name!r} is taken by {_NAMES[key]!r}")
             _NAMES[key] = spec.name
@@ -552,6 +578,7 @@ def info(name: str) -> dict:
         "aliases": list(spec.aliases),
         "family": spec.family,
         "summary": spec.summary,
+        "order": spec.order,
         "inputs": [
             {"name": i.name, "doc": i.doc, "differentiable": i.differentiable} for i in spec.inputs
         ],

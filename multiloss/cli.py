@@ -45,7 +45,7 @@ def _cmd_info(args) -> int:
     d = info(args.name)
     print(f"{d['name']} ({d['family']}): {d['summary']}")
     print(f"aliases: {', '.join(d['aliases'])}")
-    print("inputs:")
+    print(f"inputs, in {d['order']} (positional, or as keywords of their names):")
     for i in d["inputs"]:
         print(f"  {i['name']}: {i['doc']}")
     print("options:")

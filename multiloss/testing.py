@@ -239,11 +239,14 @@ def reference_value(torch, spec: LossSpec, sample: Sample, tensors, sw):
         num = (loss * s * torch.from_numpy(np.array(r_np[0], np.float64)).to(loss.dtype)).sum()
     den = {
         "mean": lambda: (d * s).sum(),
-        "sum_over_batch_size": lambda: c.sum(),
+        # a sample weight that broadcasts the loss (keras.*) repeats each element's count
+        "sum_over_batch_size": lambda: torch.broadcast_to(c, (loss * s).shape).sum(),
         "batchmean": lambda: torch.tensor(float(loss.shape[0] if loss.ndim else 1), dtype=loss.dtype),
     }[red]()
     safe = torch.where(den == 0, torch.ones_like(den), den)
     fill = torch.full_like(num, float("nan") if empty == "nan" else 0.0)
+    if red == "sum_over_batch_size":  # NaN or inf among what does not count propagates
+        fill = fill + num * 0
     return torch.where(den == 0, fill, num / safe)
 
 

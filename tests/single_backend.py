@@ -36,7 +36,6 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    import multiloss
     import multiloss.losses as families
     from multiloss import testing
 

@@ -106,6 +106,25 @@ class InputChecks:
         )
         self._signatures: dict = {}  # call signature -> ArrayInfo of each input (checked)
 
+    def by_name(self, inputs, named: dict) -> tuple:
+        """The inputs in the spec's positional order, from the positional ones followed by
+        keywords of the inputs' names (``loss(y_true=..., y_pred=...)``)."""
+        spec = self.spec
+        for k in named:
+            if k not in self.names:
+                raise TypeError(
+                    f"{spec.name}: got an unexpected keyword argument {k!r}; its inputs are "
+                    f"{', '.join(self.names)} (sample_weight and normalizer are the other "
+                    f"keywords)")
+            if self.names.index(k) < len(inputs):
+                raise TypeError(f"{spec.name}: got multiple values for input {k!r}")
+        missing = [n for n in self.names[len(inputs):] if n not in named]
+        if missing:
+            raise TypeError(
+                f"{spec.name}: expected {len(self.names)} inputs ({', '.join(self.names)}), "
+                f"missing {', '.join(missing)}")
+        return tuple(inputs) + tuple(named[n] for n in self.names[len(inputs):])
+
     def count(self, inputs) -> None:
         if len(inputs) != len(self.names):
             raise TypeError(

@@ -16,9 +16,12 @@ from . import InputChecks, Terms, signature_key
 NAME = "jax"
 
 
-def _divide(num, den, empty: str):
+def _divide(num, den, empty: str, propagate: bool = False):
     """num / den, and where den == 0: NaN (empty="nan") or 0 (empty="zero"), with a zero
-    gradient either way (torch's gradient of a mean over nothing)."""
+    gradient either way (torch's gradient of a mean over nothing). ``propagate``
+    ("sum_over_batch_size"): there, ``num * 0`` is added to the fill, so a NaN or an infinity
+    among the elements that do not count still gives NaN (Keras, whose divisor is the element
+    count and whose masked elements enter as loss * 0)."""
     fill = jnp.nan if empty == "nan" else 0.0
     if isinstance(den, (int, float)):  # a static count
         if den == 0:
@@ -26,7 +29,8 @@ def _divide(num, den, empty: str):
         return num / den
     zero = den == 0
     out = num / jnp.where(zero, jnp.ones_like(den), den)
-    return jnp.where(zero, jnp.asarray(fill, out.dtype), out)
+    fill = jnp.asarray(fill, out.dtype)
+    return jnp.where(zero, num * 0 + fill if propagate else fill, out)
 
 
 #: Floating dtypes computed in float32 and rounded to their own dtype once, at the end (torch
@@ -60,7 +64,10 @@ def _denominator(terms: Terms, loss, sample_weight, reduction: str):
             return jnp.sum(jnp.broadcast_to(d, loss.shape))
         return loss.size if d is None else jnp.sum(d)
     if reduction == "sum_over_batch_size":
-        return loss.size if terms.count is None else jnp.sum(terms.count.astype(loss.dtype))
+        if terms.count is None:
+            return loss.size
+        # a sample weight that broadcasts the loss (Keras') repeats each element's count
+        return jnp.sum(jnp.broadcast_to(terms.count, loss.shape).astype(loss.dtype))
     if reduction == "batchmean":
         return loss.shape[0] if loss.ndim else 1
     raise ValueError(f"reduction: unknown {reduction!r}")  # pragma: no cover - validated
@@ -97,7 +104,7 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan",
         den = _denominator(terms, loss, sample_weight, reduction)
         if axis_name is not None:
             den = _psum(den, axis_name, num.dtype)
-    return _divide(num, den, empty)
+    return _divide(num, den, empty, propagate=reduction == "sum_over_batch_size")
 
 
 def denominator(terms: Terms, reduction: str, sample_weight=None, *, axis_name=None):
@@ -280,8 +287,9 @@ def _check_normalizer(normalizer, reduction: str):
 class Loss:
     """A multiloss loss on JAX: a pure callable, jit-compiled once per (options, shapes, dtypes).
 
-    ``loss(*inputs, sample_weight=None, normalizer=None)`` takes NumPy or JAX arrays in
-    torch's positional order and returns a JAX array. It works inside ``jax.jit``,
+    ``loss(*inputs, sample_weight=None, normalizer=None)`` takes NumPy or JAX arrays in the
+    spec's positional order (torch's; Keras' ``(y_true, y_pred)`` for ``keras.*``), or as
+    keywords of the inputs' names, and returns a JAX array. It works inside ``jax.jit``,
     ``jax.grad``, ``jax.vmap``, ``shard_map`` and ``pmap`` (option ``axis_name``).
     Shape and dtype checks run once per call signature; where the class indices are concrete
     (not traced) their values are checked too. Under a trace an invalid class index gives NaN.
@@ -367,7 +375,9 @@ class Loss:
         checks(inputs, sample_weight, _concrete)
         return inputs, sample_weight
 
-    def __call__(self, *inputs, sample_weight=None, normalizer=None):
+    def __call__(self, *inputs, sample_weight=None, normalizer=None, **named):
+        if named:  # inputs by name: loss(y_true=..., y_pred=...)
+            inputs = self._checks.by_name(inputs, named)
         # the hot path: inputs of a signature seen before, all of them arrays (JAX, NumPy or
         # tracers), no sample weight or normalizer: the cached shape/dtype checks, the value
         # checks, the compiled function; nothing else
@@ -417,7 +427,7 @@ class Loss:
                         f"jax.device_put")
         return "inputs: committed to incompatible devices; move them with jax.device_put"
 
-    def denominator(self, *inputs, sample_weight=None):
+    def denominator(self, *inputs, sample_weight=None, **named):
         """What this loss's reduction divides by on these inputs, without gradient: the
         summed ``sample_weight * d`` for "mean", the number of elements that count for
         "sum_over_batch_size", the batch size for "batchmean"; psum-ed over ``axis_name``
@@ -431,6 +441,8 @@ class Loss:
                 f"denominator: reduction={self._reduction!r} has no denominator (only "
                 f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
             )
+        if named:
+            inputs = self._checks.by_name(inputs, named)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
         return self._den(self._arrays, inputs, sample_weight)
 

@@ -16,7 +16,8 @@ NAME = "torch"
 _NATIVE = ("none", "sum", "mean", "batchmean")
 
 
-def _divide(num, den, empty: str):
+def _divide(num, den, empty: str, propagate: bool = False):
+    """The twin of ``_jax._divide``."""
     fill = float("nan") if empty == "nan" else 0.0
     if isinstance(den, (int, float)):
         if den == 0:
@@ -24,7 +25,8 @@ def _divide(num, den, empty: str):
         return num / den
     zero = den == 0
     out = num / torch.where(zero, torch.ones_like(den), den)
-    return torch.where(zero, torch.full_like(out, fill), out)
+    filled = num * 0 + fill if propagate else torch.full_like(out, fill)
+    return torch.where(zero, filled, out)
 
 
 #: The reductions with a denominator (the ones ``normalizer`` and ``denominator`` apply to).
@@ -61,7 +63,10 @@ def _denominator(terms: Terms, loss, sample_weight, reduction: str, acc):
             return torch.broadcast_to(d, loss.shape).sum(dtype=acc)
         return loss.numel() if d is None else d.sum(dtype=acc)
     if reduction == "sum_over_batch_size":
-        return loss.numel() if terms.count is None else terms.count.sum(dtype=acc)
+        if terms.count is None:
+            return loss.numel()
+        # a sample weight that broadcasts the loss (Keras') repeats each element's count
+        return torch.broadcast_to(terms.count, loss.shape).sum(dtype=acc)
     if reduction == "batchmean":
         return loss.shape[0] if loss.ndim else 1
     raise ValueError(f"reduction: unknown {reduction!r}")  # pragma: no cover - validated
@@ -91,7 +96,7 @@ def reduce(terms: Terms, reduction: str, sample_weight=None, empty: str = "nan",
     if group is not None:
         out = _distributed(num, den, normalizer is not None, empty, group)
     else:
-        out = _divide(num, den, empty)
+        out = _divide(num, den, empty, propagate=reduction == "sum_over_batch_size")
     return out.to(loss.dtype)
 
 
@@ -280,8 +285,9 @@ class Loss(torch.nn.Module):
     """A multiloss loss on torch: a ``torch.nn.Module`` whose array options (``weight``,
     ``pos_weight``) are buffers, so ``.to(device)`` and ``state_dict`` carry them.
 
-    ``loss(*inputs, sample_weight=None)`` takes torch tensors (or NumPy arrays) in torch's
-    positional order and returns a tensor, differentiable by autograd.
+    ``loss(*inputs, sample_weight=None)`` takes torch tensors (or NumPy arrays) in the spec's
+    positional order (torch's; Keras' ``(y_true, y_pred)`` for ``keras.*``), or as keywords of
+    the inputs' names, and returns a tensor, differentiable by autograd.
     """
 
     backend = NAME
@@ -389,7 +395,9 @@ class Loss(torch.nn.Module):
                 return plan(inputs)
         return super().__call__(*inputs, **kwargs)
 
-    def forward(self, *inputs, sample_weight=None, normalizer=None):
+    def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
+        if named:  # inputs by name: loss(y_true=..., y_pred=...)
+            inputs = self._checks.by_name(inputs, named)
         if sample_weight is None and normalizer is None:
             try:
                 plan = self._plans.get(self._key(inputs))
@@ -470,7 +478,7 @@ class Loss(torch.nn.Module):
                           normalizer=normalizer, group=_resolve_group(self._group))
         return out
 
-    def denominator(self, *inputs, sample_weight=None):
+    def denominator(self, *inputs, sample_weight=None, **named):
         """What this loss's reduction divides by on these inputs, without gradient: the
         summed ``sample_weight * d`` for "mean", the number of elements that count for
         "sum_over_batch_size", the batch size for "batchmean"; all-reduced over
@@ -485,6 +493,8 @@ class Loss(torch.nn.Module):
                 f"denominator: reduction={self._reduction!r} has no denominator (only "
                 f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
             )
+        if named:
+            inputs = self._checks.by_name(inputs, named)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
         arrays = {name: getattr(self, name) for name in self._array_names}
         with torch.no_grad():

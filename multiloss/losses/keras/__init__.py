@@ -16,8 +16,12 @@ Semantics are Keras 3.15's (measured on its JAX backend, float64 with ``dtype="f
   positive and a negative) are the contract's count: the masked elements are 0 and the
   reductions divide by the number (or weight) of the unmasked ones, as Keras' ``apply_mask``.
 
-The call order is multiloss's, ``loss(y_pred, y_true)``, the reverse of Keras'
-``loss(y_true, y_pred)``.
+The call order is Keras', ``loss(y_true, y_pred)`` (``INPUTS``, the specs' input order), and
+the keywords ``y_true=`` / ``y_pred=`` work on both backends. Keras' input handling holds too:
+integer or bool inputs are converted to the float dtype, a ``y_true`` whose rank differs from
+``y_pred``'s by one trailing axis of 1 is squeezed or expanded (``squeeze_or_expand_to_same_rank``,
+``same_rank_shapes``), and ``sample_weight`` broadcasts against the unreduced loss both ways
+(a per-sample weight on the scalar loss of ``dice`` / ``tversky`` with ``axis=None``).
 """
 
 from __future__ import annotations
@@ -39,17 +43,33 @@ from ..._registry import (
     register,
 )
 from .._common import REDUCTIONS, case_id, jax_reference, loss_shape_weight
+from ._constants import FLOATX, same_rank_shapes
 
 FAMILY = "keras"
 KERAS_VERSION = "Keras 3.15 (JAX backend)"
+
+#: The positional order of every keras.* loss: Keras' ``loss(y_true, y_pred)``. It is the
+#: specs' ``inputs`` order, so the implementations, samples and references take their arrays in
+#: it; the makers and edge cases below build ``(y_pred, y_true)`` pairs and ``_ordered`` puts
+#: them in this order (the one place that knows both).
+INPUTS = ("y_true", "y_pred")
+ORDER = "Keras' order, loss(y_true, y_pred)"
+
+
+def _ordered(pair):
+    """A ``(y_pred, y_true)`` pair in the specs' order, ``INPUTS``."""
+    named = dict(zip(("y_pred", "y_true"), pair))
+    return tuple(named[n] for n in INPUTS)
 
 # ---------------------------------------------------------------------------------------------
 # checks
 
 
 def _expect_pred(x: ArrayInfo, min_ndim=1, what=""):
-    if x.kind != "f":
-        raise TypeError(f"y_pred: expected a floating-point array{what}, got {x.describe()}")
+    if x.kind not in "fiub":
+        raise TypeError(
+            f"y_pred: expected a real-valued array{what} (Keras converts integer and bool "
+            f"arrays to the float dtype), got {x.describe()}")
     if x.ndim < min_ndim:
         raise ValueError(f"y_pred: expected at least {min_ndim} dimension(s), got shape {x.shape}")
 
@@ -63,7 +83,7 @@ def _expect_real(name, x: ArrayInfo):
 
 
 def _expect_labels(name, x: ArrayInfo):
-    if x.kind not in "fiu":
+    if x.kind not in "fiub":
         raise TypeError(
             f"{name}: expected an array of class indices (integer, or floating as Keras casts "
             f"it to int32), got {x.describe()}"
@@ -73,8 +93,9 @@ def _expect_labels(name, x: ArrayInfo):
 def _same_shape(p: ArrayInfo, t: ArrayInfo):
     if p.shape != t.shape:
         raise ValueError(
-            f"y_true: expected the shape of y_pred, {p.shape}, got {t.shape} (multiloss does not "
-            f"squeeze or broadcast y_true against y_pred)"
+            f"y_true: expected the shape of y_pred, {p.shape}, got {t.shape} (Keras' rank rule "
+            f"squeezes or adds one trailing axis of 1; multiloss does not broadcast y_true "
+            f"against y_pred otherwise)"
         )
 
 
@@ -151,14 +172,14 @@ def _region_check(named, opts):
 
 def _ctc_check(named, opts):
     p, t = named["y_pred"], named["y_true"]
-    if p.kind != "f" or p.ndim != 3:
+    if p.kind not in "fiub" or p.ndim != 3:
         raise ValueError(
-            f"y_pred: expected floating-point logits of shape (batch_size, max_length, "
+            f"y_pred: expected real-valued logits of shape (batch_size, max_length, "
             f"num_classes), got {p.describe()}"
         )
-    if t.kind not in "iu" or t.ndim != 2:
+    if t.kind not in "fiub" or t.ndim != 2:
         raise ValueError(
-            f"y_true: expected integer labels of shape (batch_size, max_label_length), 0 the "
+            f"y_true: expected labels of shape (batch_size, max_label_length), 0 the "
             f"blank and the padding, got {t.describe()}"
         )
     if t.shape[0] != p.shape[0]:
@@ -172,9 +193,9 @@ def _ctc_check(named, opts):
 
 def _circle_check(named, opts):
     p, t = named["y_pred"], named["y_true"]
-    if p.kind != "f" or p.ndim != 2:
+    if p.kind not in "fiub" or p.ndim != 2:
         raise ValueError(
-            f"y_pred: expected floating-point embeddings of shape (batch_size, dim) (L2-"
+            f"y_pred: expected real-valued embeddings of shape (batch_size, dim) (L2-"
             f"normalised, as Keras expects), got {p.describe()}"
         )
     _expect_labels("y_true", t)
@@ -212,12 +233,26 @@ def _check_ctc_values(values, infos, opts):
     if t is None or t.size == 0:
         return
     n = infos["y_pred"].shape[2]
+    t = t.astype(np.int64) if t.dtype.kind == "f" else t  # Keras casts to int32 (truncation)
     if t.min() < 0 or t.max() >= n:
         bad = np.argwhere((t < 0) | (t >= n))[0]
         raise ValueError(
             f"y_true: expected labels in [0, {n}) (0 is the blank and the padding), got "
             f"{t[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
         )
+
+
+def _keras_check(check):
+    """A loss's shape check after Keras' rank rule (``same_rank_shapes``): the shapes the
+    implementations see, after ``_keras_inputs``."""
+
+    def checked(named, opts):
+        t, p = named["y_true"], named["y_pred"]
+        t_shape, p_shape = same_rank_shapes(t.shape, p.shape)
+        return check({"y_true": t._replace(shape=t_shape), "y_pred": p._replace(shape=p_shape)},
+                     opts)
+
+    return checked
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,11 +351,22 @@ def keras_float64():
         table["float64"] = old
 
 
+def keras_dtype(*arrays) -> str:
+    """The dtype Keras is asked to compute in (its Loss's ``dtype=``): the common dtype of the
+    floating inputs (multiloss promotes mixed float32/float64), or Keras' floatx, float32, where
+    none is floating (Keras converts integer and bool inputs to it)."""
+    import jax.numpy as jnp
+
+    floats = [a.dtype for a in arrays if jnp.issubdtype(a.dtype, jnp.floating)]
+    return str(jnp.result_type(*floats)) if floats else FLOATX
+
+
 def _reference(class_name, option_names):
     @jax_reference
-    def fn(y_pred, y_true, *, opts, reduction):
-        loss = keras_loss(class_name, option_names, opts, reduction, y_pred.dtype)
-        if str(y_pred.dtype) == "float64":
+    def fn(y_true, y_pred, *, opts, reduction):
+        dtype = keras_dtype(y_true, y_pred)
+        loss = keras_loss(class_name, option_names, opts, reduction, dtype)
+        if dtype == "float64":
             with keras_float64():
                 return loss(y_true, y_pred)
         return loss(y_true, y_pred)
@@ -347,7 +393,7 @@ def keras_sample_weight_shape(sw_shape, loss_shape):
 
 def _loss_shape(spec_check):
     def shape(inputs, opts):
-        named = dict(zip(("y_pred", "y_true"), (array_info(np.asarray(x)) for x in inputs)))
+        named = dict(zip(INPUTS, (array_info(np.asarray(x)) for x in inputs)))
         return tuple(spec_check(named, opts))
 
     return shape
@@ -368,6 +414,7 @@ def _samples(name, make, option_sets, shapes, check, edges=None):
     reductions (empty_reduction="nan" makes the harness call Keras with its reduction); an
     empty batch; all-zero sample weights; the loss's edge cases."""
     shape_of = _loss_shape(check)
+    make = _ordered_make(make)
 
     def samples(rng, dtype):
         for k, mopts in enumerate(option_sets):
@@ -409,6 +456,7 @@ def _default_random_shape(rng):
 
 def _random_sample(name, make, option_sets, check, random_shape=_default_random_shape):
     shape_of = _loss_shape(check)
+    make = _ordered_make(make)
 
     def random_sample(rng, dtype):
         mopts = option_sets[int(rng.integers(len(option_sets)))]
@@ -421,6 +469,13 @@ def _random_sample(name, make, option_sets, check, random_shape=_default_random_
         return Sample(case_id(f"{name}[random]", opts), inputs, opts, sw)
 
     return random_sample
+
+
+def _ordered_make(make):
+    def ordered(*args):
+        return _ordered(make(*args))
+
+    return ordered
 
 
 def _loss_opts(opts):
@@ -457,7 +512,8 @@ def _categorical_make(rng, shape, dtype, opts):
 
 
 def _edge(name, inputs, opts, sw=None):
-    return Sample(case_id(f"{name}[edge]", opts), inputs, opts, sw)
+    """An edge case; ``inputs`` is a ``(y_pred, y_true)`` pair."""
+    return Sample(case_id(f"{name}[edge]", opts), _ordered(inputs), opts, sw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +526,51 @@ _REDUCTION_NOTE = (
     "'mean') by the summed sample weights, and nothing to divide by gives 0. Keras' own "
     "'mean' is multiloss 'sum_over_batch_size'. sample_weight follows Keras' rank rule (one "
     "trailing axis of 1 added or removed; docs/keras.md); an empty batch gives 0 where "
-    "Keras returns the empty array. The call order is (y_pred, y_true), Keras' reversed.")
+    "Keras returns the empty array. The call order is Keras', loss(y_true, y_pred); the "
+    "keywords y_true= and y_pred= work too.")
+
+
+#: Keras' (and tf.keras') names without the ``keras.`` prefix that resolve to the keras.*
+#: loss: (names matched as any multiloss name is, case- and underscore-insensitively; names
+#: matched only as Keras spells them). A Keras name stays with the multiloss loss it names
+#: today where multiloss registers that very spelling itself (``mse``, ``mae``,
+#: ``mean_squared_error``, ``mean_absolute_error``, ``huber``, ``log_cosh``, ``logcosh``,
+#: ``kl_divergence``, ``kld``, ``poisson``, ``ctc``, ``dice``, ``tversky``, ``bce``, ``mape``,
+#: ``msle``) and for the capitalised acronyms of those (``BCE``, ``MSE``, ``MAE``, ``MAPE``,
+#: ``MSLE``, ``KLD``). A Keras spelling that only reached another loss through the loose match
+#: (``binary_crossentropy`` and ``BinaryCrossentropy`` reached torch's binary_cross_entropy,
+#: whose order is (input, target): a Keras user's loss(y_true, y_pred) gave a wrong number
+#: without an error) is an exact alias of the keras.* loss; its loose spellings keep their
+#: meaning. docs/keras.md has the table; tests/test_keras.py tests it.
+BARE_NAMES = {
+    "binary_crossentropy": ((), ("binary_crossentropy", "BinaryCrossentropy")),
+    "binary_focal_crossentropy": (("binary_focal_crossentropy", "BinaryFocalCrossentropy"), ()),
+    "categorical_crossentropy": (("categorical_crossentropy", "CategoricalCrossentropy"), ()),
+    "categorical_focal_crossentropy": (
+        ("categorical_focal_crossentropy", "CategoricalFocalCrossentropy"), ()),
+    "sparse_categorical_crossentropy": (
+        ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"), ()),
+    "categorical_generalized_cross_entropy": (
+        ("categorical_generalized_cross_entropy", "CategoricalGeneralizedCrossEntropy"), ()),
+    "categorical_hinge": (("categorical_hinge", "CategoricalHinge"), ()),
+    "hinge": (("hinge", "Hinge"), ()),
+    "squared_hinge": (("squared_hinge", "SquaredHinge"), ()),
+    "mean_squared_error": ((), ("MeanSquaredError",)),
+    "mean_absolute_error": ((), ("MeanAbsoluteError",)),
+    "mean_absolute_percentage_error": (
+        ("mean_absolute_percentage_error", "MeanAbsolutePercentageError"), ()),
+    "mean_squared_logarithmic_error": (
+        ("mean_squared_logarithmic_error", "MeanSquaredLogarithmicError"), ()),
+    "cosine_similarity": (("cosine_similarity", "CosineSimilarity"), ()),
+    "huber": ((), ("Huber",)),
+    "log_cosh": ((), ("LogCosh",)),
+    "kl_divergence": (("kullback_leibler_divergence",), ("KLDivergence",)),
+    "poisson": ((), ("Poisson",)),
+    "ctc": ((), ("CTC",)),
+    "dice": ((), ("Dice",)),
+    "tversky": ((), ("Tversky",)),
+    "circle": (("circle", "Circle"), ()),
+}
 
 
 def _spec(name, keras_class, summary, formula, check, options, option_sets, make, shapes,
@@ -479,12 +579,15 @@ def _spec(name, keras_class, summary, formula, check, options, option_sets, make
           reference_name=None, random_shape=_default_random_shape, batch_coupled=False):
     full = f"keras.{name}"
     option_names = tuple(o.name for o in options)
+    check = _keras_check(check)
+    bare, exact = BARE_NAMES[name]
     spec = LossSpec(
         name=full,
         family=FAMILY,
         summary=summary,
-        inputs=(InputSpec("y_pred", y_pred_doc),
-                InputSpec("y_true", y_true_doc, differentiable=y_true_diff)),
+        inputs=tuple({"y_true": InputSpec("y_true", y_true_doc, differentiable=y_true_diff),
+                      "y_pred": InputSpec("y_pred", y_pred_doc)}[n] for n in INPUTS),
+        order=ORDER,
         options=tuple(options),
         formula=formula,
         reference_name=reference_name or (
@@ -495,11 +598,13 @@ def _spec(name, keras_class, summary, formula, check, options, option_sets, make
         random_sample=_random_sample(full, make, option_sets, check, random_shape),
         reference=_reference(keras_class, option_names),
         normalizer=normalizer or _ones_normalizer(check),
-        aliases=(f"keras.{keras_class}", *(f"keras.{a}" for a in aliases)),
+        aliases=(f"keras.{keras_class}", *(f"keras.{a}" for a in aliases), *bare, *exact),
+        exact_aliases=exact,
         default_reduction="sum_over_batch_size",
         default_empty_reduction="zero",
         reduction_aliases={"mean_with_sample_weight": "mean"},
         align_sample_weight=keras_sample_weight_shape,
+        sample_weight_broadcasts_loss=True,
         batch_coupled=batch_coupled,
         check_values=check_values,
         value_args=("y_true",) if check_values is not None else (),
@@ -650,7 +755,9 @@ def _classes_random_shape(rng):
 
 
 def _sparse_normalizer(inputs, opts):
-    p, t = (np.asarray(a) for a in inputs)
+    named = dict(zip(INPUTS, (np.asarray(a) for a in inputs)))
+    p, t = named["y_pred"], named["y_true"]
+    t = t.reshape(same_rank_shapes(t.shape, p.shape)[0])
     if t.ndim == p.ndim:
         t = t[..., 0]
     ignore = opts.get("ignore_class")
@@ -1080,7 +1187,7 @@ _spec(
     "loss_b = -log Σ_{alignments of y_true[b, :S_b], blank 0} Π_t q[b, t, a_t] "
     "(optax's forward algorithm, log 0 = -1e5)",
     _ctc_check, (), [{}, {"_repeat": True}], _ctc_make, ((3, 6, 4), (4, 5, 3)),
-    edges=_ctc_edges, y_true_diff=False, check_values=_check_ctc_values,
+    edges=_ctc_edges, y_true_diff=False, check_values=_check_ctc_values, value_kinds="fiu",
     random_shape=_ctc_random_shape,
     y_pred_doc="logits (batch_size, max_length, num_classes); Keras applies log_softmax",
     y_true_doc="integer labels (batch_size, max_label_length), 0 the blank and the padding",
@@ -1109,7 +1216,7 @@ def _circle_make(rng, shape, dtype, opts):
 
 
 def _circle_normalizer(inputs, opts):
-    labels = np.asarray(inputs[1]).astype(np.int64)
+    labels = np.asarray(inputs[INPUTS.index("y_true")]).astype(np.int64)
     same = labels[:, None] == labels[None, :]
     pos = same.copy()
     if opts["remove_diagonal"]:

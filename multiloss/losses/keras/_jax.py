@@ -4,16 +4,44 @@ Each function is Keras 3.15's own formula (``keras/src/losses/losses.py`` and th
 ``keras/src/backend/jax/nn.py``) written with the same JAX operations in the same order, so that
 values and ``jax.grad`` agree with Keras on its JAX backend to rounding: ``jnp.clip`` (half the
 gradient at a bound, like ``jnp.maximum``), ``jnp.power``, ``jax.nn.log_sigmoid``, the one-hot
-sums of the sparse losses. Call order is multiloss's, (y_pred, y_true).
+sums of the sparse losses. Call order is Keras', (y_true, y_pred); every loss goes through
+``_keras_inputs`` first (Keras' input handling).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from ...backends import Terms
-from ._constants import EPSILON, EPSILON_F32, LOG2
+from ._constants import EPSILON, EPSILON_F32, FLOATX, LOG2, same_rank_shapes
+
+
+def _keras_inputs(fn):
+    """Keras' input handling before a loss function (``Loss.__call__`` and
+    ``LossFunctionWrapper.call``): an integer or bool ``y_pred`` converted to the float dtype
+    (``y_true``'s if it is floating, else Keras' floatx, float32; each function casts ``y_true``
+    as Keras does), then ``squeeze_or_expand_to_same_rank(y_true, y_pred)``
+    (``same_rank_shapes``). The torch twin is ``_torch._keras_inputs``."""
+
+    @functools.wraps(fn)
+    def wrapper(y_true, y_pred, **options):
+        if not jnp.issubdtype(y_pred.dtype, jnp.floating):
+            floating = jnp.issubdtype(y_true.dtype, jnp.floating)
+            # the barrier keeps XLA from simplifying the converted values' arithmetic (a 0/0
+            # of a bool row gave a number where Keras, eager, gives NaN)
+            y_pred = jax.lax.optimization_barrier(
+                y_pred.astype(y_true.dtype if floating else FLOATX))
+        t_shape, p_shape = same_rank_shapes(y_true.shape, y_pred.shape)
+        if t_shape != y_true.shape:
+            y_true = jnp.reshape(y_true, t_shape)
+        if p_shape != y_pred.shape:
+            y_pred = jnp.reshape(y_pred, p_shape)
+        return fn(y_true, y_pred, **options)
+
+    return wrapper
 
 
 def _cast(y_true, y_pred):
@@ -33,7 +61,8 @@ def _bce(t, p):
     return -bce
 
 
-def binary_crossentropy(y_pred, y_true, *, from_logits=False, label_smoothing=0.0, axis=-1):
+@_keras_inputs
+def binary_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0, axis=-1):
     t = _cast(y_true, y_pred)
     if label_smoothing:
         t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
@@ -45,7 +74,8 @@ def binary_crossentropy(y_pred, y_true, *, from_logits=False, label_smoothing=0.
     return Terms(jnp.mean(loss, axis=axis))
 
 
-def binary_focal_crossentropy(y_pred, y_true, *, apply_class_balancing=False, alpha=0.25,
+@_keras_inputs
+def binary_focal_crossentropy(y_true, y_pred, *, apply_class_balancing=False, alpha=0.25,
                               gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1):
     t = _cast(y_true, y_pred)
     if label_smoothing:
@@ -73,13 +103,15 @@ def _log_prob(y_pred, from_logits, axis):
     return jnp.log(jnp.clip(out, EPSILON, 1.0 - EPSILON))
 
 
-def categorical_crossentropy(y_pred, y_true, *, from_logits=False, label_smoothing=0.0,
+@_keras_inputs
+def categorical_crossentropy(y_true, y_pred, *, from_logits=False, label_smoothing=0.0,
                              axis=-1):
     t = _smooth(_cast(y_true, y_pred), label_smoothing)
     return Terms(-jnp.sum(t * _log_prob(y_pred, from_logits, axis), axis=axis))
 
 
-def categorical_focal_crossentropy(y_pred, y_true, *, alpha=0.25, gamma=2.0, from_logits=False,
+@_keras_inputs
+def categorical_focal_crossentropy(y_true, y_pred, *, alpha=0.25, gamma=2.0, from_logits=False,
                                    label_smoothing=0.0, axis=-1):
     t = _smooth(_cast(y_true, y_pred), label_smoothing)
     p = jax.nn.softmax(y_pred, axis=axis) if from_logits else y_pred
@@ -97,7 +129,8 @@ def _labels(y_true, n_classes):
     return t, (t >= 0) & (t < n_classes)
 
 
-def sparse_categorical_crossentropy(y_pred, y_true, *, from_logits=False, ignore_class=None,
+@_keras_inputs
+def sparse_categorical_crossentropy(y_true, y_pred, *, from_logits=False, ignore_class=None,
                                     axis=-1):
     n_classes = y_pred.shape[-1]
     if y_true.ndim == y_pred.ndim:
@@ -109,7 +142,10 @@ def sparse_categorical_crossentropy(y_pred, y_true, *, from_logits=False, ignore
         t = jnp.where(valid, t, 0)
         y_pred = jnp.where(valid[..., None], y_pred, jnp.ones((), y_pred.dtype))
         in_range = in_range | ~valid
-    onehot = jax.nn.one_hot(t, n_classes, dtype=y_pred.dtype)
+    # the barrier keeps XLA from folding the product into a select, which would drop Keras'
+    # 0·NaN = NaN of a row whose probabilities are not finite (an inf probability makes
+    # p / Σ p NaN at the other classes too; Keras on JAX runs eagerly and keeps it)
+    onehot = jax.lax.optimization_barrier(jax.nn.one_hot(t, n_classes, dtype=y_pred.dtype))
     loss = -jnp.sum(onehot * _log_prob(y_pred, from_logits, -1), axis=-1)
     loss = jnp.where(in_range, loss, jnp.asarray(jnp.nan, loss.dtype))
     if valid is None:
@@ -117,7 +153,8 @@ def sparse_categorical_crossentropy(y_pred, y_true, *, from_logits=False, ignore
     return _mask_terms(jnp.where(valid, loss, jnp.zeros((), loss.dtype)), valid)
 
 
-def categorical_generalized_cross_entropy(y_pred, y_true, *, q=0.5):
+@_keras_inputs
+def categorical_generalized_cross_entropy(y_true, y_pred, *, q=0.5):
     n_classes = y_pred.shape[-1]
     t, in_range = _labels(y_true, n_classes)
     # the barrier keeps XLA from folding the product into a select, which would drop Keras'
@@ -139,17 +176,20 @@ def _hinge_labels(t):
     return jnp.where(is_binary, 2.0 * t - 1.0, t)
 
 
-def hinge(y_pred, y_true):
+@_keras_inputs
+def hinge(y_true, y_pred):
     t = _hinge_labels(_cast(y_true, y_pred))
     return Terms(jnp.mean(jnp.maximum(1.0 - t * y_pred, 0.0), axis=-1))
 
 
-def squared_hinge(y_pred, y_true):
+@_keras_inputs
+def squared_hinge(y_true, y_pred):
     t = _hinge_labels(_cast(y_true, y_pred))
     return Terms(jnp.mean(jnp.square(jnp.maximum(1.0 - t * y_pred, 0.0)), axis=-1))
 
 
-def categorical_hinge(y_pred, y_true):
+@_keras_inputs
+def categorical_hinge(y_true, y_pred):
     t = _cast(y_true, y_pred)
     pos = jnp.sum(t * y_pred, axis=-1)
     neg = jnp.max((1.0 - t) * y_pred, axis=-1)
@@ -160,22 +200,26 @@ def categorical_hinge(y_pred, y_true):
 # regression
 
 
-def mean_squared_error(y_pred, y_true):
+@_keras_inputs
+def mean_squared_error(y_true, y_pred):
     return Terms(jnp.mean(jnp.square(_cast(y_true, y_pred) - y_pred), axis=-1))
 
 
-def mean_absolute_error(y_pred, y_true):
+@_keras_inputs
+def mean_absolute_error(y_true, y_pred):
     return Terms(jnp.mean(jnp.abs(_cast(y_true, y_pred) - y_pred), axis=-1))
 
 
-def mean_absolute_percentage_error(y_pred, y_true):
+@_keras_inputs
+def mean_absolute_percentage_error(y_true, y_pred):
     t = _cast(y_true, y_pred)
     eps = jnp.asarray(EPSILON, y_pred.dtype)
     diff = jnp.abs((t - y_pred) / jnp.maximum(jnp.abs(t), eps))
     return Terms(100.0 * jnp.mean(diff, axis=-1))
 
 
-def mean_squared_logarithmic_error(y_pred, y_true):
+@_keras_inputs
+def mean_squared_logarithmic_error(y_true, y_pred):
     t = _cast(y_true, y_pred)
     eps = jnp.asarray(EPSILON_F32, y_pred.dtype)
     first = jnp.log(jnp.maximum(y_pred, eps) + 1.0)
@@ -183,7 +227,8 @@ def mean_squared_logarithmic_error(y_pred, y_true):
     return Terms(jnp.mean(jnp.square(first - second), axis=-1))
 
 
-def huber(y_pred, y_true, *, delta=1.0):
+@_keras_inputs
+def huber(y_true, y_pred, *, delta=1.0):
     t = _cast(y_true, y_pred)
     d = jnp.asarray(delta, y_pred.dtype)
     err = y_pred - t
@@ -193,14 +238,16 @@ def huber(y_pred, y_true, *, delta=1.0):
     return Terms(jnp.mean(loss, axis=-1))
 
 
-def log_cosh(y_pred, y_true):
+@_keras_inputs
+def log_cosh(y_true, y_pred):
     t = _cast(y_true, y_pred)
     x = y_pred - t
     log2 = jnp.asarray(LOG2, y_pred.dtype)
     return Terms(jnp.mean(x + jax.nn.softplus(x * -2.0) - log2, axis=-1))
 
 
-def cosine_similarity(y_pred, y_true, *, axis=-1):
+@_keras_inputs
+def cosine_similarity(y_true, y_pred, *, axis=-1):
     t = _cast(y_true, y_pred)
 
     def normalize(x):
@@ -210,13 +257,15 @@ def cosine_similarity(y_pred, y_true, *, axis=-1):
     return Terms(-jnp.sum(normalize(t) * normalize(y_pred), axis=axis))
 
 
-def kl_divergence(y_pred, y_true):
+@_keras_inputs
+def kl_divergence(y_true, y_pred):
     t = jnp.clip(_cast(y_true, y_pred), EPSILON, 1)
     p = jnp.clip(y_pred, EPSILON, 1)
     return Terms(jnp.sum(t * jnp.log(t / p), axis=-1))
 
 
-def poisson(y_pred, y_true):
+@_keras_inputs
+def poisson(y_true, y_pred):
     t = _cast(y_true, y_pred)
     eps = jnp.asarray(EPSILON, y_pred.dtype)
     return Terms(jnp.mean(y_pred - t * jnp.log(y_pred + eps), axis=-1))
@@ -226,14 +275,16 @@ def poisson(y_pred, y_true):
 # segmentation, sequence, metric learning
 
 
-def dice(y_pred, y_true, *, axis=None):
+@_keras_inputs
+def dice(y_true, y_pred, *, axis=None):
     t = _cast(y_true, y_pred)
     inter = jnp.sum(t * y_pred, axis=axis)
     d = jnp.divide(2.0 * inter, jnp.sum(t, axis=axis) + jnp.sum(y_pred, axis=axis) + EPSILON)
     return Terms(1 - d)
 
 
-def tversky(y_pred, y_true, *, alpha=0.5, beta=0.5, axis=None):
+@_keras_inputs
+def tversky(y_true, y_pred, *, alpha=0.5, beta=0.5, axis=None):
     t = _cast(y_true, y_pred)
     inter = jnp.sum(t * y_pred, axis=axis)
     fp = jnp.sum((1 - y_pred) * t, axis=axis)
@@ -242,7 +293,8 @@ def tversky(y_pred, y_true, *, alpha=0.5, beta=0.5, axis=None):
     return Terms(1 - tv)
 
 
-def ctc(y_pred, y_true):
+@_keras_inputs
+def ctc(y_true, y_pred):
     """Keras' ctc (keras.ops.ctc_loss on JAX, optax's algorithm): y_pred (N, T, C) logits,
     y_true (N, S) labels with 0 as both the blank and the padding; every frame counts."""
     target = y_true.astype(jnp.int32)
@@ -280,7 +332,8 @@ def ctc(y_pred, y_true):
     return Terms(-jnp.einsum("bn,bn->b", last, sel))
 
 
-def circle(y_pred, y_true, *, gamma=80.0, margin=0.4, remove_diagonal=True):
+@_keras_inputs
+def circle(y_true, y_pred, *, gamma=80.0, margin=0.4, remove_diagonal=True):
     labels = y_true.astype(jnp.int32)
     dist = 1 - jnp.matmul(y_pred, jnp.transpose(y_pred))
     dist = jnp.maximum(dist, 0.0)

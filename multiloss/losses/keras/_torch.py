@@ -6,11 +6,33 @@ switches to x above 20), ``amax`` (the gradient shared between tied maxima, as `
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from ...backends import Terms
-from ._constants import EPSILON, EPSILON_F32, LOG2
+from ._constants import EPSILON, EPSILON_F32, FLOATX, LOG2, same_rank_shapes
+
+
+def _keras_inputs(fn):
+    """Keras' input handling before a loss function: an integer or bool ``y_pred`` converted to
+    the float dtype (``y_true``'s if floating, else float32), then
+    ``squeeze_or_expand_to_same_rank(y_true, y_pred)``. The twin of ``_jax._keras_inputs``."""
+
+    @functools.wraps(fn)
+    def wrapper(y_true, y_pred, **options):
+        if not y_pred.is_floating_point():
+            floating = y_true.is_floating_point()
+            y_pred = y_pred.to(y_true.dtype if floating else getattr(torch, FLOATX))
+        t_shape, p_shape = same_rank_shapes(y_true.shape, y_pred.shape)
+        if t_shape != tuple(y_true.shape):
+            y_true = y_true.reshape(t_shape)
+        if p_shape != tuple(y_pred.shape):
+            y_pred = y_pred.reshape(p_shape)
+        return fn(y_true, y_pred, **options)
+
+    return wrapper
 
 
 def _c(value, like):
@@ -80,7 +102,8 @@ def _bce(t, p):
     return -bce
 
 
-def binary_crossentropy(y_pred, y_true, *, reduction, from_logits=False, label_smoothing=0.0,
+@_keras_inputs
+def binary_crossentropy(y_true, y_pred, *, reduction, from_logits=False, label_smoothing=0.0,
                         axis=-1):
     t = _cast(y_true, y_pred)
     if label_smoothing:
@@ -93,7 +116,8 @@ def binary_crossentropy(y_pred, y_true, *, reduction, from_logits=False, label_s
     return Terms(torch.mean(loss, dim=axis))
 
 
-def binary_focal_crossentropy(y_pred, y_true, *, reduction, apply_class_balancing=False,
+@_keras_inputs
+def binary_focal_crossentropy(y_true, y_pred, *, reduction, apply_class_balancing=False,
                               alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
                               axis=-1):
     t = _cast(y_true, y_pred)
@@ -121,13 +145,15 @@ def _log_prob(y_pred, from_logits, axis):
     return torch.log(_clip(out, EPSILON, 1.0 - EPSILON))
 
 
-def categorical_crossentropy(y_pred, y_true, *, reduction, from_logits=False,
+@_keras_inputs
+def categorical_crossentropy(y_true, y_pred, *, reduction, from_logits=False,
                              label_smoothing=0.0, axis=-1):
     t = _smooth(_cast(y_true, y_pred), label_smoothing)
     return Terms(-torch.sum(t * _log_prob(y_pred, from_logits, axis), dim=axis))
 
 
-def categorical_focal_crossentropy(y_pred, y_true, *, reduction, alpha=0.25, gamma=2.0,
+@_keras_inputs
+def categorical_focal_crossentropy(y_true, y_pred, *, reduction, alpha=0.25, gamma=2.0,
                                    from_logits=False, label_smoothing=0.0, axis=-1):
     t = _smooth(_cast(y_true, y_pred), label_smoothing)
     p = torch.softmax(y_pred, dim=axis) if from_logits else y_pred
@@ -151,7 +177,8 @@ def _nan_where(ok, loss):
     return torch.where(ok, loss, _c(float("nan"), loss))
 
 
-def sparse_categorical_crossentropy(y_pred, y_true, *, reduction, from_logits=False,
+@_keras_inputs
+def sparse_categorical_crossentropy(y_true, y_pred, *, reduction, from_logits=False,
                                     ignore_class=None, axis=-1):
     n_classes = y_pred.shape[-1]
     if y_true.ndim == y_pred.ndim:
@@ -170,7 +197,8 @@ def sparse_categorical_crossentropy(y_pred, y_true, *, reduction, from_logits=Fa
     return _mask_terms(torch.where(valid, loss, _c(0.0, loss)), valid)
 
 
-def categorical_generalized_cross_entropy(y_pred, y_true, *, reduction, q=0.5):
+@_keras_inputs
+def categorical_generalized_cross_entropy(y_true, y_pred, *, reduction, q=0.5):
     n_classes = y_pred.shape[-1]
     t, in_range = _labels(y_true, n_classes)
     p = torch.sum(y_pred * _one_hot(t, n_classes, y_pred.dtype), dim=-1)
@@ -190,17 +218,20 @@ def _relu(x):
     return torch.maximum(x, _c(0.0, x))
 
 
-def hinge(y_pred, y_true, *, reduction):
+@_keras_inputs
+def hinge(y_true, y_pred, *, reduction):
     t = _hinge_labels(_cast(y_true, y_pred))
     return Terms(torch.mean(_relu(1.0 - t * y_pred), dim=-1))
 
 
-def squared_hinge(y_pred, y_true, *, reduction):
+@_keras_inputs
+def squared_hinge(y_true, y_pred, *, reduction):
     t = _hinge_labels(_cast(y_true, y_pred))
     return Terms(torch.mean(torch.square(_relu(1.0 - t * y_pred)), dim=-1))
 
 
-def categorical_hinge(y_pred, y_true, *, reduction):
+@_keras_inputs
+def categorical_hinge(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     pos = torch.sum(t * y_pred, dim=-1)
     neg = torch.amax((1.0 - t) * y_pred, dim=-1)
@@ -211,21 +242,25 @@ def categorical_hinge(y_pred, y_true, *, reduction):
 # regression
 
 
-def mean_squared_error(y_pred, y_true, *, reduction):
+@_keras_inputs
+def mean_squared_error(y_true, y_pred, *, reduction):
     return Terms(torch.mean(torch.square(_cast(y_true, y_pred) - y_pred), dim=-1))
 
 
-def mean_absolute_error(y_pred, y_true, *, reduction):
+@_keras_inputs
+def mean_absolute_error(y_true, y_pred, *, reduction):
     return Terms(torch.mean(_abs(_cast(y_true, y_pred) - y_pred), dim=-1))
 
 
-def mean_absolute_percentage_error(y_pred, y_true, *, reduction):
+@_keras_inputs
+def mean_absolute_percentage_error(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     diff = _abs((t - y_pred) / torch.maximum(_abs(t), _c(EPSILON, y_pred)))
     return Terms(100.0 * torch.mean(diff, dim=-1))
 
 
-def mean_squared_logarithmic_error(y_pred, y_true, *, reduction):
+@_keras_inputs
+def mean_squared_logarithmic_error(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     eps = _c(EPSILON_F32, y_pred)
     first = torch.log(torch.maximum(y_pred, eps) + 1.0)
@@ -233,7 +268,8 @@ def mean_squared_logarithmic_error(y_pred, y_true, *, reduction):
     return Terms(torch.mean(torch.square(first - second), dim=-1))
 
 
-def huber(y_pred, y_true, *, reduction, delta=1.0):
+@_keras_inputs
+def huber(y_true, y_pred, *, reduction, delta=1.0):
     t = _cast(y_true, y_pred)
     d = _c(delta, y_pred)
     err = y_pred - t
@@ -243,12 +279,14 @@ def huber(y_pred, y_true, *, reduction, delta=1.0):
     return Terms(torch.mean(loss, dim=-1))
 
 
-def log_cosh(y_pred, y_true, *, reduction):
+@_keras_inputs
+def log_cosh(y_true, y_pred, *, reduction):
     x = y_pred - _cast(y_true, y_pred)
     return Terms(torch.mean(x + _softplus(x * -2.0) - _c(LOG2, x), dim=-1))
 
 
-def cosine_similarity(y_pred, y_true, *, reduction, axis=-1):
+@_keras_inputs
+def cosine_similarity(y_true, y_pred, *, reduction, axis=-1):
     t = _cast(y_true, y_pred)
 
     def normalize(x):
@@ -258,13 +296,15 @@ def cosine_similarity(y_pred, y_true, *, reduction, axis=-1):
     return Terms(-torch.sum(normalize(t) * normalize(y_pred), dim=axis))
 
 
-def kl_divergence(y_pred, y_true, *, reduction):
+@_keras_inputs
+def kl_divergence(y_true, y_pred, *, reduction):
     t = _clip(_cast(y_true, y_pred), EPSILON, 1.0)
     p = _clip(y_pred, EPSILON, 1.0)
     return Terms(torch.sum(t * torch.log(t / p), dim=-1))
 
 
-def poisson(y_pred, y_true, *, reduction):
+@_keras_inputs
+def poisson(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     return Terms(torch.mean(y_pred - t * torch.log(y_pred + _c(EPSILON, y_pred)), dim=-1))
 
@@ -277,14 +317,16 @@ def _sum(x, axis):
     return torch.sum(x) if axis is None else torch.sum(x, dim=axis)
 
 
-def dice(y_pred, y_true, *, reduction, axis=None):
+@_keras_inputs
+def dice(y_true, y_pred, *, reduction, axis=None):
     t = _cast(y_true, y_pred)
     inter = _sum(t * y_pred, axis)
     d = (2.0 * inter) / (_sum(t, axis) + _sum(y_pred, axis) + EPSILON)
     return Terms(1 - d)
 
 
-def tversky(y_pred, y_true, *, reduction, alpha=0.5, beta=0.5, axis=None):
+@_keras_inputs
+def tversky(y_true, y_pred, *, reduction, alpha=0.5, beta=0.5, axis=None):
     t = _cast(y_true, y_pred)
     inter = _sum(t * y_pred, axis)
     fp = _sum((1 - y_pred) * t, axis)
@@ -292,7 +334,8 @@ def tversky(y_pred, y_true, *, reduction, alpha=0.5, beta=0.5, axis=None):
     return Terms(1 - inter / (inter + fp * alpha + fn * beta + EPSILON))
 
 
-def ctc(y_pred, y_true, *, reduction):
+@_keras_inputs
+def ctc(y_true, y_pred, *, reduction):
     """Keras' ctc on JAX (optax's forward algorithm with log(0) as -1e5), step by step."""
     target = y_true.to(torch.int64)
     out_dtype = y_pred.dtype
@@ -329,7 +372,8 @@ def ctc(y_pred, y_true, *, reduction):
     return Terms(-torch.einsum("bn,bn->b", last, sel).to(out_dtype))
 
 
-def circle(y_pred, y_true, *, reduction, gamma=80.0, margin=0.4, remove_diagonal=True):
+@_keras_inputs
+def circle(y_true, y_pred, *, reduction, gamma=80.0, margin=0.4, remove_diagonal=True):
     labels = y_true.to(torch.int32)
     dist = 1 - torch.matmul(y_pred, y_pred.T)
     dist = _relu(dist)
