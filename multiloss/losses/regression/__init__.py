@@ -141,6 +141,7 @@ def _ref(fname, *keys):
 
 register(LossSpec(
     name="mse",
+    converts={"input": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Mean squared error.",
     aliases=("mse_loss", "MSELoss", "l2", "mean_squared_error"),
@@ -160,6 +161,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="l1",
+    converts={"input": ("iu", "float"), "target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Mean absolute error.",
     aliases=("l1_loss", "L1Loss", "mae", "mean_absolute_error"),
@@ -178,6 +180,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="smooth_l1",
+    converts={"input": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Smooth L1: quadratic below beta, linear above.",
     aliases=("smooth_l1_loss", "SmoothL1Loss"),
@@ -200,6 +203,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="huber",
+    converts={"target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Huber loss: quadratic below delta, linear with slope delta above.",
     aliases=("huber_loss", "HuberLoss"),
@@ -210,7 +214,9 @@ register(LossSpec(
     formula=("z = |x - t|; l = w * (0.5 z^2 if z < delta else delta (z - 0.5 delta)); "
              "'mean' = mean(w * l) (torch 2.13 does not normalise huber's weight)."),
     reference_name="torch.nn.functional.huber_loss (torch 2.13, with its weight argument)",
-    notes=("optax.huber_loss matches per element with delta; Keras' Huber averages over the "
+    notes=("Mixed floating inputs are computed in their common dtype, which is the result's "
+"dtype (torch's kernel returns the input's dtype here). "
+"optax.huber_loss matches per element with delta; Keras' Huber averages over the "
            "last axis. torch 2.13 normalises mse/l1's weight but not huber's: so does multiloss."),
     check=elementwise_check,
     samples=_samples("huber", lambda e: [e.get("delta", 1.0)], ({}, {"delta": 0.25})),
@@ -413,6 +419,7 @@ def _ref_gaussian(torch, inputs, opts, reduction):
 
 register(LossSpec(
     name="poisson_nll",
+    converts={"input": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Negative log-likelihood of a Poisson distribution (counts given a rate).",
     aliases=("poisson_nll_loss", "PoissonNLLLoss"),
@@ -448,6 +455,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="gaussian_nll",
+    converts={"input": ("iu", "float"), "target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Negative log-likelihood of a Gaussian with a predicted variance.",
     aliases=("gaussian_nll_loss", "GaussianNLLLoss"),
