@@ -469,7 +469,12 @@ class LossSpec:
             rule = self.converts.get(inp.name)
             to = None
             if rule is not None and x.kind in rule[0]:
-                to = rule[1] if rule[1] != "float" else common_float(floats)
+                if rule[1] == "float":
+                    to = common_float(floats)
+                elif rule[1] == "float32+":  # torchvision's _upcast_non_float
+                    to = None if x.dtype in ("float32", "float64") else "float32"
+                else:
+                    to = rule[1]
                 any_ = any_ or (to is not None and to != x.dtype)
             out.append(to if to != x.dtype else None)
         return tuple(out) if any_ else None

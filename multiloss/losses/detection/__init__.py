@@ -173,11 +173,16 @@ def _tv_ciou(torch, boxes1, boxes2, eps):
 def _reference(fn):
     def reference(torch, inputs, opts, reduction):
         b1, b2 = inputs
-        if not b2.is_floating_point():
-            # torchvision's _upcast_non_float makes it float32; in boxes1's dtype here (as
-            # multiloss): torchvision's float32 atan of a float64 ciou is not reproducible
-            # to 1e-12 by another atan implementation
+        if not b2.is_floating_point() and b1.dtype == torch.float64:
+            # torchvision's _upcast_non_float makes it float32; in boxes1's dtype here:
+            # torchvision's float32 atan of a float64 ciou is not reproducible to 1e-12 by
+            # another atan implementation (multiloss promotes; see the notes)
             b2 = b2.to(b1.dtype)
+        # torchvision's _upcast_non_float: float16, bfloat16 and integer boxes in float32 (the
+        # areas of pixel-scale boxes overflow float16); the loss is then float32
+        upcast = (torch.float32, torch.float64)
+        b1 = b1 if b1.dtype in upcast else b1.float()
+        b2 = b2 if b2.dtype in upcast else b2.float()
         loss = fn(torch, b1, b2, opts["eps"])
         if reduction == "mean":  # torchvision's reduction
             loss = loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
@@ -310,11 +315,17 @@ _COMMON_NOTES = (
     "concrete (torchvision computes a meaningless number; fvcore's original giou asserted); "
     "under a JAX trace they are not checked. At tied coordinates (identical boxes) the "
     "gradient of each min / max is split evenly between its arguments (torch.max/min and "
-    "jnp.maximum/minimum agree). Integer target boxes are cast to boxes1's dtype; "
-    "torchvision's _upcast_non_float casts them to float32, so that with float64 predictions "
+    "jnp.maximum/minimum agree). As torchvision's _upcast_non_float, boxes that are not "
+    "float32 or float64 (float16, bfloat16, integers) are computed in float32 and the loss is "
+    "float32 (float16 areas of pixel-scale boxes overflow). Integer target boxes with float64 "
+    "predictions are computed in float64; torchvision's are float32, so that "
     "its ciou computes the target's aspect ratio w / h and its atan in float32 (a 1e-8 "
     "relative difference; the reference here casts as multiloss)."
 )
+
+
+#: torchvision's _upcast_non_float of both boxes (LossSpec.converts)
+_UPCAST = {"boxes1": ("fiub", "float32+"), "boxes2": ("fiub", "float32+")}
 
 
 def _spec(name, aliases, summary, formula, reference_name, fn, notes=""):
@@ -329,6 +340,7 @@ def _spec(name, aliases, summary, formula, reference_name, fn, notes=""):
         reference_name=reference_name,
         notes=(notes + " " + _COMMON_NOTES).strip(),
         check=_check,
+        converts=_UPCAST,
         check_values=_check_values,
         value_args=("boxes1", "boxes2"),
         value_kinds="fiu",
