@@ -39,10 +39,13 @@ LOW = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
 
 
 def _int32_indices(spec, name, dtype, torch_error):
-    """Class indices in int32 (JAX's default integer): torch's cross_entropy, nll_loss and
-    linear_cross_entropy want int64 ("expected target dtype to be Long or Byte, but got
-    Int"); multiloss takes them on both backends (documented in the losses' notes)."""
-    return dtype == "int32" and name == "target" and "Long or Byte" in torch_error
+    """Class indices in int32 (JAX's default integer) or another integer dtype: torch's
+    cross_entropy, nll_loss and linear_cross_entropy want int64 ("expected target dtype to be
+    Long or Byte, but got Int"), multi_margin_loss and multilabel_margin_loss int64 only
+    ("expected scalar type Long but found Int"); multiloss takes class indices of any integer
+    dtype on both backends (documented in the losses' notes)."""
+    return (dtype in ("int32", "uint8") and name == "target"
+            and ("Long or Byte" in torch_error or "expected scalar type Long" in torch_error))
 
 
 def _no_cpu_kernel(spec, name, dtype, torch_error):
@@ -88,6 +91,21 @@ def _numpy_or_jax(t):
     return t.numpy()
 
 
+def _raw_multi_margin(torch, inputs, opts, reduction):
+    x, t = inputs
+    return torch.nn.functional.multi_margin_loss(
+        x, t, p=opts["p"], margin=opts["margin"], weight=opts["weight"], reduction=reduction)
+
+
+def _raw_multilabel_margin(torch, inputs, opts, reduction):
+    return torch.nn.functional.multilabel_margin_loss(*inputs, reduction=reduction)
+
+
+#: torch's function itself where the spec's reference converts an input first (the class
+#: indices' .long() of the parity references, made for samples of any integer dtype)
+RAW = {"multi_margin": _raw_multi_margin, "multilabel_margin": _raw_multilabel_margin}
+
+
 @functools.cache
 def _torch_table(name):
     """{(input, dtype): ("ok", result dtype, value) | ("raise", message)}: torch's answer."""
@@ -102,7 +120,8 @@ def _torch_table(name):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 try:
-                    out = spec.reference(torch, tensors, opts, opts["reduction"])
+                    out = RAW.get(name, spec.reference)(torch, tensors, opts,
+                                                        opts["reduction"])
                 except Exception as e:  # noqa: BLE001 - the table records what torch raises
                     table[inp.name, dtype] = ("raise", f"{type(e).__name__}: {e}")
                     continue
@@ -144,7 +163,15 @@ def test_dtype_acceptance_matches_torch(spec):
                         if documented[0] is _no_cpu_kernel and backend == "torch":
                             with pytest.raises(NotImplementedError):
                                 _ours(spec, sample, i, dtype, backend)
-                        else:  # multiloss accepts: checked against torch on int64 / float32
+                        elif documented[0] is _int32_indices:  # torch's number on int64
+                            tensors = [torch.from_numpy(np.array(x)) for x in sample.inputs]
+                            tensors[i] = _cast(sample.inputs[i], dtype).long()
+                            opts = testing._reference_options(torch, spec, sample, torch.float32)
+                            ref = spec.reference(torch, tensors, opts, opts["reduction"])
+                            _, value = _ours(spec, sample, i, dtype, backend)
+                            err = testing.rel_error(value, ref.detach().double().numpy(), 1.0)
+                            assert err <= testing.TOLERANCE["float32"], (where, backend, err)
+                        else:  # no CPU kernel in torch: JAX computes (test_mixed_precision)
                             _ours(spec, sample, i, dtype, backend)
                         continue
                     with pytest.raises((TypeError, ValueError)) as e:

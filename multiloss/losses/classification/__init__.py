@@ -820,7 +820,6 @@ MARGIN_SCORES = InputSpec("input", "scores, shape (C,) or (N, C)")
 register(
     LossSpec(
         name="multi_margin",
-        converts={"target": ("bf", "int64")},  # torch converts these (tests/test_torch_dtypes.py)
         family=FAMILY,
         summary="Multi-class hinge loss (a margin between the target's score and each other's).",
         aliases=("multi_margin_loss", "MultiMarginLoss"),
@@ -843,10 +842,11 @@ register(
         ),
         reference_name="torch.nn.functional.multi_margin_loss (torch 2.13)",
         notes=(
+            "Class indices of any integer dtype (int32: JAX's default), where torch wants int64 "
+            "('expected scalar type Long'). "
             "float16/bfloat16 inputs: torch has no CPU kernel ('not implemented for Half'), so "
             "the torch backend raises torch's NotImplementedError on CPU; JAX computes in float32 "
             "and rounds to the input's dtype. "
-"Float class indices are truncated to integers, as torch does. "
             "On an empty batch torch's 'mean' is 0 and its 'sum' uninitialised memory; the "
             "contract gives NaN (or 0 with empty_reduction='zero') and 0. Keras' categorical_hinge is a different loss (one margin "
             "against the largest other score). int32 targets are accepted (torch needs int64)."
@@ -864,7 +864,6 @@ register(
 register(
     LossSpec(
         name="multilabel_margin",
-        converts={"target": ("bf", "int64")},  # torch converts these (tests/test_torch_dtypes.py)
         family=FAMILY,
         summary="Multi-label hinge loss between each listed target class and every other class.",
         aliases=("multilabel_margin_loss", "MultiLabelMarginLoss"),
@@ -882,10 +881,11 @@ register(
         ),
         reference_name="torch.nn.functional.multilabel_margin_loss (torch 2.13)",
         notes=(
+            "Class indices of any integer dtype (int32: JAX's default), where torch wants int64 "
+            "('expected scalar type Long'). "
             "float16/bfloat16 inputs: torch has no CPU kernel ('not implemented for Half'), so "
             "the torch backend raises torch's NotImplementedError on CPU; JAX computes in float32 "
             "and rounds to the input's dtype. "
-"Float class indices are truncated to integers, as torch does. "
             "Every target entry, padding included, must be in [-1, C) (as torch checks). On an "
             "empty batch torch's 'mean' and 'sum' read uninitialised memory; the contract gives "
             "NaN (or 0 with empty_reduction='zero') and 0. Memory O(N C^2) on JAX (torch's kernel loops)."

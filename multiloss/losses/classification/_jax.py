@@ -126,6 +126,8 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None):
 
 def multilabel_margin(input, target):
     x, t = _as_batch(input, target)
+    if jnp.issubdtype(t.dtype, jnp.unsignedinteger):  # the -1 padding compares as signed
+        t = t.astype(jnp.int32)
     n_classes = x.shape[1]
     in_range = (t >= -1) & (t < n_classes)
     # the targets of a row are read up to its first -1
