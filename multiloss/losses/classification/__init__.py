@@ -849,7 +849,7 @@ register(
             "and rounds to the input's dtype. "
             "On an empty batch torch's 'mean' is 0 and its 'sum' uninitialised memory; the "
             "contract gives NaN (or 0 with empty_reduction='zero') and 0. Keras' categorical_hinge is a different loss (one margin "
-            "against the largest other score). int32 targets are accepted (torch needs int64)."
+            "against the largest other score)."
         ),
         check=_multi_margin_check,
         check_values=_margin_index_values(0),
