@@ -24,12 +24,6 @@ VALUES = (np.nan, np.inf, -np.inf)
 #: found by this sweep, not fixed yet (strict: the test fails once one is fixed, so that
 #: the mark is removed)
 OPEN = {
-    "iou": "torch backend: the box value check raises on an infinite coordinate where "
-           "torchvision gives a number (inf or the IoU's limit)",
-    "giou": "as iou", "diou": "as iou", "ciou": "as iou",
-    "focal": "torch backend: the target value check raises on a NaN target; torchvision "
-             "gives NaN",
-    "sparsemax": "the 0/1 label check raises on a NaN target; optax gives a number",
     "contrastive": "JAX: a NaN embedding gives 0 on the diagonal pair where "
                    "pytorch-metric-learning gives NaN",
     "linear_cross_entropy": "torch backend: a NaN hidden state in an ignored row gives NaN "

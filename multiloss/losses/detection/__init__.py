@@ -73,7 +73,8 @@ def _check_values(values, infos, opts):
         if b is None or b.size == 0:
             continue
         for lo, hi, what in ((0, 2, "x2 >= x1"), (1, 3, "y2 >= y1")):
-            bad = b[..., hi] < b[..., lo]
+            # a non-finite coordinate is not checked: it propagates as in torchvision
+            bad = (b[..., hi] < b[..., lo]) & np.isfinite(b[..., hi]) & np.isfinite(b[..., lo])
             if np.any(bad):
                 pos = tuple(int(i) for i in np.argwhere(bad)[0])
                 where = f" at index {pos}" if pos else ""
@@ -312,7 +313,8 @@ _COMMON_NOTES = (
     "Boxes may have any leading shape (torchvision: (N, 4) or (4,)). torchvision's default "
     "reduction is 'none' and its 'mean' of an empty batch is 0: multiloss defaults to "
     "reduction='mean' and empty_reduction='zero'. Boxes with x2 < x1 or y2 < y1 raise where "
-    "concrete (torchvision computes a meaningless number; fvcore's original giou asserted); "
+    "concrete, unless a coordinate is NaN or infinite (as torchvision's, the loss is then "
+    "computed and propagates it) (torchvision computes a meaningless number; fvcore's original giou asserted); "
     "under a JAX trace they are not checked. At tied coordinates (identical boxes) the "
     "gradient of each min / max is split evenly between its arguments (torch.max/min and "
     "jnp.maximum/minimum agree). As torchvision's _upcast_non_float, boxes that are not "
