@@ -24,8 +24,6 @@ VALUES = (np.nan, np.inf, -np.inf)
 #: found by this sweep, not fixed yet (strict: the test fails once one is fixed, so that
 #: the mark is removed)
 OPEN = {
-    "contrastive": "JAX: a NaN embedding gives 0 on the diagonal pair where "
-                   "pytorch-metric-learning gives NaN",
     "linear_cross_entropy": "torch backend: a NaN hidden state in an ignored row gives NaN "
                             "(issue 14, item 5; _linear_torch.py, owned elsewhere)",
 }
