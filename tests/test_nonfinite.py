@@ -116,3 +116,56 @@ def test_nonfinite_values_propagate_as_in_the_reference(spec):
     assert not failures, "\n".join(failures[:10])
     # (binary_cross_entropy: torch refuses non-finite probabilities, nothing to compare)
     assert swept > 0 or spec.name == "binary_cross_entropy"
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("name,ref", [
+    ("multiclass_perceptron", "multiclass_perceptron_loss"),
+    ("multiclass_hinge", "multiclass_hinge_loss"),
+    ("poly1_cross_entropy", "poly_loss_cross_entropy"),
+])
+def test_infinite_score_of_another_class_is_nan_as_in_optax(backend, value, name, ref):
+    """optax's one-hot products make 0 * inf = NaN for an infinite score of a class that is
+    not the target (XLA's rewrite of the product into a select dropped it on JAX)."""
+    import jax
+    import optax
+    import torch
+
+    import multiloss
+
+    testing.enable_x64()
+    x = np.array([[1.0, value, 0.5], [0.2, 0.3, 0.1]])
+    t = np.array([0, 2])
+    fn = getattr(optax.losses, ref)
+    want = fn(x, jax.nn.one_hot(t, 3)) if name == "poly1_cross_entropy" else fn(x, t)
+    loss = multiloss.get(name, backend, reduction="none")
+    out = loss(*((x, t) if backend == "jax" else (torch.from_numpy(x), torch.from_numpy(t))))
+    got = np.asarray(out.detach() if backend == "torch" else out)
+    assert testing.rel_error(got, np.asarray(want)) <= 1e-12, (got, want)
+    assert np.isnan(got[0])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_multi_margin_infinite_class_weight_as_torch(backend):
+    """torch's kernel weights only the positive hinge terms: a row whose margins all hold is 0
+    (not 0 * inf), value and gradient."""
+    import torch
+
+    import multiloss
+
+    testing.enable_x64()
+    w = np.array([1.0, np.inf, 1.0])
+    x = np.array([[1.0, 0.2, 0.5], [0.2, 3.0, 0.1]])
+    t = np.array([0, 1])
+    xt = torch.from_numpy(x).requires_grad_(True)
+    ref = torch.nn.functional.multi_margin_loss(xt, torch.from_numpy(t),
+                                                weight=torch.from_numpy(w), reduction="sum")
+    (ref_grad,) = torch.autograd.grad(ref, xt)
+    sample = testing.Sample("multi_margin[inf-weight]", (x, t),
+                            {"weight": w, "reduction": "sum"})
+    spec = multiloss.resolve("multi_margin")
+    run = testing.run_jax if backend == "jax" else testing.run_torch
+    value, grads, _, _ = run(spec, sample)
+    assert float(value) == pytest.approx(float(ref), rel=1e-12)
+    assert testing.rel_error(grads[0], ref_grad.numpy()) <= 1e-12, (grads[0], ref_grad)
