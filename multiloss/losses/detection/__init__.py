@@ -39,8 +39,8 @@ EPS = 1e-7
 
 INPUTS = (
     InputSpec("boxes1", "predicted boxes (..., 4) as (x1, y1, x2, y2), x2 >= x1, y2 >= y1"),
-    InputSpec("boxes2", "target boxes, boxes1's shape (floating, or integer: cast to boxes1's "
-              "dtype)"),
+    InputSpec("boxes2", "target boxes, boxes1's shape (floating, or integer: computed in "
+              "float32, as torchvision's _upcast_non_float)"),
 )
 
 EPS_OPTION = Option("eps", EPS, "small number added to the denominators (torchvision's)",
@@ -52,8 +52,8 @@ def _check(named, opts):
     expect_float("boxes1", b1)
     if b2.kind not in "fiu":
         raise TypeError(
-            f"boxes2: expected a floating or integer array of boxes (integers are cast to "
-            f"boxes1's dtype), got {b2.describe()}"
+            f"boxes2: expected a floating or integer array of boxes (integers computed in "
+            f"float32, as torchvision), got {b2.describe()}"
         )
     if b1.ndim == 0 or b1.shape[-1] != 4:
         raise ValueError(
