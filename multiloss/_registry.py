@@ -329,6 +329,14 @@ class LossSpec:
         weight on the one-number loss of ``keras.dice``. The reductions then run over the
         broadcast shape ("sum_over_batch_size": loss · mean(w) there). False: the weight must
         broadcast to the loss's shape.
+    converts
+        torch's implicit conversions of an input, ``{input name: (kinds, to)}``: an input of a
+        dtype kind in ``kinds`` ("i", "u", "b", "f") is accepted and converted before the loss
+        is computed, to ``to``: "float", the common floating dtype of the loss's floating
+        inputs (torch's type promotion: mse_loss of float32 predictions and int64 targets is
+        a float32 loss), or a dtype name ("int64": class indices given as floats, which
+        torch truncates). Both backends convert, and the checks see the converted dtype
+        (``converted``). Built by asking torch (tests/test_torch_dtypes.py).
     batch_coupled
         the loss of a row depends on the other rows of the batch (in-batch pairs: ntxent,
         supcon, contrastive; dice's counts summed over the batch): the batch cannot be split
@@ -368,6 +376,7 @@ class LossSpec:
     order: str = "torch's order"
     exact_aliases: tuple = ()
     sample_weight_broadcasts_loss: bool = False
+    converts: Mapping = field(default_factory=dict)
     _option_map: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -470,8 +479,38 @@ class LossSpec:
         mod = importlib.import_module(f"multiloss.losses.{self.family}._{backend}")
         return getattr(mod, self.name.rpartition(".")[2])
 
+    def conversions(self, infos: Sequence[ArrayInfo]) -> tuple | None:
+        """The dtype (a name) each input is converted to under ``converts`` (None: kept as
+        it is), or None where no input is converted."""
+        if not self.converts:
+            return None
+        floats = [x.dtype for x in infos if x.kind == "f"]
+        out, any_ = [], False
+        for inp, x in zip(self.inputs, infos):
+            rule = self.converts.get(inp.name)
+            to = None
+            if rule is not None and x.kind in rule[0]:
+                if rule[1] == "float":
+                    to = common_float(floats)
+                elif rule[1] == "float32+":  # torchvision's _upcast_non_float
+                    to = None if x.dtype in ("float32", "float64") else "float32"
+                else:
+                    to = rule[1]
+                any_ = any_ or (to is not None and to != x.dtype)
+            out.append(to if to != x.dtype else None)
+        return tuple(out) if any_ else None
+
+    def converted(self, infos: Sequence[ArrayInfo]) -> list:
+        """The inputs' ArrayInfo after ``converts`` (what the checks see)."""
+        conv = self.conversions(infos)
+        if conv is None:
+            return list(infos)
+        return [x if d is None else ArrayInfo(x.shape, "f" if "float" in d else "i", d)
+                for x, d in zip(infos, conv)]
+
     def call_check(self, infos: Sequence[ArrayInfo], sw: ArrayInfo | None, opts) -> tuple:
         """Run the shape/dtype checks for one call signature; returns the loss shape."""
+        infos = self.converted(infos)
         named = dict(zip((i.name for i in self.inputs), infos))
         loss_shape = tuple(self.check(named, opts))
         if sw is not None:
@@ -479,6 +518,17 @@ class LossSpec:
                 sw = sw._replace(shape=tuple(self.align_sample_weight(sw.shape, loss_shape)))
             check_sample_weight(sw, loss_shape, self.sample_weight_broadcasts_loss)
         return loss_shape
+
+
+def common_float(dtypes) -> str | None:
+    """The common floating dtype (a name) of floating dtype names, as torch, JAX and NumPy
+    promote them (float16 with bfloat16: float32); None for none."""
+    dtypes = set(dtypes)
+    if not dtypes:
+        return None
+    if len(dtypes) == 1:
+        return dtypes.pop()
+    return "float64" if "float64" in dtypes else "float32"
 
 
 def check_sample_weight(sw: ArrayInfo, loss_shape: tuple, both_ways: bool = False) -> None:

@@ -262,20 +262,33 @@ def test_integer_input_for_class_losses(backend, name):
 
 
 @pytest.mark.parametrize("kind", ["numpy", "native"])
-@pytest.mark.parametrize("name", ["binary_cross_entropy", "binary_cross_entropy_with_logits",
-                                  "mse", "l1", "smooth_l1", "huber"])
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "binary_cross_entropy_with_logits"])
 def test_integer_target_for_elementwise_losses(backend, kind, name):
+    """torch's BCE refuses integer targets (tests/test_torch_dtypes.py asks torch)."""
     w = _wrap(backend, kind)
     with pytest.raises(TypeError, match=r"^target: expected a floating-point array \(as torch "
                        r"requires\), got int64 array of shape \(4,\)"):
         _get(name, backend)(w(np.full(4, 0.5)), w(np.array([0, 1, 1, 0])))
 
 
-@pytest.mark.parametrize("name", ["binary_cross_entropy", "mse"])
-def test_integer_input_for_elementwise_losses(backend, name):
+@pytest.mark.parametrize("kind", ["numpy", "native"])
+@pytest.mark.parametrize("name", ["mse", "l1", "smooth_l1", "huber"])
+def test_integer_target_promotes_for_regression_losses(backend, kind, name):
+    """torch promotes an integer target to the input's floating dtype: so does multiloss."""
+    w = _wrap(backend, kind)
+    x, t = np.full(4, 0.5, np.float32), np.array([0, 1, 3, 0])
+    out = _get(name, backend)(w(x), w(t))
+    assert str(out.dtype).endswith("float32")
+    assert float(out) == pytest.approx(float(_get(name, backend)(w(x), w(t.astype(np.float32)))))
+
+
+def test_integer_input_for_elementwise_losses(backend):
     with pytest.raises(TypeError, match=r"^input: expected a floating-point array, got int64 "
                        r"array of shape \(4,\)"):
-        _get(name, backend)(np.array([0, 1, 1, 0]), np.full(4, 0.5))
+        _get("binary_cross_entropy", backend)(np.array([0, 1, 1, 0]), np.full(4, 0.5))
+    # mse_loss promotes an integer input (torch's type promotion)
+    out = _get("mse", backend)(np.array([0, 1, 1, 0]), np.full(4, 0.5))
+    assert float(out) == pytest.approx(0.25)
 
 
 def test_complex_sample_weight(backend):

@@ -180,11 +180,18 @@ def test_bad_shapes_and_dtypes(backend):
             "boxes2: expected the shape of boxes1, (2, 4) (one target box per predicted box), "
             "got (3, 4)")):
         loss(np.zeros((2, 4)), np.zeros((3, 4)))
-    with pytest.raises(TypeError, match=r"^boxes1: expected a floating-point array, got int64"):
-        loss(np.zeros((2, 4), np.int64), np.zeros((2, 4)))
+    # integer and bool boxes: float32, as torchvision's _upcast_non_float
+    b = np.array([[0, 0, 2, 2], [1, 1, 3, 4]])
+    out = loss(b, b[::-1].astype(bool))
+    assert str(out.dtype).replace("torch.", "") == "float32"
+    assert float(out) == pytest.approx(float(loss(b.astype(np.float32),
+                                                  b[::-1].astype(bool).astype(np.float32))))
+    with pytest.raises(TypeError, match=r"^boxes1: expected a floating-point array, got "
+                                        r"complex128"):
+        loss(np.zeros((2, 4), np.complex128), np.zeros((2, 4)))
     with pytest.raises(TypeError, match=r"^boxes2: expected a floating or integer array of "
                                         r"boxes"):
-        loss(np.zeros((2, 4)), np.zeros((2, 4), bool))
+        loss(np.zeros((2, 4)), np.zeros((2, 4), np.complex128))
     with pytest.raises(ValueError, match=r"^eps: expected a value in \[0.0, inf\], got -1.0"):
         multiloss.get("ciou", backend, eps=-1.0)
 

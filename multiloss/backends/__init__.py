@@ -140,7 +140,7 @@ class InputChecks:
         )
         entry = self._signatures.get(key)
         if entry is None:
-            infos = [array_info(x) for x in inputs]
+            infos = self.spec.converted([array_info(x) for x in inputs])
             self.spec.call_check(
                 infos,
                 None if sample_weight is None else array_info(sample_weight),

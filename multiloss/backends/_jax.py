@@ -132,6 +132,21 @@ def _upcast(inputs):
     ), (common if compute != common else None)
 
 
+def _convert(spec, inputs):
+    """torch's implicit conversions of the spec's inputs (``LossSpec.converts``), inside the
+    jitted function (static on dtypes); the twin of ``_convert`` in backends/_torch.py.
+    int64 is JAX's canonical integer (int32 without x64)."""
+    if not spec.converts:
+        return inputs
+    conv = spec.conversions([array_info(x) for x in inputs])
+    if conv is None:
+        return inputs
+    return tuple(
+        x if d is None else x.astype(jax.dtypes.canonicalize_dtype(jnp.dtype(d)))
+        for x, d in zip(inputs, conv)
+    )
+
+
 def _as_array(x, name):
     if isinstance(x, np.ndarray) and not x.dtype.isnative:  # big-endian: jit refuses it
         return x.astype(x.dtype.newbyteorder("="))
@@ -326,7 +341,7 @@ class Loss:
 
         def run(arrays, inputs, sample_weight, normalizer):
             def body(arrays, inputs, sample_weight, normalizer):
-                inputs, out_dtype = _upcast(inputs)
+                inputs, out_dtype = _upcast(_convert(spec, inputs))
                 arrays, inputs = _vary(arrays, inputs)
                 terms = fn(*inputs, **static, **arrays)
                 sample_weight = _align(spec, sample_weight, terms)
@@ -341,7 +356,7 @@ class Loss:
 
         def den(arrays, inputs, sample_weight):
             def body(arrays, inputs, sample_weight):
-                inputs, _ = _upcast(inputs)
+                inputs, _ = _upcast(_convert(spec, inputs))
                 arrays, inputs = _vary(arrays, inputs)
                 terms = fn(*inputs, **static, **arrays)
                 sample_weight = _align(spec, sample_weight, terms)

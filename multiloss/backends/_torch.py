@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._registry import array_info
 from . import InputChecks, Terms, signature_key
 
 NAME = "torch"
@@ -178,6 +179,17 @@ def _promote_floats(inputs):
             elif x.dtype != first:
                 return promote(*inputs)
     return inputs
+
+
+def _convert(spec, inputs):
+    """torch's implicit conversions of the spec's inputs (``LossSpec.converts``: integer
+    targets of mse_loss to the predictions' floating dtype, float class indices of
+    multi_margin_loss to int64), done before the loss so that the functions see one dtype
+    rule on both backends (the twin of ``_convert`` in backends/_jax.py)."""
+    conv = spec.conversions([array_info(x) for x in inputs])
+    if conv is None:
+        return inputs
+    return tuple(x if d is None else x.to(getattr(torch, d)) for x, d in zip(inputs, conv))
 
 
 def _concrete(x):
@@ -379,6 +391,8 @@ class Loss(torch.nn.Module):
         if inputs:
             self._check_devices(inputs, sample_weight)
         checks(inputs, sample_weight, _concrete)
+        if self.spec.converts:
+            inputs = _convert(self.spec, inputs)
         return _promote_floats(inputs), sample_weight
 
     def __call__(self, *inputs, **kwargs):

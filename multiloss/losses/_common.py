@@ -18,6 +18,25 @@ def expect_float(name: str, x: ArrayInfo, what: str = "a floating-point array") 
         raise TypeError(f"{name}: expected {what}, got {x.describe()}")
 
 
+def expect_same_dtype(name: str, x: ArrayInfo, ref_name: str, ref: ArrayInfo,
+                      torch_says: str) -> None:
+    """Where torch's kernel refuses mixed floating dtypes (binary_cross_entropy,
+    linear_cross_entropy's matmul): the same dtype as ``ref``, or a TypeError that quotes
+    torch (``torch_says``, with {x} and {ref} for torch's names of the dtypes)."""
+    if x.dtype != ref.dtype:
+        says = torch_says.format(x=_TORCH_NAMES.get(x.dtype, x.dtype),
+                                 ref=_TORCH_NAMES.get(ref.dtype, ref.dtype))
+        raise TypeError(
+            f"{name}: expected the dtype of {ref_name}, {ref.dtype}, got {x.describe()} "
+            f"(torch refuses mixed dtypes here: {says!r}; cast one of them)"
+        )
+
+
+#: torch's C++ names of the dtypes, as its messages spell them
+_TORCH_NAMES = {"float16": "Half", "bfloat16": "BFloat16", "float32": "Float",
+                "float64": "Double"}
+
+
 def expect_same_shape(name: str, x: ArrayInfo, ref_name: str, ref: ArrayInfo) -> None:
     if x.shape != ref.shape:
         raise ValueError(

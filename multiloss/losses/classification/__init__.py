@@ -16,6 +16,7 @@ from .._common import (
     class_shapes,
     elementwise_check,
     expect_float,
+    expect_same_dtype,
     grid,
     loss_shape_weight,
     positive,
@@ -321,6 +322,15 @@ def _prob_input(rng, shape, dtype):
     return p.astype(dtype)
 
 
+def _bce_check(named, opts):
+    """elementwise_check, and input and target of one floating dtype: torch's
+    binary_cross_entropy refuses mixed dtypes (binary_cross_entropy_with_logits promotes)."""
+    shape = elementwise_check(named, opts)
+    expect_same_dtype("target", named["target"], "input", named["input"],
+                      "Found dtype {x} but expected {ref}")
+    return shape
+
+
 def _binary_samples(rng, dtype, logits):
     name = "binary_cross_entropy_with_logits" if logits else "binary_cross_entropy"
     shapes = {"1d": (7,), "2d": (5, 4), "3d": (2, 3, 4)}
@@ -446,6 +456,8 @@ register(
         ),
         reference_name="torch.nn.functional.cross_entropy (torch 2.13)",
         notes=(
+            "Class indices may be int32 (JAX's default integer) on both backends, where torch "
+            "wants int64 ('expected target dtype to be Long or Byte'). "
             "optax.softmax_cross_entropy(_with_integer_labels) has no class weights, "
             "ignore_index, label smoothing or reduction; Keras' class_weight under its default "
             "'sum_over_batch_size' divides by the number of samples, not by the summed weights. "
@@ -479,7 +491,10 @@ register(
             "'mean' = sum_n l_n / sum_n w[t_n] over targets not ignored."
         ),
         reference_name="torch.nn.functional.nll_loss (torch 2.13)",
-        notes="The input is not normalised: nll(log_softmax(x), t) == cross_entropy(x, t).",
+        notes=(
+            "Class indices may be int32 (JAX's default integer) on both backends, where torch "
+            "wants int64 ('expected target dtype to be Long or Byte'). "
+            "The input is not normalised: nll(log_softmax(x), t) == cross_entropy(x, t)."),
         check=_nll_check,
         check_values=check_class_indices,
         value_args=("target",),
@@ -515,9 +530,10 @@ register(
             "Keras clips probabilities to [1e-7, 1 - 1e-7]; torch (and multiloss) clamp the logs "
             "at -100 instead. An input or target outside [0, 1] (NaN included) raises, as in "
             "torch, where the values are concrete; under a JAX trace it is not checked (the "
-            "input gives NaN)."
+            "input gives NaN). Input and target must have one floating dtype, as in torch (a "
+            "TypeError, where the other losses promote mixed float dtypes)."
         ),
-        check=elementwise_check,
+        check=_bce_check,
         check_values=_check_probabilities,
         value_args=("input", "target"),
         value_kinds="f",
@@ -854,9 +870,14 @@ register(
         ),
         reference_name="torch.nn.functional.multi_margin_loss (torch 2.13)",
         notes=(
+            "Class indices of any integer dtype (int32: JAX's default), where torch wants int64 "
+            "('expected scalar type Long'). "
+            "float16/bfloat16 inputs: torch has no CPU kernel ('not implemented for Half'), so "
+            "the torch backend raises torch's NotImplementedError on CPU; JAX computes in float32 "
+            "and rounds to the input's dtype. "
             "On an empty batch torch's 'mean' is 0 and its 'sum' uninitialised memory; the "
             "contract gives NaN (or 0 with empty_reduction='zero') and 0. Keras' categorical_hinge is a different loss (one margin "
-            "against the largest other score). int32 targets are accepted (torch needs int64)."
+            "against the largest other score)."
         ),
         check=_multi_margin_check,
         check_values=_margin_index_values(0),
@@ -888,6 +909,11 @@ register(
         ),
         reference_name="torch.nn.functional.multilabel_margin_loss (torch 2.13)",
         notes=(
+            "Class indices of any integer dtype (int32: JAX's default), where torch wants int64 "
+            "('expected scalar type Long'). "
+            "float16/bfloat16 inputs: torch has no CPU kernel ('not implemented for Half'), so "
+            "the torch backend raises torch's NotImplementedError on CPU; JAX computes in float32 "
+            "and rounds to the input's dtype. "
             "Every target entry, padding included, must be in [-1, C) (as torch checks). On an "
             "empty batch torch's 'mean' and 'sum' read uninitialised memory; the contract gives "
             "NaN (or 0 with empty_reduction='zero') and 0. Memory O(N C^2) on JAX (torch's kernel loops)."
@@ -905,6 +931,7 @@ register(
 register(
     LossSpec(
         name="soft_margin",
+        converts={"target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
         family=FAMILY,
         summary="Two-class logistic loss on targets in {-1, 1}.",
         aliases=("soft_margin_loss", "SoftMarginLoss"),
@@ -920,6 +947,8 @@ register(
         ),
         reference_name="torch.nn.functional.soft_margin_loss (torch 2.13)",
         notes=(
+            "Mixed floating inputs are computed in their common dtype, which is the result's "
+            "dtype (torch's kernel returns the input's dtype here). "
             "Not softplus: like torch, the value overflows for very negative margins. Targets "
             "other than -1 and 1 are used as they are. A target of another shape is an error "
             "(torch broadcasts)."
@@ -935,6 +964,7 @@ register(
 register(
     LossSpec(
         name="multilabel_soft_margin",
+        converts={"target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
         family=FAMILY,
         summary="Multi-label one-versus-all logistic loss, averaged over the classes.",
         aliases=("multilabel_soft_margin_loss", "MultiLabelSoftMarginLoss"),

@@ -112,9 +112,13 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None):
     z = _hinge(margin - x_t + x)
     h = z if p == 1 else z * z
     others = jnp.arange(n_classes)[None, :] != safe[:, None]
-    loss = jnp.sum(jnp.where(others, h, 0.0), axis=1) / n_classes
     if weight is not None:
-        loss = loss * jnp.take(weight.astype(loss.dtype), safe)
+        # torch's kernel weights each positive term (z > 0) and skips the others, so an
+        # infinite class weight on a row whose margins all hold gives 0, not 0 * inf
+        w = jnp.take(weight.astype(h.dtype), safe)[:, None]
+        active = (margin - x_t + x > 0) & others
+        h = jnp.where(active, h * jnp.where(active, w, 0), 0.0)
+    loss = jnp.sum(jnp.where(others, h, 0.0), axis=1) / n_classes
     # an out-of-range class index (reachable only under a trace) is NaN, gradient too
     loss = loss * jnp.where(in_range, 1.0, jnp.nan)
     return Terms(loss.reshape(target.shape))
@@ -122,6 +126,8 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None):
 
 def multilabel_margin(input, target):
     x, t = _as_batch(input, target)
+    if jnp.issubdtype(t.dtype, jnp.unsignedinteger):  # the -1 padding compares as signed
+        t = t.astype(jnp.int32)
     n_classes = x.shape[1]
     in_range = (t >= -1) & (t < n_classes)
     # the targets of a row are read up to its first -1

@@ -12,6 +12,7 @@ from .._common import (
     case_id,
     check_class_weight,
     expect_float,
+    expect_same_dtype,
     grid,
     loss_shape_weight,
     positive,
@@ -81,6 +82,8 @@ def _check(named, opts):
     x, wl, t = named["input"], named["linear_weight"], named["target"]
     expect_float("input", x, "floating-point features")
     expect_float("linear_weight", wl, "a floating-point weight")
+    expect_same_dtype("linear_weight", wl, "input", x,
+                      "expected m1 and m2 to have the same dtype, but got: {ref} != {x}")
     if x.ndim not in (1, 2):
         raise ValueError(f"input: expected shape (in_features,) or (N, in_features), got {x.shape}")
     if wl.ndim < 2:
@@ -370,6 +373,8 @@ register(
                        "softcap and z_loss: the formula on torch's F.linear, tanh, "
                        "F.cross_entropy and logsumexp",
         notes=(
+            "Class indices may be int32 (JAX's default integer) on both backends, where torch "
+            "wants int64 ('expected target dtype to be Long or Byte'). "
             "torch.nn.LinearCrossEntropyLoss owns its linear layer (in_features, num_classes); "
             "the multiloss loss takes the weight as an input, like the functional, and "
             "linear_bias as an option. The (N, C) logits are never materialised: on JAX a "

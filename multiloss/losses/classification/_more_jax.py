@@ -118,8 +118,9 @@ def poly1_cross_entropy(input, target, *, epsilon=2.0):
     # optax.poly_loss_cross_entropy's formula
     p = jax.nn.softmax(input, axis=-1)
     one_minus_pt = jnp.sum(labels * (1 - p), axis=-1)
-    ce = -jnp.sum(labels * jax.nn.log_softmax(input, axis=-1), axis=-1)
-    loss = ce + epsilon * one_minus_pt
+    logp = jax.nn.log_softmax(input, axis=-1)
+    ce = -jnp.sum(labels * logp, axis=-1)
+    loss = ce + epsilon * one_minus_pt + _poison(logp, labels)
     return Terms(loss if ok is None else _nan_where_invalid(loss, ok))
 
 
@@ -140,7 +141,17 @@ def generalized_cross_entropy(input, target, *, q=0.7):
 
 
 def _dot_last(x, onehot):
-    return jnp.sum(x * onehot, axis=-1)
+    """sum(x * onehot) over the last axis, as optax writes it, NaN included: optax's product
+    makes 0 * inf = NaN for an infinite score of a class that is not the target, which XLA's
+    rewrite of a product with a one-hot (a select) drops; ``_poison`` puts it back."""
+    return jnp.sum(x * onehot, axis=-1) + _poison(x, onehot)
+
+
+def _poison(x, labels):
+    """NaN where the reference's ``labels * x`` is 0 * (+-inf or NaN) in some entry of a row
+    (else 0; no gradient): the NaN that optax's one-hot products propagate."""
+    bad = (labels == 0) & ~jnp.isfinite(x)
+    return jnp.where(jnp.any(bad, axis=-1), jnp.nan, 0.0).astype(x.dtype)
 
 
 def multiclass_hinge(input, target):

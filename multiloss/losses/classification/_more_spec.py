@@ -188,7 +188,7 @@ def _check_binary_labels(values, infos, opts):
     t = values.get("target")
     if t is None or t.size == 0:
         return
-    bad = (t != 0) & (t != 1)
+    bad = (t != 0) & (t != 1) & np.isfinite(t)  # NaN and inf propagate, as in optax
     if bad.any():
         pos = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"target: expected labels 0 or 1, got {t[bad][0]} at index {pos}")
@@ -198,7 +198,7 @@ def _check_focal_values(values, infos, opts):
     t = values.get("target")
     if t is None or t.size == 0:
         return
-    bad = ~((t >= 0) & (t <= 1))
+    bad = ((t < 0) | (t > 1)) & np.isfinite(t)  # NaN and inf propagate, as in torchvision
     if bad.any():
         pos = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(f"target: expected values in [0, 1], got {t[bad][0]} at index {pos}")

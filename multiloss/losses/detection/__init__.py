@@ -39,8 +39,8 @@ EPS = 1e-7
 
 INPUTS = (
     InputSpec("boxes1", "predicted boxes (..., 4) as (x1, y1, x2, y2), x2 >= x1, y2 >= y1"),
-    InputSpec("boxes2", "target boxes, boxes1's shape (floating, or integer: cast to boxes1's "
-              "dtype)"),
+    InputSpec("boxes2", "target boxes, boxes1's shape (floating, or integer: computed in "
+              "float32, as torchvision's _upcast_non_float)"),
 )
 
 EPS_OPTION = Option("eps", EPS, "small number added to the denominators (torchvision's)",
@@ -52,8 +52,8 @@ def _check(named, opts):
     expect_float("boxes1", b1)
     if b2.kind not in "fiu":
         raise TypeError(
-            f"boxes2: expected a floating or integer array of boxes (integers are cast to "
-            f"boxes1's dtype), got {b2.describe()}"
+            f"boxes2: expected a floating or integer array of boxes (integers computed in "
+            f"float32, as torchvision), got {b2.describe()}"
         )
     if b1.ndim == 0 or b1.shape[-1] != 4:
         raise ValueError(
@@ -73,7 +73,8 @@ def _check_values(values, infos, opts):
         if b is None or b.size == 0:
             continue
         for lo, hi, what in ((0, 2, "x2 >= x1"), (1, 3, "y2 >= y1")):
-            bad = b[..., hi] < b[..., lo]
+            # a non-finite coordinate is not checked: it propagates as in torchvision
+            bad = (b[..., hi] < b[..., lo]) & np.isfinite(b[..., hi]) & np.isfinite(b[..., lo])
             if np.any(bad):
                 pos = tuple(int(i) for i in np.argwhere(bad)[0])
                 where = f" at index {pos}" if pos else ""
@@ -173,11 +174,16 @@ def _tv_ciou(torch, boxes1, boxes2, eps):
 def _reference(fn):
     def reference(torch, inputs, opts, reduction):
         b1, b2 = inputs
-        if not b2.is_floating_point():
-            # torchvision's _upcast_non_float makes it float32; in boxes1's dtype here (as
-            # multiloss): torchvision's float32 atan of a float64 ciou is not reproducible
-            # to 1e-12 by another atan implementation
+        if not b2.is_floating_point() and b1.dtype == torch.float64:
+            # torchvision's _upcast_non_float makes it float32; in boxes1's dtype here:
+            # torchvision's float32 atan of a float64 ciou is not reproducible to 1e-12 by
+            # another atan implementation (multiloss promotes; see the notes)
             b2 = b2.to(b1.dtype)
+        # torchvision's _upcast_non_float: float16, bfloat16 and integer boxes in float32 (the
+        # areas of pixel-scale boxes overflow float16); the loss is then float32
+        upcast = (torch.float32, torch.float64)
+        b1 = b1 if b1.dtype in upcast else b1.float()
+        b2 = b2 if b2.dtype in upcast else b2.float()
         loss = fn(torch, b1, b2, opts["eps"])
         if reduction == "mean":  # torchvision's reduction
             loss = loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
@@ -307,14 +313,22 @@ _COMMON_NOTES = (
     "Boxes may have any leading shape (torchvision: (N, 4) or (4,)). As torchvision, the "
     "default reduction is 'none' and a 'mean' of an empty batch is 0 "
     "(empty_reduction='zero'). Boxes with x2 < x1 or y2 < y1 raise where "
-    "concrete (torchvision computes a meaningless number; fvcore's original giou asserted); "
+    "concrete, unless a coordinate is NaN or infinite (as torchvision's, the loss is then "
+    "computed and propagates it) (torchvision computes a meaningless number; fvcore's "
+    "original giou asserted); "
     "under a JAX trace they are not checked. At tied coordinates (identical boxes) the "
     "gradient of each min / max is split evenly between its arguments (torch.max/min and "
-    "jnp.maximum/minimum agree). Integer target boxes are cast to boxes1's dtype; "
-    "torchvision's _upcast_non_float casts them to float32, so that with float64 predictions "
+    "jnp.maximum/minimum agree). As torchvision's _upcast_non_float, boxes that are not "
+    "float32 or float64 (float16, bfloat16, integers) are computed in float32 and the loss is "
+    "float32 (float16 areas of pixel-scale boxes overflow). Integer target boxes with float64 "
+    "predictions are computed in float64; torchvision's are float32, so that "
     "its ciou computes the target's aspect ratio w / h and its atan in float32 (a 1e-8 "
     "relative difference; the reference here casts as multiloss)."
 )
+
+
+#: torchvision's _upcast_non_float of both boxes (LossSpec.converts)
+_UPCAST = {"boxes1": ("fiub", "float32+"), "boxes2": ("fiub", "float32+")}
 
 
 def _spec(name, aliases, summary, formula, reference_name, fn, notes=""):
@@ -329,6 +343,7 @@ def _spec(name, aliases, summary, formula, reference_name, fn, notes=""):
         reference_name=reference_name,
         notes=(notes + " " + _COMMON_NOTES).strip(),
         check=_check,
+        converts=_UPCAST,
         check_values=_check_values,
         value_args=("boxes1", "boxes2"),
         value_kinds="fiu",

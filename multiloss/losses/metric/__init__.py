@@ -611,7 +611,9 @@ def _pml_contrastive(torch, embeddings, labels, opts, reduction):
     if reduction != "none":
         return out
     n = embeddings.shape[0]
-    mat = embeddings.new_zeros((n, n)) + (embeddings * 0).sum()  # in the graph (pml's zero)
+    # in the graph (pml's zero), without touching the values: a NaN embedding stays in its
+    # own pairs (embeddings * 0 would spread it to every pair)
+    mat = embeddings.new_zeros((n, n)) + embeddings[:0].sum()
     for key in ("pos_loss", "neg_loss"):
         part = out[key]
         if torch.is_tensor(part["losses"]):

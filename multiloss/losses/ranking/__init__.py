@@ -574,6 +574,7 @@ _BROADCAST_NOTE = ("torch broadcasts inputs of the same rank against each other 
 
 register(LossSpec(
     name="margin_ranking",
+    converts={"input1": ("iu", "float"), "input2": ("iu", "float"), "target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Margin ranking loss: input1 should rank above input2 where target = 1, below "
             "where target = -1.",
@@ -588,7 +589,11 @@ register(LossSpec(
     formula=("l = max(0, -y (x1 - x2) + margin) (torch's clamp_min: the gradient passes at a tie, "
              "z == 0 exactly). d l / d y = -(x1 - x2) where the hinge is active."),
     reference_name="torch.nn.functional.margin_ranking_loss (torch 2.13)",
-    notes=(f"{_BROADCAST_NOTE} A 0-d problem is allowed (loss of shape ()). A bool or unsigned "
+    notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
+"torch promotes them; torch computes some steps in the integer dtype, where uint8 "
+"wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
+"loss of the values as floats. "
+f"{_BROADCAST_NOTE} A 0-d problem is allowed (loss of shape ()). A bool or unsigned "
            "target raises TypeError (torch raises for bool, and negates unsigned ones "
            "modulo 2^k). jnp.maximum would split the gradient at a tie 0.5/0.5."),
     check=_margin_ranking_check,
@@ -600,6 +605,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="hinge_embedding",
+    converts={"target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Hinge embedding loss: x where target = 1, max(0, margin - x) where target = -1 "
             "(x is typically a distance).",
@@ -613,7 +619,13 @@ register(LossSpec(
     formula=("l = [y != 1] max(0, margin - x) + [y != -1] x: a target outside {-1, 1} gets both "
              "terms. The gradient passes at margin - x == 0 exactly (torch's clamp_min)."),
     reference_name="torch.nn.functional.hinge_embedding_loss (torch 2.13)",
-    notes=("torch broadcasts the target against the input (any ranks); multiloss raises. "
+    notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
+"torch promotes them; torch computes some steps in the integer dtype, where uint8 "
+"wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
+"loss of the values as floats. "
+"Mixed floating inputs are computed in their common dtype, which is the result's "
+"dtype (torch's kernel returns the input's dtype here). "
+"torch broadcasts the target against the input (any ranks); multiloss raises. "
            "Integer targets are compared as torch compares them; a bool or unsigned target "
            "raises TypeError (torch reads True as 1 and False as 0, i.e. both terms)."),
     check=_hinge_embedding_check,
@@ -625,6 +637,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="cosine_embedding",
+    converts={"input1": ("iub", "float"), "input2": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Cosine embedding loss: 1 - cos(x1, x2) where target = 1, max(0, cos - margin) "
             "where target = -1.",
@@ -643,7 +656,13 @@ register(LossSpec(
              "l = 1 - cos where y == 1; max(0, cos - margin) where y == -1; 0 for any other "
              "target. A zero vector has cos = 0 and the finite gradient x2 / sqrt(e (|x2|^2 + e))."),
     reference_name="torch.nn.functional.cosine_embedding_loss (torch 2.13)",
-    notes=(f"{_BROADCAST_NOTE} The target must be (N,) for (N, D) inputs and 0-d for (D,) "
+    notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
+"torch promotes them; torch computes some steps in the integer dtype, where uint8 "
+"wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
+"loss of the values as floats. "
+"Mixed floating inputs are computed in their common dtype, which is the result's "
+"dtype (torch's kernel returns the input's dtype here). "
+f"{_BROADCAST_NOTE} The target must be (N,) for (N, D) inputs and 0-d for (D,) "
            "inputs (torch likewise). The loss's shape is the target's."),
     check=_cosine_embedding_check,
     samples=_cosine_embedding_samples,
@@ -654,6 +673,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="triplet_margin",
+    converts={"anchor": ("iu", "float"), "positive": ("iu", "float"), "negative": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Triplet margin loss with the p-norm distance: the anchor should be nearer the "
             "positive than the negative by the margin.",
@@ -690,6 +710,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="triplet_margin_with_distance",
+    converts={"anchor": ("iub", "float"), "positive": ("iub", "float"), "negative": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Triplet margin loss with a distance function of your choice.",
     aliases=("triplet_margin_with_distance_loss", "TripletMarginWithDistanceLoss"),

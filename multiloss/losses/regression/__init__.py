@@ -141,6 +141,7 @@ def _ref(fname, *keys):
 
 register(LossSpec(
     name="mse",
+    converts={"input": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Mean squared error.",
     aliases=("mse_loss", "MSELoss", "l2", "mean_squared_error"),
@@ -148,7 +149,9 @@ register(LossSpec(
     options=(_weight(normalised=True),),
     formula="l = w * (x - t)^2; 'mean' = sum(w * (x - t)^2) / sum(w) (w = 1 without weight).",
     reference_name="torch.nn.functional.mse_loss (torch 2.13, with its weight argument)",
-    notes=("torch < 2.13 has no weight; multiloss's torch backend computes torch 2.13's "
+    notes=("A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
+"gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
+"torch < 2.13 has no weight; multiloss's torch backend computes torch 2.13's "
            "semantics on any version. A target whose shape differs from the input's is an "
            "error here (torch broadcasts with a warning)."),
     check=elementwise_check,
@@ -160,6 +163,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="l1",
+    converts={"input": ("iu", "float"), "target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Mean absolute error.",
     aliases=("l1_loss", "L1Loss", "mae", "mean_absolute_error"),
@@ -168,7 +172,12 @@ register(LossSpec(
     formula=("l = w * |x - t|; 'mean' = sum(w * |x - t|) / sum(w). "
              "d l / d x = w * sign(x - t): 0 at x == t, as torch (JAX's abs gives 1)."),
     reference_name="torch.nn.functional.l1_loss (torch 2.13, with its weight argument)",
-    notes="The gradient at a tie is 0 (torch); jax.grad(jnp.abs)(0.) is 1.",
+    notes=(
+        "A target whose shape differs from the input's is an error here (torch broadcasts "
+        "it, with a warning or silently). "
+"A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
+        "gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
+        "The gradient at a tie is 0 (torch); jax.grad(jnp.abs)(0.) is 1."),
     check=elementwise_check,
     samples=_samples("l1", lambda e: []),
     random_sample=_random("l1", lambda rng: {}),
@@ -178,6 +187,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="smooth_l1",
+    converts={"input": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Smooth L1: quadratic below beta, linear above.",
     aliases=("smooth_l1_loss", "SmoothL1Loss"),
@@ -187,7 +197,9 @@ register(LossSpec(
     formula=("z = |x - t|; l = 0.5 z^2 / beta if z < beta else z - 0.5 beta; beta = 0 is "
              "exactly l1 (gradient 0 at a tie)."),
     reference_name="torch.nn.functional.smooth_l1_loss (torch 2.13)",
-    notes=("Equals huber(delta=beta) / beta. optax.huber_loss is huber, not smooth_l1; torch's "
+    notes=("A target whose shape differs from the input's is an error here (torch broadcasts "
+"it, with a warning or silently). "
+"Equals huber(delta=beta) / beta. optax.huber_loss is huber, not smooth_l1; torch's "
            "smooth_l1 has no weight argument (use sample_weight)."),
     check=elementwise_check,
     samples=_samples("smooth_l1", lambda e: [e.get("beta", 1.0)],
@@ -200,6 +212,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="huber",
+    converts={"target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Huber loss: quadratic below delta, linear with slope delta above.",
     aliases=("huber_loss", "HuberLoss"),
@@ -210,7 +223,13 @@ register(LossSpec(
     formula=("z = |x - t|; l = w * (0.5 z^2 if z < delta else delta (z - 0.5 delta)); "
              "'mean' = mean(w * l) (torch 2.13 does not normalise huber's weight)."),
     reference_name="torch.nn.functional.huber_loss (torch 2.13, with its weight argument)",
-    notes=("optax.huber_loss matches per element with delta; Keras' Huber averages over the "
+    notes=("A target whose shape differs from the input's is an error here (torch broadcasts "
+"it, with a warning or silently). "
+"A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
+"gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
+"Mixed floating inputs are computed in their common dtype, which is the result's "
+"dtype (torch's kernel returns the input's dtype here). "
+"optax.huber_loss matches per element with delta; Keras' Huber averages over the "
            "last axis. torch 2.13 normalises mse/l1's weight but not huber's: so does multiloss."),
     check=elementwise_check,
     samples=_samples("huber", lambda e: [e.get("delta", 1.0)], ({}, {"delta": 0.25})),
@@ -413,6 +432,7 @@ def _ref_gaussian(torch, inputs, opts, reduction):
 
 register(LossSpec(
     name="poisson_nll",
+    converts={"input": ("iub", "float"), "target": ("iub", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Negative log-likelihood of a Poisson distribution (counts given a rate).",
     aliases=("poisson_nll_loss", "PoissonNLLLoss"),
@@ -433,6 +453,8 @@ register(LossSpec(
     ),
     reference_name="torch.nn.functional.poisson_nll_loss (torch 2.13)",
     notes=(
+        "A target whose shape differs from the input's is an error here (torch broadcasts "
+        "it, with a warning or silently). "
         "Keras' poisson takes the rate (like log_input=False) and adds eps=1e-7 inside the log, "
         "averaging over the last axis. The gradient w.r.t. the target at t <= 0 with full=True "
         "is NaN (torch's masked_fill passes 0 times an infinite derivative): multiloss keeps it. "
@@ -448,6 +470,7 @@ register(LossSpec(
 
 register(LossSpec(
     name="gaussian_nll",
+    converts={"input": ("iu", "float"), "target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Negative log-likelihood of a Gaussian with a predicted variance.",
     aliases=("gaussian_nll_loss", "GaussianNLLLoss"),

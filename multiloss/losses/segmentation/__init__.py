@@ -830,7 +830,12 @@ register(LossSpec(
     ),
     reference_name=f"segmentation_models_pytorch.losses.LovaszLoss (smp {SMP_VERSION}, loaded "
                    f"by path; per-image values from LovaszLoss on each image)",
+    converts={"input": ("f", "float32+")},
     notes=(
+        "float16/bfloat16 logits are computed in float32 and the loss is float32, as smp's "
+        "binary and multilabel modes (their labels.float() makes the errors float32); smp's "
+        "multiclass mode raises on float16 (torch.dot of Half and Float), multiloss computes "
+        "it the same way. "
         f"segmentation_models_pytorch {SMP_VERSION}: smp sorts the errors with torch.sort, which "
         "is not stable for more than 16 elements: the order of tied errors, and so the "
         "gradient at ties (a subgradient), is arbitrary there; multiloss sorts stably on both "

@@ -310,6 +310,7 @@ def _random(rng, dtype):
 
 register(LossSpec(
     name="ctc",
+    converts={"targets": ("bf", "int64")},  # torch converts these (tests/test_torch_dtypes.py)
     family=FAMILY,
     summary="Connectionist temporal classification: the negative log-likelihood of a target "
             "label sequence, summed over every alignment of it to the input frames.",
@@ -342,6 +343,10 @@ register(LossSpec(
     ),
     reference_name="torch.nn.functional.ctc_loss (torch 2.13)",
     notes=(
+        "float16/bfloat16 inputs: torch has no CPU kernel ('not implemented for Half'), so "
+        "the torch backend raises torch's NotImplementedError on CPU; JAX computes in float32 "
+        "and rounds to the input's dtype. "
+"Float class indices are truncated to integers, as torch does. "
         "The gradient w.r.t. log_probs is torch's, (exp(log_probs) - posterior) * g (pytorch "
         "issue 52241), on both backends (a jax.custom_vjp on JAX: reverse mode only, no jax.jvp or "
         "jax.hessian): it is the derivative of the loss only for normalised log_probs, and in "
