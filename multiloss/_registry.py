@@ -270,11 +270,14 @@ def array_info(x) -> ArrayInfo:
 @dataclass(frozen=True)
 class InputSpec:
     """A positional input. ``differentiable`` is whether torch differentiates it (for targets,
-    only when floating)."""
+    only when floating). ``aliases``: other keyword names a call accepts for it, where the
+    reference library's own argument name differs from ``name`` (torch's PoissonNLLLoss
+    calls its input ``log_input``)."""
 
     name: str
     doc: str
     differentiable: bool = True
+    aliases: tuple = ()
 
 
 @dataclass(frozen=True)

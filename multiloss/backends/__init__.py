@@ -88,6 +88,9 @@ def signature_key(n: int, last: str) -> Callable:
     return key
 
 
+_UNSET = object()
+
+
 class InputChecks:
     """The checks of a loss's call, shared by the backends: the number of inputs, shape and
     dtype checks once per call signature (they read no values, so they also run on tracers),
@@ -105,6 +108,39 @@ class InputChecks:
             else ()
         )
         self._signatures: dict = {}  # call signature -> ArrayInfo of each input (checked)
+        # keyword -> position of the input it names (``positional``)
+        self._keywords = {n: i for i, n in enumerate(self.names)}
+        for i, inp in enumerate(spec.inputs):
+            self._keywords.update(dict.fromkeys(inp.aliases, i))
+
+    def positional(self, inputs: tuple, named: dict) -> tuple:
+        """The inputs of a call that names some or all of them by keyword (the spec's input
+        names, ``loss(input=x, target=t)``, and their aliases: the reference library's names
+        where they differ) in torch's positional order. TypeError for an unknown keyword, an
+        input given twice and an input missing, naming it."""
+        spec, names, keys = self.spec, self.names, self._keywords
+        if len(inputs) > len(names):
+            self.count(inputs)
+        slots = list(inputs) + [_UNSET] * (len(names) - len(inputs))
+        for key, value in named.items():
+            i = keys.get(key)
+            if i is None:
+                valid = ", ".join(keys) + ", sample_weight, normalizer"
+                hint = (f"; {key!r} is an option of the loss, given when it is made: "
+                        f"multiloss.get({spec.name!r}, {key}=...)"
+                        if key in spec._option_map else "")
+                raise TypeError(f"{spec.name}: unexpected keyword argument {key!r}; the call "
+                                f"takes {valid}{hint}")
+            if slots[i] is not _UNSET:
+                how = "by position and by keyword" if i < len(inputs) else "twice"
+                raise TypeError(f"{spec.name}: input {names[i]!r} given {how} "
+                                f"(as {key!r})")
+            slots[i] = value
+        missing = [n for n, v in zip(names, slots) if v is _UNSET]
+        if missing:
+            raise TypeError(f"{spec.name}: missing input(s) {', '.join(map(repr, missing))} "
+                            f"(the inputs, in torch's order: {', '.join(names)})")
+        return tuple(slots)
 
     def count(self, inputs) -> None:
         if len(inputs) != len(self.names):

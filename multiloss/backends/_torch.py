@@ -492,6 +492,22 @@ class Loss(torch.nn.Module):
         sample_weight = _align(self.spec, sample_weight, terms)
         return denominator(terms, self._reduction, sample_weight, _resolve_group(self._group))
 
+    # pickle (multiprocessing, DataLoader workers, torch.save of the module): the
+    # per-signature caches (plans closing over this module's buffers, the checks, the key
+    # function) and the loss function are left out and made again when unpickled, so a copy
+    # (copy.deepcopy too) computes with its own buffers
+    _UNPICKLED = ("_plans", "_key", "_fn", "_checks")
+
+    def __getstate__(self):
+        return {k: v for k, v in super().__getstate__().items() if k not in self._UNPICKLED}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._fn = self.spec.implementation(NAME)
+        self._checks = InputChecks(self.spec, self.options)
+        self._plans = {}
+        self._key = signature_key(len(self.spec.inputs), "device")
+
     def extra_repr(self):
         return ", ".join(
             f"{k}={'<array>' if hasattr(v, 'shape') else repr(v)}"
