@@ -292,15 +292,19 @@ def _check_normalizer(normalizer, reduction: str):
 
 _INT32 = np.iinfo(np.int32)
 
+#: The options that are class indices, compared with the integer targets inside the jitted
+#: computation (the other integer options, sizes and axes, stay on the host).
+INDEX_OPTIONS = ("ignore_index", "ignore_class", "blank")
+
 
 def _check_int32(spec, options) -> None:
-    """In JAX's default 32-bit mode (``jax_enable_x64`` off) integers are int32 under jit: an
-    integer option beyond int32 (an ``ignore_index`` of 2**40) would overflow at the first
-    call. Raised here, when the loss is made, naming the option."""
+    """In JAX's default 32-bit mode (``jax_enable_x64`` off) integer arrays are int32 under
+    jit: a class-index option beyond int32 (an ``ignore_index`` of 2**40) would overflow at
+    the first call. Raised here, when the loss is made, naming the option."""
     for o in spec.options:
         v = options.get(o.name)
-        if (o.kind != "array" and isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                and not _INT32.min <= v <= _INT32.max):
+        if (o.name in INDEX_OPTIONS and isinstance(v, (int, np.integer))
+                and not isinstance(v, bool) and not _INT32.min <= v <= _INT32.max):
             raise ValueError(
                 f"{o.name}: expected an integer in the int32 range [{_INT32.min}, "
                 f"{_INT32.max}] in JAX's default 32-bit mode (integer arrays are int32 there), "
