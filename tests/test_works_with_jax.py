@@ -76,7 +76,15 @@ def _low_precision_cases():
         rich = [s for s in grid if s.sample_weight is not None and s.options] or \
             [s for s in grid if s.sample_weight is not None or s.options] or grid
         out.append((spec, rich[len(rich) // 2], LOW[k % 2]))
-    return [pytest.param(spec, s, d, id=f"{d}-{s.id}") for spec, s, d in out]
+    return [pytest.param(spec, s, d, id=f"{d}-{s.id}", marks=[pytest.mark.xfail(
+        strict=True, reason=KNOWN_TIES)] if f"{d}-{s.id}" in TIED else []) for spec, s, d in out]
+
+
+#: Rounded to bfloat16, this sample has tied errors, where lovasz's gradient (a kink: the
+#: order of the sorted errors) differs from segmentation_models_pytorch's on both backends,
+#: in float64 too (0.024 relative): not a matter of precision (reported; MULTILOSS_LONG only)
+KNOWN_TIES = "lovasz's subgradient at tied errors differs from smp's sort order"
+TIED = ("bfloat16-lovasz,mode=multilabel,per_image=False,reduction=mean,sw=False",)
 
 
 def _round_to(dtype, a):
