@@ -271,11 +271,15 @@ def array_info(x) -> ArrayInfo:
 @dataclass(frozen=True)
 class InputSpec:
     """A positional input (also accepted as a keyword of its name at call time).
-    ``differentiable`` is whether torch differentiates it (for targets, only when floating)."""
+    ``differentiable`` is whether torch differentiates it (for targets, only when floating).
+    ``aliases``: other keyword names a call accepts for it, where the reference library's own
+    argument name differs from ``name`` (torch's PoissonNLLLoss calls its input
+    ``log_input``)."""
 
     name: str
     doc: str
     differentiable: bool = True
+    aliases: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,9 @@ def signature_key(n: int, last: str) -> Callable:
     return key
 
 
+_UNSET = object()
+
+
 class InputChecks:
     """The checks of a loss's call, shared by the backends: the number of inputs, shape and
     dtype checks once per call signature (they read no values, so they also run on tracers),
@@ -105,25 +108,40 @@ class InputChecks:
             else ()
         )
         self._signatures: dict = {}  # call signature -> ArrayInfo of each input (checked)
+        # keyword -> position of the input it names (``positional``)
+        self._keywords = {n: i for i, n in enumerate(self.names)}
+        for i, inp in enumerate(spec.inputs):
+            self._keywords.update(dict.fromkeys(inp.aliases, i))
 
-    def by_name(self, inputs, named: dict) -> tuple:
-        """The inputs in the spec's positional order, from the positional ones followed by
-        keywords of the inputs' names (``loss(y_true=..., y_pred=...)``)."""
-        spec = self.spec
-        for k in named:
-            if k not in self.names:
-                raise TypeError(
-                    f"{spec.name}: got an unexpected keyword argument {k!r}; its inputs are "
-                    f"{', '.join(self.names)} (sample_weight and normalizer are the other "
-                    f"keywords)")
-            if self.names.index(k) < len(inputs):
-                raise TypeError(f"{spec.name}: got multiple values for input {k!r}")
-        missing = [n for n in self.names[len(inputs):] if n not in named]
+    def positional(self, inputs: tuple, named: dict) -> tuple:
+        """The inputs of a call that names some or all of them by keyword (the spec's input
+        names, ``loss(input=x, target=t)`` or ``loss(y_true=..., y_pred=...)``, and their
+        aliases: the reference library's names where they differ) in the spec's positional
+        order. TypeError for an unknown keyword, an
+        input given twice and an input missing, naming it."""
+        spec, names, keys = self.spec, self.names, self._keywords
+        if len(inputs) > len(names):
+            self.count(inputs)
+        slots = list(inputs) + [_UNSET] * (len(names) - len(inputs))
+        for key, value in named.items():
+            i = keys.get(key)
+            if i is None:
+                valid = ", ".join(keys) + ", sample_weight, normalizer"
+                hint = (f"; {key!r} is an option of the loss, given when it is made: "
+                        f"multiloss.get({spec.name!r}, {key}=...)"
+                        if key in spec._option_map else "")
+                raise TypeError(f"{spec.name}: unexpected keyword argument {key!r}; the call "
+                                f"takes {valid}{hint}")
+            if slots[i] is not _UNSET:
+                how = "by position and by keyword" if i < len(inputs) else "twice"
+                raise TypeError(f"{spec.name}: input {names[i]!r} given {how} "
+                                f"(as {key!r})")
+            slots[i] = value
+        missing = [n for n, v in zip(names, slots) if v is _UNSET]
         if missing:
-            raise TypeError(
-                f"{spec.name}: expected {len(self.names)} inputs ({', '.join(self.names)}), "
-                f"missing {', '.join(missing)}")
-        return tuple(inputs) + tuple(named[n] for n in self.names[len(inputs):])
+            raise TypeError(f"{spec.name}: missing input(s) {', '.join(map(repr, missing))} "
+                            f"(the inputs, in order: {', '.join(names)})")
+        return tuple(slots)
 
     def count(self, inputs) -> None:
         if len(inputs) != len(self.names):

@@ -249,31 +249,44 @@ def _vary(arrays, inputs):
     return {k: vary(v) for k, v in arrays.items()}, tuple(vary(x) for x in inputs)
 
 
-def _explicit_axes() -> tuple:
+def _explicit_mesh(args):
+    """The mesh with Explicit axes this call runs under, else None: the context mesh
+    (``jax.set_mesh``), or, without one, the mesh in the types of the arguments placed with a
+    ``NamedSharding`` over Explicit axes (``jax.make_mesh``'s default in recent JAX)."""
     get = getattr(jax.sharding, "get_abstract_mesh", None)
-    if get is None:  # a JAX without explicit sharding
-        return ()
-    return tuple(getattr(get(), "explicit_axes", ()))
+    if get is None:  # pragma: no cover - a JAX without explicit sharding
+        return None
+    mesh = get()
+    if not mesh.empty:
+        return mesh if mesh.explicit_axes else None
+    for x in jax.tree_util.tree_leaves(args):
+        m = getattr(jax.typeof(x).sharding, "mesh", None)
+        if m is not None and not m.empty and m.explicit_axes:
+            return m
+    return None
 
 
-def _auto_sharding(body, inputs, loss_shape):
-    """``body`` as it is, or, under a mesh with Explicit axes (``jax.make_mesh``'s default
-    in recent JAX), run with those axes Auto: the partitioner then places the gathers of the
-    losses (class weights by target, ctc's states) as under ``jax.jit`` without explicit
-    sharding, and the numbers are the single-device ones. A reduced result comes out
-    replicated; an unreduced one (``loss_shape``) is split over its first axis as the first
-    input is over its first axis where the two have the same length, else replicated."""
-    if not _explicit_axes():
+def _auto_sharding(body, args, loss_shape):
+    """``body`` as it is, or, where the arguments are sharded over a mesh with Explicit axes
+    (with or without ``jax.set_mesh``), run with those axes Auto: the partitioner then
+    places the gathers of the losses (class weights by target, ctc's states) as under
+    ``jax.jit`` without explicit sharding, and the numbers are the single-device ones. A
+    reduced result comes out replicated; an unreduced one (``loss_shape``) is split over its
+    first axis as the first input is over its first axis where the two have the same length,
+    else replicated."""
+    mesh = _explicit_mesh(args)
+    if mesh is None:
         return body
+    from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     spec = P()
-    x = inputs[0]
+    x = args[1][0]  # the first input
     if loss_shape and x.ndim and x.shape[0] == loss_shape[0]:
         first = tuple(jax.typeof(x).sharding.spec)[:1]
         if first and first[0] is not None:
             spec = P(first[0], *([None] * (len(loss_shape) - 1)))
-    return jax.sharding.auto_axes(body, out_sharding=spec)
+    return jax.sharding.auto_axes(body, out_sharding=NamedSharding(mesh, spec))
 
 
 def _align(spec, sample_weight, terms):
@@ -297,6 +310,28 @@ def _check_normalizer(normalizer, reduction: str):
     if dtype_kind(normalizer) not in "fiu":
         raise TypeError(f"normalizer: expected a real number, got dtype {normalizer.dtype}")
     return normalizer
+
+
+_INT32 = np.iinfo(np.int32)
+
+#: The options that are class indices, compared with the integer targets inside the jitted
+#: computation (the other integer options, sizes and axes, stay on the host).
+INDEX_OPTIONS = ("ignore_index", "ignore_class", "blank")
+
+
+def _check_int32(spec, options) -> None:
+    """In JAX's default 32-bit mode (``jax_enable_x64`` off) integer arrays are int32 under
+    jit: a class-index option beyond int32 (an ``ignore_index`` of 2**40) would overflow at
+    the first call. Raised here, when the loss is made, naming the option."""
+    for o in spec.options:
+        v = options.get(o.name)
+        if (o.name in INDEX_OPTIONS and isinstance(v, (int, np.integer))
+                and not isinstance(v, bool) and not _INT32.min <= v <= _INT32.max):
+            raise ValueError(
+                f"{o.name}: expected an integer in the int32 range [{_INT32.min}, "
+                f"{_INT32.max}] in JAX's default 32-bit mode (integer arrays are int32 there), "
+                f"got {v}; enable 64-bit mode with jax.config.update('jax_enable_x64', True) "
+                f"before making the loss, or use a value in range")
 
 
 class Loss:
@@ -326,6 +361,8 @@ class Loss:
                 "process_group: a torch.distributed option, for the torch backend; on jax "
                 "use axis_name=... inside shard_map or pmap (docs/distributed.md)"
             )
+        if not jax.config.jax_enable_x64:
+            _check_int32(spec, options)
         fn = spec.implementation(NAME)
         array_names = [o.name for o in spec.options if o.kind == "array"]
         static = {
@@ -349,10 +386,11 @@ class Loss:
                              axis_name=axis_name)
                 return out if out_dtype is None else out.astype(out_dtype)
 
+            args = (arrays, inputs, sample_weight, normalizer)
             shape = ()
-            if reduction == "none" and _explicit_axes():
+            if reduction == "none" and _explicit_mesh(args) is not None:
                 shape = spec.call_check([array_info(x) for x in inputs], None, self.options)
-            return _auto_sharding(body, inputs, shape)(arrays, inputs, sample_weight, normalizer)
+            return _auto_sharding(body, args, shape)(*args)
 
         def den(arrays, inputs, sample_weight):
             def body(arrays, inputs, sample_weight):
@@ -362,7 +400,8 @@ class Loss:
                 sample_weight = _align(spec, sample_weight, terms)
                 return denominator(terms, reduction, sample_weight, axis_name=axis_name)
 
-            return _auto_sharding(body, inputs, ())(arrays, inputs, sample_weight)
+            args = (arrays, inputs, sample_weight)
+            return _auto_sharding(body, args, ())(*args)
 
         self._run = jax.jit(run)
         # the calls without sample weight or normalizer: every argument a flat array (a jit
@@ -391,8 +430,8 @@ class Loss:
         return inputs, sample_weight
 
     def __call__(self, *inputs, sample_weight=None, normalizer=None, **named):
-        if named:  # inputs by name: loss(y_true=..., y_pred=...)
-            inputs = self._checks.by_name(inputs, named)
+        if named:  # inputs by keyword: loss(input=x, target=t), torch's and the spec's names
+            inputs = self._checks.positional(inputs, named)
         # the hot path: inputs of a signature seen before, all of them arrays (JAX, NumPy or
         # tracers), no sample weight or normalizer: the cached shape/dtype checks, the value
         # checks, the compiled function; nothing else
@@ -422,6 +461,21 @@ class Loss:
             if "incompatible devices" not in str(e):
                 raise
             raise ValueError(self._device_message(inputs, sample_weight)) from e
+        except NameError as e:
+            raise self._unbound(e) from e
+
+    def _unbound(self, error: NameError) -> Exception:
+        """JAX's unbound-axis NameError of a loss made with ``axis_name``, called outside
+        ``shard_map`` / ``pmap``: our ValueError saying where ``axis_name`` belongs."""
+        axis_name = self.options.get("axis_name")
+        if axis_name is None or "axis name" not in str(error):
+            return error
+        return ValueError(
+            f"axis_name={axis_name!r}: the loss psums its numerator and denominator over the "
+            f"mapped axis {axis_name!r}, which is bound only inside jax.shard_map (or jax.pmap) "
+            f"over a mesh with that axis; call the loss inside the shard_map-ped function. Under "
+            f"jax.jit on sharded inputs make the loss without axis_name: XLA reduces over the "
+            f"devices itself (docs/distributed.md). JAX said: {error}")
 
     def _device_message(self, inputs, sample_weight) -> str:
         """Which argument is committed to other devices than the first input (jit's own
@@ -457,9 +511,12 @@ class Loss:
                 f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
             )
         if named:
-            inputs = self._checks.by_name(inputs, named)
+            inputs = self._checks.positional(inputs, named)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
-        return self._den(self._arrays, inputs, sample_weight)
+        try:
+            return self._den(self._arrays, inputs, sample_weight)
+        except NameError as e:
+            raise self._unbound(e) from e
 
     def __repr__(self):
         opts = ", ".join(
@@ -468,6 +525,39 @@ class Loss:
             if not (k in ("axis_name", "process_group") and v is None)
         )
         return f"multiloss.{self.spec.name}[jax]({opts})"
+
+    # pickle (multiprocessing, DataLoader workers, checkpoints that store the loss): the spec
+    # (pickled by name) and the bound options, array options as NumPy; the compiled functions
+    # and the per-signature caches are made again when unpickled (copy.deepcopy too)
+    def __getstate__(self):
+        options = dict(self.options)
+        for name, value in self._arrays.items():
+            options[name] = np.asarray(value)
+        return {"spec": self.spec, "options": options}
+
+    def __setstate__(self, state):
+        self.__init__(state["spec"], state["options"])
+
+    def __eq__(self, other):
+        """Equal losses compute the same function: the same spec and options (array options
+        equal in dtype, shape and values)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        if other.spec is not self.spec or self.options.keys() != other.options.keys():
+            return False
+        for name, value in self.options.items():
+            if name in self._arrays or name in other._arrays:
+                a, b = self._arrays.get(name), other._arrays.get(name)
+                if (a is None) != (b is None) or a is not None and not (
+                        a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b))):
+                    return False
+            elif value != other.options[name]:
+                return False
+        return True
+
+    def __hash__(self):
+        return hash((self.spec.name, *sorted(
+            (k, v) for k, v in self.options.items() if k not in self._arrays)))
 
 
 def make(spec, options):

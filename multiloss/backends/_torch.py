@@ -411,7 +411,7 @@ class Loss(torch.nn.Module):
 
     def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
         if named:  # inputs by name: loss(y_true=..., y_pred=...)
-            inputs = self._checks.by_name(inputs, named)
+            inputs = self._checks.positional(inputs, named)
         if sample_weight is None and normalizer is None:
             try:
                 plan = self._plans.get(self._key(inputs))
@@ -508,13 +508,29 @@ class Loss(torch.nn.Module):
                 f"'mean', 'sum_over_batch_size' and 'batchmean' divide)"
             )
         if named:
-            inputs = self._checks.by_name(inputs, named)
+            inputs = self._checks.positional(inputs, named)
         inputs, sample_weight = self._prepare(inputs, sample_weight)
         arrays = {name: getattr(self, name) for name in self._array_names}
         with torch.no_grad():
             terms = self._fn(*inputs, reduction=None, **self._static, **arrays)
         sample_weight = _align(self.spec, sample_weight, terms)
         return denominator(terms, self._reduction, sample_weight, _resolve_group(self._group))
+
+    # pickle (multiprocessing, DataLoader workers, torch.save of the module): the
+    # per-signature caches (plans closing over this module's buffers, the checks, the key
+    # function) and the loss function are left out and made again when unpickled, so a copy
+    # (copy.deepcopy too) computes with its own buffers
+    _UNPICKLED = ("_plans", "_key", "_fn", "_checks")
+
+    def __getstate__(self):
+        return {k: v for k, v in super().__getstate__().items() if k not in self._UNPICKLED}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._fn = self.spec.implementation(NAME)
+        self._checks = InputChecks(self.spec, self.options)
+        self._plans = {}
+        self._key = signature_key(len(self.spec.inputs), "device")
 
     def extra_repr(self):
         return ", ".join(

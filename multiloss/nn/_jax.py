@@ -52,6 +52,16 @@ class CombinedLoss:
         inner = ", ".join(f"{k}: {self.weights[k]!r} * {self.losses[k]!r}" for k in self.losses)
         return f"multiloss.combine[jax]({inner})"
 
+    def __eq__(self, other):
+        """Equal: the same parts (equal losses, by name, in the same order) and weights."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return (list(self.losses) == list(other.losses) and self.weights == other.weights
+                and all(self.losses[k] == other.losses[k] for k in self.losses))
+
+    def __hash__(self):
+        return hash((tuple(self.losses), tuple(self.weights.values())))
+
 
 class UncertaintyWeighting(nnx.Module):
     """Uncertainty weighting of task losses (Kendall, Gal and Cipolla, CVPR 2018) with one

@@ -437,7 +437,8 @@ register(LossSpec(
     summary="Negative log-likelihood of a Poisson distribution (counts given a rate).",
     aliases=("poisson_nll_loss", "PoissonNLLLoss"),
     inputs=(
-        InputSpec("input", "the log-rate (log_input=True) or the rate, any shape"),
+        InputSpec("input", "the log-rate (log_input=True) or the rate, any shape",
+                  aliases=("log_input",)),  # torch's PoissonNLLLoss.forward(log_input, target)
         InputSpec("target", "counts, the input's shape (floating, differentiable; or integer)"),
     ),
     options=(
