@@ -161,6 +161,13 @@ def promote(*tensors):
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
+def one_hot(t, n_classes: int, dtype=torch.int64):
+    """F.one_hot's values (indices in [0, n_classes) only) as a comparison with arange: without
+    F.one_hot's check of the indices' range, which reads them (.item()), so that torch.func's
+    vmap and torch.compile's fullgraph trace it."""
+    return (t[..., None] == torch.arange(n_classes, device=t.device)).to(dtype)
+
+
 def _promote_floats(inputs):
     """Floating inputs of different dtypes (float32 logits with float64 probabilities) cast to
     their common dtype, as on JAX: the loss is then computed in that dtype, not partly in the
@@ -185,11 +192,42 @@ def _concrete(x):
     return _read_cpu(x)
 
 
-def _read_cpu(x):
+def _numpy(x):
     x = x.detach()
     if x.dtype == torch.bfloat16:  # NumPy has no bfloat16
         x = x.float()
     return x.numpy()
+
+
+def _read_cpu(x):
+    try:
+        return _numpy(x)
+    except RuntimeError:  # inside a torch.func transform (the hot path pays nothing for this)
+        x = _unwrapped(x)
+        if x is None:
+            return None
+        with torch._C._DisableFuncTorch():  # else .numpy() wraps its tensor again
+            return _numpy(x)
+
+
+_functorch = torch._C._functorch
+
+
+def _unwrapped(x):
+    """The plain tensor under torch.func.grad's (or jacrev's, jvp's, functionalize's)
+    wrappers, whose values are the call's: those are checked. None under vmap (a batched
+    tensor holds every sample's values, not the call's: like a JAX tracer, only its shape and
+    dtype are checked) and for a fake or meta tensor (torch.compile's, torch.export's)."""
+    try:
+        while _functorch.is_functorch_wrapped_tensor(x):
+            if _functorch.is_batchedtensor(x):
+                return None
+            x = _functorch.get_unwrapped(x)
+    except RuntimeError:  # pragma: no cover - a wrapper torch does not let us unwrap
+        return None
+    if type(x) is not torch.Tensor or x.device.type != "cpu":
+        return None  # a FakeTensor or another subclass without host values
+    return x
 
 
 def _reader(x):
@@ -197,6 +235,7 @@ def _reader(x):
     return _read_cpu if x.device.type == "cpu" else None
 
 
+_MISSING = object()
 _GLOBAL_HOOKS = tuple(getattr(torch.nn.modules.module, f"_global_{k}_hooks") for k in (
     "forward", "forward_pre", "backward", "backward_pre"))  # dicts, updated in place
 _tracing = torch._C._get_tracing_state
@@ -274,6 +313,113 @@ def _option_tensor(value):
         return value.detach().clone()
     # a copy: a buffer must not share memory with the caller's array (load_state_dict writes it)
     return torch.tensor(np.array(value))
+
+
+_INPUT_NAMES: dict = {}  # spec name -> {keyword: position}
+
+
+def input_names(spec) -> dict:
+    """The keywords a loss's inputs can be passed by, with their positions: the spec's input
+    names, and torch's where they differ, read from torch itself (the ``forward`` of its
+    torch.nn class and its torch.nn.functional function, where one is among the loss's names
+    and takes the same inputs: nn.PoissonNLLLoss's ``log_input``)."""
+    names = _INPUT_NAMES.get(spec.name)
+    if names is None:
+        import inspect
+
+        names = {i.name: k for k, i in enumerate(spec.inputs)}
+        n = len(spec.inputs)
+        for alias in (spec.name, *spec.aliases):
+            found = []
+            cls = getattr(torch.nn, alias, None)
+            if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+                found.append(list(inspect.signature(cls.forward).parameters.values())[1:])
+            fn = getattr(torch.nn.functional, alias, None)
+            if callable(fn) and not isinstance(fn, type):
+                found.append(list(inspect.signature(fn).parameters.values()))
+            for params in found:
+                pos = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD
+                       and p.default is p.empty]
+                if len(pos) == n:  # the same inputs (nn.LinearCrossEntropyLoss holds one)
+                    for k, name in enumerate(pos):
+                        names.setdefault(name, k)
+        _INPUT_NAMES[spec.name] = names
+    return names
+
+
+_compiling = torch.compiler.is_compiling
+
+#: InputChecks by key (``_checks_key``), for the value-check op of compiled graphs: a graph
+#: names its checks by this key, so a graph cached by inductor in another process finds them
+#: (made again from the key) as well as the process that traced it.
+_GRAPH_CHECKS: dict = {}
+
+
+def _checks_key(checks) -> str:
+    scalars = tuple(sorted((k, v) for k, v in checks.options.items()
+                           if k in {o.name for o in checks.spec.all_options}
+                           and not hasattr(v, "shape")))
+    return repr((checks.spec.name, scalars))
+
+
+def _graph_checks(key: str):
+    checks = _GRAPH_CHECKS.get(key)
+    if checks is None:
+        import ast
+
+        from .._registry import resolve
+
+        name, scalars = ast.literal_eval(key)
+        spec = resolve(name)
+        checks = _GRAPH_CHECKS[key] = InputChecks(spec, spec.bind(dict(scalars)))
+    return checks
+
+
+@torch.library.custom_op("multiloss::check_values", mutates_args=())
+def _check_values_op(inputs: list[torch.Tensor], key: str,
+                     reads: list[int]) -> list[torch.Tensor]:
+    """A loss's value checks as an op of a torch.compile graph: it runs them on the call's
+    tensors (raising multiloss' message: the eager call's) and returns copies of the checked
+    inputs, which the loss then uses, so that the kernels that index with them run after the
+    check (an in-graph assertion would race the kernel's own bounds check)."""
+    checks = _graph_checks(key)
+    infos, _ = checks.signature(inputs, None)
+    checks.values(inputs, infos, tuple((i, checks.names[i]) for i in reads), _concrete)
+    return [inputs[i].clone() for i in reads]
+
+
+@_check_values_op.register_fake
+def _check_values_fake(inputs, key, reads):
+    return [torch.empty_like(inputs[i]) for i in reads]
+
+
+def _check_values_setup(ctx, inputs, output):
+    ctx.n, ctx.reads = len(inputs[0]), inputs[2]
+
+
+def _check_values_backward(ctx, grads):
+    out = [None] * ctx.n
+    for i, g in zip(ctx.reads, grads):
+        out[i] = g
+    return out, None, None
+
+
+_check_values_op.register_autograd(_check_values_backward, setup_context=_check_values_setup)
+
+
+def _checked_in_graph(checks, inputs, reads):
+    """The inputs with those of ``reads`` replaced by the value-check op's copies (under
+    torch.compile, on CPU: values on an accelerator are not read, as in an eager call)."""
+    if inputs[0].device.type != "cpu":
+        return inputs
+    key = _checks_key(checks)
+    _GRAPH_CHECKS.setdefault(key, checks)
+    idx = [i for i, _ in reads]
+    copies = _check_values_op(list(inputs), key, idx)
+    out = list(inputs)
+    for i, c in zip(idx, copies):
+        out[i] = c
+    return tuple(out)
 
 
 class Loss(torch.nn.Module):
@@ -360,7 +506,7 @@ class Loss(torch.nn.Module):
                     f"one on {x.device}; move it with .to({str(device)!r})"
                 )
 
-    def _prepare(self, inputs, sample_weight):
+    def _prepare(self, inputs, sample_weight, traced=False):
         checks = self._checks
         checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
@@ -372,7 +518,12 @@ class Loss(torch.nn.Module):
                 sample_weight = self._as_tensor(sample_weight, "sample_weight", device)
         if inputs:
             self._check_devices(inputs, sample_weight)
-        checks(inputs, sample_weight, _concrete)
+        if traced:  # torch.compile traces this: the shape checks run at trace time
+            infos, reads = checks.check_shapes(inputs, sample_weight)
+            if reads:
+                inputs = _checked_in_graph(checks, inputs, reads)
+        else:
+            checks(inputs, sample_weight, _concrete)
         return _promote_floats(inputs), sample_weight
 
     def __call__(self, *inputs, **kwargs):
@@ -380,7 +531,7 @@ class Loss(torch.nn.Module):
         # sample weight or normalizer, nothing to promote, no hooks: the value checks where
         # the kernel does not make them itself, the function; nothing else (see _plan).
         # torch.nn.Module.__call__ otherwise (hooks, tracing, module.compile()).
-        if not kwargs and not _hooked(self):
+        if not kwargs and not _compiling() and not _hooked(self):
             try:
                 plan = self._plans.get(self._key(inputs))
             except (AttributeError, TypeError, ValueError):  # not tensors, or a wrong number
@@ -389,7 +540,11 @@ class Loss(torch.nn.Module):
                 return plan(inputs)
         return super().__call__(*inputs, **kwargs)
 
-    def forward(self, *inputs, sample_weight=None, normalizer=None):
+    def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
+        if named:
+            inputs = self._bind_names(inputs, named)
+        if _compiling():  # torch.compile traces the checked path: no plan is made or read
+            return self._forward(inputs, sample_weight, normalizer, traced=True)
         if sample_weight is None and normalizer is None:
             try:
                 plan = self._plans.get(self._key(inputs))
@@ -398,6 +553,34 @@ class Loss(torch.nn.Module):
             if plan is not None:
                 return plan(inputs)
         return self._forward(inputs, sample_weight, normalizer)
+
+    def _bind_names(self, inputs, named):
+        """Inputs passed by keyword (``loss(input=x, target=t)``, as torch's loss modules take
+        them) put in their positions after the positional ones."""
+        names = input_names(self.spec)
+        n = len(self.spec.inputs)
+        args = list(inputs) + [_MISSING] * (n - len(inputs))
+        for key, value in named.items():
+            k = names.get(key)
+            if k is None:
+                raise TypeError(
+                    f"{self.spec.name}: unexpected keyword argument {key!r}; the inputs are "
+                    f"{', '.join(self._checks.names)} (by position or keyword), and the call "
+                    f"also takes sample_weight= and normalizer="
+                )
+            if k >= len(args) or args[k] is not _MISSING:
+                raise TypeError(
+                    f"{self.spec.name}: got multiple values for input {k + 1} "
+                    f"({self._checks.names[k]}), by position and as {key!r}"
+                )
+            args[k] = value
+        missing = [self._checks.names[k] for k, a in enumerate(args) if a is _MISSING]
+        if missing:
+            raise TypeError(
+                f"{self.spec.name}: missing input(s) {', '.join(missing)} (expected "
+                f"{', '.join(self._checks.names)})"
+            )
+        return tuple(args)
 
     def _plan(self, inputs):
         """The hot path of one signature, cached after its first (checked) call; None where
@@ -449,11 +632,11 @@ class Loss(torch.nn.Module):
         self._plans.clear()
         return super()._apply(*args, **kwargs)
 
-    def _forward(self, inputs, sample_weight, normalizer):
-        fresh = (sample_weight is None and normalizer is None and len(self._plans) < 64
-                 and all(isinstance(x, torch.Tensor) for x in inputs))
+    def _forward(self, inputs, sample_weight, normalizer, traced=False):
+        fresh = (not traced and sample_weight is None and normalizer is None
+                 and len(self._plans) < 64 and all(isinstance(x, torch.Tensor) for x in inputs))
         raw = inputs
-        inputs, sample_weight = self._prepare(inputs, sample_weight)
+        inputs, sample_weight = self._prepare(inputs, sample_weight, traced)
         if fresh and raw and inputs is raw:  # checked, and nothing was converted or promoted
             plan = self._plan(raw)
             if plan is not None:
