@@ -422,6 +422,28 @@ def _checked_in_graph(checks, inputs, reads):
     return tuple(out)
 
 
+def _autocast_free(spec) -> bool:
+    """Whether autocast leaves the loss as it is: a loss defined by a library written on JAX
+    (optax, Keras 3: ``reference.jax_reference``), which no torch autocast reaches, computes
+    inside torch.autocast what it computes outside (its matmuls are not lowered, its sums not
+    raised). The others follow the autocast policy of the torch ops they are made of, which
+    are their reference's (tests/test_works_with_torch.py asks torch for it)."""
+    return getattr(spec.reference, "jax_reference", None) is not None
+
+
+def _autocast_off(call):
+    """``call`` with autocast disabled where it is enabled for the inputs' device."""
+
+    def run(inputs):
+        device = inputs[0].device.type if inputs else "cpu"
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return call(inputs)
+        return call(inputs)
+
+    return run
+
+
 class Loss(torch.nn.Module):
     """A multiloss loss on torch: a ``torch.nn.Module`` whose array options (``weight``,
     ``pos_weight``) are buffers, so ``.to(device)`` and ``state_dict`` carry them.
@@ -613,6 +635,8 @@ class Loss(torch.nn.Module):
         direct = getattr(fn, "direct", None)
         call = general if direct is None else (
             direct(inputs, native, static, buffers, general) or general)
+        if _autocast_free(self.spec):
+            call = _autocast_off(call)
 
         def plan(inputs):
             if check is not None:
@@ -645,8 +669,12 @@ class Loss(torch.nn.Module):
             normalizer = _check_normalizer(normalizer, self._reduction, inputs[0].device)
         arrays = {name: getattr(self, name) for name in self._array_names}
         native = self._native and sample_weight is None and normalizer is None
-        out = self._fn(*inputs, reduction=self._reduction if native else None,
-                       **self._static, **arrays)
+
+        def call(inputs):
+            return self._fn(*inputs, reduction=self._reduction if native else None,
+                            **self._static, **arrays)
+
+        out = (_autocast_off(call) if _autocast_free(self.spec) else call)(inputs)
         if isinstance(out, Terms):
             sample_weight = _align(self.spec, sample_weight, out)
             return reduce(out, self._reduction, sample_weight, self._empty,

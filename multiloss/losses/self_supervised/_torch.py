@@ -64,6 +64,6 @@ def supcon(embeddings, labels, *, reduction, temperature=0.1):
     loss = -(posf * log_prob).sum(dim=1) / (posf.sum(dim=1) + torch.finfo(dtype).tiny)
     # pytorch-metric-learning's zero loss where the batch has no positive or no negative pair
     # (a select, not a branch on the values: vmap and torch.compile's fullgraph trace it)
-    loss = torch.where(pos.any() & neg.any(), loss, (embeddings * 0).sum(dim=1))
+    loss = torch.where(pos.any() & neg.any(), loss, (embeddings * 0).sum(dim=1).to(loss.dtype))
     counts = (loss > 0) | torch.isnan(loss)  # a NaN loss counts: NaN is not hidden
     return Terms(loss, weight=counts.to(dtype).detach())
