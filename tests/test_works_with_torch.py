@@ -83,11 +83,21 @@ def _close(ours, ref, tol=TOL):
 # ---------------------------------------------------------------------------------------------
 # torch.compile
 
+#: CI compiles with AOT autograd's eager backend (Dynamo's trace, the joint forward-backward
+#: graph, no code generation: seconds instead of minutes); the long run with inductor.
+BACKEND = "inductor" if LONG else "aot_eager"
 
-@pytest.mark.parametrize("spec,sample", _params(COMPILE_SUBSET))
+#: Where torch's own op graph-breaks: ctc's aten._ctc_loss has an output shape that depends on
+#: the data (Dynamo compiles nothing of torch's own F.ctc_loss call); compiled without
+#: fullgraph, the break at the op is the only one.
+TORCH_BREAKS = {"ctc": "aten._ctc_loss"}
+
+
+@pytest.mark.parametrize("spec,sample", [p for p in _params(COMPILE_SUBSET)
+                                         if p.values[0].name not in OWN_FUNCTION])
 def test_compile_cold_fullgraph_matches_eager(spec, sample):
-    """Compiled before any plain call (fresh module), with fullgraph=True: the value and the
-    gradients of the eager call."""
+    """Compiled before any plain call (a fresh module), with fullgraph=True: the value and
+    the gradients of the eager call."""
     torch._dynamo.reset()
     loss = _loss(spec, sample)
     xs, sw, pos = _tensors(spec, sample)
@@ -95,7 +105,8 @@ def test_compile_cold_fullgraph_matches_eager(spec, sample):
     def f(*xs):
         return loss(*xs, sample_weight=sw)
 
-    out = torch.compile(f, fullgraph=True)(*xs)
+    full = spec.name not in TORCH_BREAKS
+    out = torch.compile(f, fullgraph=full, backend=BACKEND)(*xs)
     wrt = [xs[i] for i in pos]
     grads = torch.autograd.grad(out.sum(), wrt) if wrt else ()
     ref = _loss(spec, sample)(*xs, sample_weight=sw)
@@ -106,20 +117,37 @@ def test_compile_cold_fullgraph_matches_eager(spec, sample):
         _close(g, rg, 1e-12)
 
 
-@pytest.mark.parametrize("spec,sample", _params(
-    COMPILE_SUBSET + ("binary_cross_entropy_with_logits", "dice", "keras.circle", "lovasz",
-                      "triplet_margin_with_distance", "kl_div")))
+def _explain_params():
+    out = []
+    for spec in testing.all_specs():
+        if spec.name in OWN_FUNCTION or not (LONG or spec.name in (
+                "mse", "cross_entropy", "keras.log_cosh", "ctc", "dice")):
+            continue
+        cases = _cases(spec)
+        out += [pytest.param(spec, s, id=s.id) for s in (cases if LONG else cases[:1])]
+    return out
+
+
+@pytest.mark.parametrize("spec,sample", _explain_params())
 def test_no_graph_break(spec, sample):
-    """torch._dynamo.explain of a training step that calls the loss (and a module compiled
-    as a whole): one graph, no break, with the loss's default options and sample weights."""
+    """torch._dynamo.explain of a training step that calls the loss: one graph, no break
+    (ctc: the one break at torch's own op, as Dynamo breaks on torch's F.ctc_loss)."""
     torch._dynamo.reset()
     loss = _loss(spec, sample)
     xs, sw, _ = _tensors(spec, sample, grad=False)
+    model = torch.nn.Linear(xs[0].shape[-1], xs[0].shape[-1]).to(xs[0].dtype) \
+        if xs[0].is_floating_point() and xs[0].ndim else None
 
     def step(*xs):
+        xs = (model(xs[0]) if model is not None else xs[0],) + xs[1:]
         return loss(*xs, sample_weight=sw) * 2.0
 
     e = torch._dynamo.explain(step)(*xs)
+    if spec.name in TORCH_BREAKS:
+        assert e.graph_break_count >= 1
+        assert all(TORCH_BREAKS[spec.name] in str(r.reason) for r in e.break_reasons), \
+            e.break_reasons
+        return
     assert (e.graph_count, e.graph_break_count) == (1, 0), e.break_reasons
 
 
@@ -131,7 +159,7 @@ def test_compiled_module_and_step_bad_indices_raise_our_error():
     ce = multiloss.get("cross_entropy", backend="torch")
     x = torch.randn(8, 4, requires_grad=True)
     t = torch.randint(0, 4, (8,))
-    cm = torch.compile(ce, fullgraph=True)
+    cm = torch.compile(ce, fullgraph=True)  # inductor: the check runs before its kernel
     _close(cm(x, t), torch.nn.functional.cross_entropy(x, t), 1e-6)
     bad = t.clone()
     bad[2] = 7
@@ -139,33 +167,47 @@ def test_compiled_module_and_step_bad_indices_raise_our_error():
         cm(x, bad)
 
     model = torch.nn.Linear(3, 4)
+    nll = multiloss.get("nll", backend="torch")  # made outside the step, as a criterion is
 
-    @torch.compile(fullgraph=True)
+    @torch.compile(fullgraph=True, backend=BACKEND)
     def step(z, t):
-        return multiloss.get("nll", backend="torch")(torch.log_softmax(model(z), -1), t)
+        return nll(torch.log_softmax(model(z), -1), t)
 
     z = torch.randn(8, 3)
     step(z, t).backward()
     with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 4\).* got -3"):
         step(z, torch.where(torch.arange(8) == 5, -3, t))
 
-    g = torch.compile(multiloss.get("gaussian_nll", backend="torch"), fullgraph=True)
+    g = torch.compile(multiloss.get("gaussian_nll", backend="torch"), fullgraph=True,
+                      backend=BACKEND)
     y = torch.randn(8, 2)
     assert torch.isfinite(g(y, y + 1, torch.ones(8, 2)))
     with pytest.raises(ValueError, match="var"):
         g(y, y + 1, -torch.ones(8, 2))
 
 
-def test_compile_validate_false_and_keyword_call():
-    """validate=False: no check in the graph; keyword inputs compile too."""
+def test_compile_warm_dynamic_shapes_validate_false_and_keywords():
+    """Compiled after eager calls (the eager fast path's plans exist), over batch sizes that
+    make Dynamo trace symbolic shapes, with a sample weight and keyword inputs: the eager
+    values, and still our error for a bad index; validate=False: no check in the graph."""
     torch._dynamo.reset()
-    ce = multiloss.get("cross_entropy", backend="torch", validate=False, label_smoothing=0.1)
+    ce = multiloss.get("cross_entropy", backend="torch", label_smoothing=0.1)
     x = torch.randn(6, 5, dtype=torch.float64)
     t = torch.randint(0, 5, (6,))
-    e = torch._dynamo.explain(lambda x, t: ce(input=x, target=t))(x, t)
+    ce(x, t)  # warm: the eager plan of this signature is made
+    f = torch.compile(lambda x, t, w: ce(input=x, target=t, sample_weight=w), backend=BACKEND)
+    for n in (6, 7, 9, 12):
+        x, t, w = torch.randn(n, 5, dtype=torch.float64), torch.randint(0, 5, (n,)), \
+            torch.rand(n, dtype=torch.float64)
+        _close(f(x, t, w), ce(x, t, sample_weight=w))
+    with pytest.raises(ValueError, match=r"target: expected class indices in \[0, 5\).* got 5"):
+        f(x, torch.where(torch.arange(12) == 3, 5, t), w)
+    off = multiloss.get("cross_entropy", backend="torch", validate=False)
+    e = torch._dynamo.explain(lambda x, t: off(input=x, target=t))(x, t)
     assert (e.graph_count, e.graph_break_count) == (1, 0)
-    out = torch.compile(lambda x, t: ce(input=x, target=t), fullgraph=True)(x, t)
-    _close(out, torch.nn.functional.cross_entropy(x, t, label_smoothing=0.1))
+    assert "check_values" not in str(e.graphs[0].graph)
+    assert "check_values" in str(torch._dynamo.explain(lambda x, t: ce(x, t))(x, t)
+                                 .graphs[0].graph)
 
 
 # ---------------------------------------------------------------------------------------------
