@@ -210,6 +210,36 @@ def test_compile_warm_dynamic_shapes_validate_false_and_keywords():
                                  .graphs[0].graph)
 
 
+def test_fake_tensors_and_export():
+    """Under FakeTensorMode (shapes only) a value-checked loss gives a fake result of its
+    shape; torch.export of a model with a loss holds the value check as the op
+    multiloss::check_values, and the exported program raises our message for a bad index."""
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    ce = multiloss.get("cross_entropy", backend="torch")
+    with FakeTensorMode():
+        out = ce(torch.randn(8, 4), torch.randint(0, 4, (8,)))
+    assert isinstance(out, FakeTensor) and out.shape == ()
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 4)
+            self.ce = ce
+
+        def forward(self, z, t):
+            return self.ce(self.lin(z), t)
+
+    model = Model()
+    z, t = torch.randn(8, 3), torch.randint(0, 4, (8,))
+    ep = torch.export.export(model, (z, t))
+    ops = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert "multiloss.check_values.default" in ops, ops
+    _close(ep.module()(z, t), model(z, t), 0.0)
+    with pytest.raises(ValueError, match=r"expected class indices in \[0, 4\).* got 9"):
+        ep.module()(z, torch.where(torch.arange(8) == 1, 9, t))
+
+
 # ---------------------------------------------------------------------------------------------
 # torch.func
 
