@@ -112,9 +112,37 @@ def test_compile_cold_fullgraph_matches_eager(spec, sample):
     ref = _loss(spec, sample)(*xs, sample_weight=sw)
     ref_grads = torch.autograd.grad(ref.sum(), wrt) if wrt else ()
     assert out.dtype == ref.dtype and out.shape == ref.shape
-    _close(out, ref, 1e-12)
+    tol = max(1e-12, 4 * _inductor_slack(spec, sample)) if BACKEND == "inductor" else 1e-12
+    _close(out, ref, tol)
     for g, rg in zip(grads, ref_grads):
-        _close(g, rg, 1e-12)
+        _close(g, rg, tol)
+
+
+def _inductor_slack(spec, sample):
+    """How far inductor's code moves torch's own reference from its eager value and gradients
+    on this sample (its decompositions: binary_cross_entropy's log1p(-x) for eager's
+    log(1 - x) is 4e-9 relative in float64 near 1); 0 where the reference is not torch's."""
+    if getattr(spec.reference, "jax_reference", None) is not None:
+        return 0.0
+    bound = spec.bind(sample.options)
+    for o in spec.options:
+        if o.kind == "array" and bound[o.name] is not None:
+            bound[o.name] = torch.from_numpy(np.array(bound[o.name]))
+    red = bound["reduction"]
+    if red not in ("none", "sum", "mean", "batchmean"):
+        red = "none"
+    xs, _, pos = _tensors(spec, sample)
+
+    def f(*xs):
+        return spec.reference(torch, list(xs), bound, red)
+
+    outs = []
+    for fn in (f, torch.compile(f, backend="inductor")):
+        out = fn(*xs)
+        wrt = [xs[i] for i in pos]
+        outs.append([out] + list(torch.autograd.grad(out.sum(), wrt) if wrt else ()))
+    return max(testing.rel_error(a.detach().numpy(), b.detach().numpy())
+               for a, b in zip(*outs))
 
 
 def _explain_params():
