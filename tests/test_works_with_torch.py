@@ -369,8 +369,8 @@ def test_func_grad_checks_values_vmap_leaves_them_to_the_kernel():
 @pytest.mark.parametrize("name", ["keras.circle", "keras.log_cosh"])
 def test_custom_functions_support_functorch(name):
     """keras.circle and keras.log_cosh (a custom autograd Function with JAX's logaddexp
-    gradient): jacrev (vmap over its backward) equals autograd's rows; jvp and hessian
-    (forward mode through it) equal autograd's."""
+    gradient): jacrev (vmap over its backward) equals autograd's rows. (No forward mode: a
+    custom ``jvp`` would make Dynamo break the graph at the Function.)"""
     loss = multiloss.get(name, backend="torch", reduction="none")
     spec = [s for s in testing.all_specs() if s.name == name][0]
     xs, _, _ = _tensors(spec, _cases(spec)[0], grad=False)
@@ -382,17 +382,6 @@ def test_custom_functions_support_functorch(name):
     for j in range(flat.numel()):
         (row,) = torch.autograd.grad(flat[j], p, retain_graph=True)
         _close(jac[j], row)
-    if name == "keras.circle":
-        # its forward-mode derivative and its Hessian are NaN in autograd too (the square
-        # root of a zero self-distance): checked on log_cosh
-        return
-    # forward mode (the Function's jvp) and the Hessian: torch.func's against autograd's
-    mean = multiloss.get(name, backend="torch")
-    v = torch.linspace(-1.0, 1.0, y_pred.numel(), dtype=y_pred.dtype).reshape(y_pred.shape)
-    _, tangent = torch.func.jvp(lambda p: mean(p, y_true), (y_pred,), (v,))
-    _close(tangent, (torch.func.grad(lambda p: mean(p, y_true))(y_pred) * v).sum())
-    _close(torch.func.hessian(lambda p: mean(p, y_true))(y_pred),
-           torch.autograd.functional.hessian(lambda p: mean(p, y_true), y_pred))
 
 
 # ---------------------------------------------------------------------------------------------

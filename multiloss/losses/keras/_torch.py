@@ -32,8 +32,7 @@ class _LogAddExp(torch.autograd.Function):
     arguments are large (ctc's log(0) = -1e5 paths: 1e-11 relative).
 
     In torch.func's form (``setup_context`` apart from ``forward``, and a vmap rule generated
-    from these torch operations), with the same derivative in forward mode (``jvp``), so that
-    torch.func.grad, vmap, jacrev, jvp, jacfwd and hessian compose with it."""
+    from these torch operations), so that torch.func.grad, vmap and jacrev compose with it."""
 
     generate_vmap_rule = True
 
@@ -47,23 +46,14 @@ class _LogAddExp(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs, output)
-        ctx.save_for_forward(*inputs, output)
-
-    @staticmethod
-    def _partials(ctx):
-        x1, x2, out = ctx.saved_tensors
-        o = _no_pos_inf(out)
-        return torch.exp(_no_pos_inf(x1) - o), torch.exp(_no_pos_inf(x2) - o)
 
     @staticmethod
     def backward(ctx, g):
-        d1, d2 = _LogAddExp._partials(ctx)
-        return (g * d1).sum_to_size(d1.shape), (g * d2).sum_to_size(d2.shape)
-
-    @staticmethod
-    def jvp(ctx, t1, t2):
-        d1, d2 = _LogAddExp._partials(ctx)
-        return t1 * d1 + t2 * d2
+        x1, x2, out = ctx.saved_tensors
+        o = _no_pos_inf(out)
+        g1 = g * torch.exp(_no_pos_inf(x1) - o)
+        g2 = g * torch.exp(_no_pos_inf(x2) - o)
+        return g1.sum_to_size(x1.shape), g2.sum_to_size(x2.shape)
 
 
 def _logaddexp(x1, x2):
