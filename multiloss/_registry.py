@@ -240,16 +240,14 @@ def array_option(ndim=None):
 def dtype_kind(x) -> str:
     """NumPy dtype kind of a NumPy, JAX or torch array (or tracer) without reading values."""
     dt = x.dtype
-    try:
+    if not hasattr(dt, "is_floating_point"):  # NumPy and JAX dtypes (a torch dtype has it)
         kind = np.dtype(dt).kind
         # ml_dtypes' bfloat16 and float8 types (JAX's) have NumPy kind "V"
         return "f" if kind == "V" and "float" in str(dt) else kind
-    except TypeError:
-        pass
-    # torch dtypes
-    if getattr(dt, "is_floating_point", False):
+    # torch dtypes, read without NumPy (torch.compile traces this: its NumPy is torch's)
+    if dt.is_floating_point:
         return "f"
-    if getattr(dt, "is_complex", False):
+    if dt.is_complex:
         return "c"
     name = str(dt)
     if name.endswith("bool"):

@@ -158,21 +158,26 @@ class InputChecks:
         )
         entry = self._signatures.get(key)
         if entry is None:
-            infos = self.spec.converted([array_info(x) for x in inputs])
-            self.spec.call_check(
-                infos,
-                None if sample_weight is None else array_info(sample_weight),
-                self.options,
-            )
             if len(self._signatures) >= self._MAX_SIGNATURES:
                 self._signatures.clear()
-            infos = dict(zip(self.names, infos))
-            # only the spec's value_args of a dtype kind in its value_kinds are read (class
-            # indices: integers; gaussian_nll's variance: floating)
-            reads = tuple((i, self.names[i]) for i in self._value_idx
-                          if infos[self.names[i]].kind in self.spec.value_kinds)
-            entry = self._signatures[key] = (infos, reads)
+            entry = self._signatures[key] = self.check_shapes(inputs, sample_weight)
         return entry
+
+    def check_shapes(self, inputs, sample_weight) -> tuple:
+        """``signature`` without its cache: (infos, reads) of this call, its shape and dtype
+        checks run (what a tracer of Python code, torch.compile's, runs at trace time)."""
+        infos = self.spec.converted([array_info(x) for x in inputs])
+        self.spec.call_check(
+            infos,
+            None if sample_weight is None else array_info(sample_weight),
+            self.options,
+        )
+        infos = dict(zip(self.names, infos))
+        # only the spec's value_args of a dtype kind in its value_kinds are read (class
+        # indices: integers; gaussian_nll's variance: floating)
+        reads = tuple((i, self.names[i]) for i in self._value_idx
+                      if infos[self.names[i]].kind in self.spec.value_kinds)
+        return infos, reads
 
     def values(self, inputs, infos, reads, concrete: Callable) -> None:
         """The spec's value checks on the inputs of ``reads`` that are concrete."""

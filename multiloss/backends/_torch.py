@@ -167,6 +167,13 @@ def promote(*tensors):
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
+def one_hot(t, n_classes: int, dtype=torch.int64):
+    """F.one_hot's values (indices in [0, n_classes) only) as a comparison with arange: without
+    F.one_hot's check of the indices' range, which reads them (.item()), so that torch.func's
+    vmap and torch.compile's fullgraph trace it."""
+    return (t[..., None] == torch.arange(n_classes, device=t.device)).to(dtype)
+
+
 def _promote_floats(inputs):
     """Floating inputs of different dtypes (float32 logits with float64 probabilities) cast to
     their common dtype, as on JAX: the loss is then computed in that dtype, not partly in the
@@ -202,11 +209,42 @@ def _concrete(x):
     return _read_cpu(x)
 
 
-def _read_cpu(x):
+def _numpy(x):
     x = x.detach()
     if x.dtype == torch.bfloat16:  # NumPy has no bfloat16
         x = x.float()
     return x.numpy()
+
+
+def _read_cpu(x):
+    try:
+        return _numpy(x)
+    except RuntimeError:  # inside a torch.func transform (the hot path pays nothing for this)
+        x = _unwrapped(x)
+        if x is None:
+            return None
+        with torch._C._DisableFuncTorch():  # else .numpy() wraps its tensor again
+            return _numpy(x)
+
+
+_functorch = torch._C._functorch
+
+
+def _unwrapped(x):
+    """The plain tensor under torch.func.grad's (or jacrev's, jvp's, functionalize's)
+    wrappers, whose values are the call's: those are checked. None under vmap (a batched
+    tensor holds every sample's values, not the call's: like a JAX tracer, only its shape and
+    dtype are checked) and for a fake or meta tensor (torch.compile's, torch.export's)."""
+    try:
+        while _functorch.is_functorch_wrapped_tensor(x):
+            if _functorch.is_batchedtensor(x):
+                return None
+            x = _functorch.get_unwrapped(x)
+    except RuntimeError:  # pragma: no cover - a wrapper torch does not let us unwrap
+        return None
+    if type(x) is not torch.Tensor or x.device.type != "cpu":
+        return None  # a FakeTensor or another subclass without host values
+    return x
 
 
 def _reader(x):
@@ -291,6 +329,103 @@ def _option_tensor(value):
         return value.detach().clone()
     # a copy: a buffer must not share memory with the caller's array (load_state_dict writes it)
     return torch.tensor(np.array(value))
+
+
+_compiling = torch.compiler.is_compiling
+
+#: InputChecks by key (``_checks_key``), for the value-check op of compiled graphs: a graph
+#: names its checks by this key, so a graph cached by inductor in another process finds them
+#: (made again from the key) as well as the process that traced it.
+_GRAPH_CHECKS: dict = {}
+
+
+def _checks_key(checks) -> str:
+    scalars = tuple(sorted((k, v) for k, v in checks.options.items()
+                           if k in {o.name for o in checks.spec.all_options}
+                           and not hasattr(v, "shape")))
+    return repr((checks.spec.name, scalars))
+
+
+def _graph_checks(key: str):
+    checks = _GRAPH_CHECKS.get(key)
+    if checks is None:
+        import ast
+
+        from .._registry import resolve
+
+        name, scalars = ast.literal_eval(key)
+        spec = resolve(name)
+        checks = _GRAPH_CHECKS[key] = InputChecks(spec, spec.bind(dict(scalars)))
+    return checks
+
+
+@torch.library.custom_op("multiloss::check_values", mutates_args=())
+def _check_values_op(inputs: list[torch.Tensor], key: str,
+                     reads: list[int]) -> list[torch.Tensor]:
+    """A loss's value checks as an op of a torch.compile graph: it runs them on the call's
+    tensors (raising multiloss' message: the eager call's) and returns copies of the checked
+    inputs, which the loss then uses, so that the kernels that index with them run after the
+    check (an in-graph assertion would race the kernel's own bounds check)."""
+    checks = _graph_checks(key)
+    infos, _ = checks.signature(inputs, None)
+    checks.values(inputs, infos, tuple((i, checks.names[i]) for i in reads), _concrete)
+    return [inputs[i].clone() for i in reads]
+
+
+@_check_values_op.register_fake
+def _check_values_fake(inputs, key, reads):
+    return [torch.empty_like(inputs[i]) for i in reads]
+
+
+def _check_values_setup(ctx, inputs, output):
+    ctx.n, ctx.reads = len(inputs[0]), inputs[2]
+
+
+def _check_values_backward(ctx, grads):
+    out = [None] * ctx.n
+    for i, g in zip(ctx.reads, grads):
+        out[i] = g
+    return out, None, None
+
+
+_check_values_op.register_autograd(_check_values_backward, setup_context=_check_values_setup)
+
+
+def _checked_in_graph(checks, inputs, reads):
+    """The inputs with those of ``reads`` replaced by the value-check op's copies (under
+    torch.compile, on CPU: values on an accelerator are not read, as in an eager call)."""
+    if inputs[0].device.type != "cpu":
+        return inputs
+    key = _checks_key(checks)
+    _GRAPH_CHECKS.setdefault(key, checks)
+    idx = [i for i, _ in reads]
+    copies = _check_values_op(list(inputs), key, idx)
+    out = list(inputs)
+    for i, c in zip(idx, copies):
+        out[i] = c
+    return tuple(out)
+
+
+def _autocast_free(spec) -> bool:
+    """Whether autocast leaves the loss as it is: a loss defined by a library written on JAX
+    (optax, Keras 3: ``reference.jax_reference``), which no torch autocast reaches, computes
+    inside torch.autocast what it computes outside (its matmuls are not lowered, its sums not
+    raised). The others follow the autocast policy of the torch ops they are made of, which
+    are their reference's (tests/test_works_with_torch.py asks torch for it)."""
+    return getattr(spec.reference, "jax_reference", None) is not None
+
+
+def _autocast_off(call):
+    """``call`` with autocast disabled where it is enabled for the inputs' device."""
+
+    def run(inputs):
+        device = inputs[0].device.type if inputs else "cpu"
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return call(inputs)
+        return call(inputs)
+
+    return run
 
 
 class Loss(torch.nn.Module):
@@ -378,7 +513,7 @@ class Loss(torch.nn.Module):
                     f"one on {x.device}; move it with .to({str(device)!r})"
                 )
 
-    def _prepare(self, inputs, sample_weight):
+    def _prepare(self, inputs, sample_weight, traced=False):
         checks = self._checks
         checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
@@ -390,7 +525,12 @@ class Loss(torch.nn.Module):
                 sample_weight = self._as_tensor(sample_weight, "sample_weight", device)
         if inputs:
             self._check_devices(inputs, sample_weight)
-        checks(inputs, sample_weight, _concrete)
+        if traced:  # torch.compile traces this: the shape checks run at trace time
+            infos, reads = checks.check_shapes(inputs, sample_weight)
+            if reads:
+                inputs = _checked_in_graph(checks, inputs, reads)
+        else:
+            checks(inputs, sample_weight, _concrete)
         if self.spec.converts:
             inputs = _convert(self.spec, inputs)
         return _promote_floats(inputs), sample_weight
@@ -400,7 +540,7 @@ class Loss(torch.nn.Module):
         # sample weight or normalizer, nothing to promote, no hooks: the value checks where
         # the kernel does not make them itself, the function; nothing else (see _plan).
         # torch.nn.Module.__call__ otherwise (hooks, tracing, module.compile()).
-        if not kwargs and not _hooked(self):
+        if not kwargs and not _compiling() and not _hooked(self):
             try:
                 plan = self._plans.get(self._key(inputs))
             except (AttributeError, TypeError, ValueError):  # not tensors, or a wrong number
@@ -410,8 +550,10 @@ class Loss(torch.nn.Module):
         return super().__call__(*inputs, **kwargs)
 
     def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
-        if named:  # inputs by name: loss(y_true=..., y_pred=...)
+        if named:  # inputs by keyword: loss(input=x, target=t), loss(y_true=..., y_pred=...)
             inputs = self._checks.positional(inputs, named)
+        if _compiling():  # torch.compile traces the checked path: no plan is made or read
+            return self._forward(inputs, sample_weight, normalizer, traced=True)
         if sample_weight is None and normalizer is None:
             try:
                 plan = self._plans.get(self._key(inputs))
@@ -452,6 +594,8 @@ class Loss(torch.nn.Module):
         direct = getattr(fn, "direct", None)
         call = general if direct is None else (
             direct(inputs, native, static, buffers, general) or general)
+        if _autocast_free(self.spec):
+            call = _autocast_off(call)
 
         def plan(inputs):
             if check is not None:
@@ -471,11 +615,11 @@ class Loss(torch.nn.Module):
         self._plans.clear()
         return super()._apply(*args, **kwargs)
 
-    def _forward(self, inputs, sample_weight, normalizer):
-        fresh = (sample_weight is None and normalizer is None and len(self._plans) < 64
-                 and all(isinstance(x, torch.Tensor) for x in inputs))
+    def _forward(self, inputs, sample_weight, normalizer, traced=False):
+        fresh = (not traced and sample_weight is None and normalizer is None
+                 and len(self._plans) < 64 and all(isinstance(x, torch.Tensor) for x in inputs))
         raw = inputs
-        inputs, sample_weight = self._prepare(inputs, sample_weight)
+        inputs, sample_weight = self._prepare(inputs, sample_weight, traced)
         if fresh and raw and inputs is raw:  # checked, and nothing was converted or promoted
             plan = self._plan(raw)
             if plan is not None:
@@ -484,8 +628,12 @@ class Loss(torch.nn.Module):
             normalizer = _check_normalizer(normalizer, self._reduction, inputs[0].device)
         arrays = {name: getattr(self, name) for name in self._array_names}
         native = self._native and sample_weight is None and normalizer is None
-        out = self._fn(*inputs, reduction=self._reduction if native else None,
-                       **self._static, **arrays)
+
+        def call(inputs):
+            return self._fn(*inputs, reduction=self._reduction if native else None,
+                            **self._static, **arrays)
+
+        out = (_autocast_off(call) if _autocast_free(self.spec) else call)(inputs)
         if isinstance(out, Terms):
             sample_weight = _align(self.spec, sample_weight, out)
             return reduce(out, self._reduction, sample_weight, self._empty,

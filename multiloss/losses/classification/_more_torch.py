@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backends import Terms
-from ...backends._torch import promote
+from ...backends._torch import one_hot, promote
 
 __all__ = [
     "focal",
@@ -34,7 +34,7 @@ def _nan_where_invalid(loss, ok):
 def _one_hot(target, n_classes, dtype):
     ok = (target >= 0) & (target < n_classes)
     safe = torch.where(ok, target, torch.zeros_like(target)).long()
-    return F.one_hot(safe, n_classes).to(dtype), ok, safe
+    return one_hot(safe, n_classes, dtype), ok, safe
 
 
 # ---------------------------------------------------------------------------------------------

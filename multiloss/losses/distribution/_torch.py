@@ -42,5 +42,11 @@ def js_divergence(input, target, *, reduction, axis=-1):
     from . import reduced_axes
 
     ax = reduced_axes(input.ndim, axis)
+    dtype = input.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        # kornia's: float16/bfloat16 evaluated in float32 (the halved mixture underflows
+        # otherwise), the result in the input's dtype; so autocast, which computes F.kl_div in
+        # float32 in any case, changes nothing, as it changes nothing in kornia's
+        input, target = input.float(), target.float()
     m = 0.5 * (target + input)
-    return Terms(0.5 * _kl_masked(target, m, ax) + 0.5 * _kl_masked(input, m, ax))
+    return Terms((0.5 * _kl_masked(target, m, ax) + 0.5 * _kl_masked(input, m, ax)).to(dtype))

@@ -51,16 +51,23 @@ class _LogAddExp(torch.autograd.Function):
     """jnp.logaddexp with JAX's value and gradient formulas (jax._src.lax.other.logaddexp):
     amax + log1p(exp(-|x1 - x2|)), and d/dx_i = exp(x_i - out) with +inf replaced by 0.
     torch.logaddexp's backward, g / (1 + exp(x_j - x_i)), rounds differently where the
-    arguments are large (ctc's log(0) = -1e5 paths: 1e-11 relative)."""
+    arguments are large (ctc's log(0) = -1e5 paths: 1e-11 relative).
+
+    In torch.func's form (``setup_context`` apart from ``forward``, and a vmap rule generated
+    from these torch operations), so that torch.func.grad, vmap and jacrev compose with it."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x1, x2):
+    def forward(x1, x2):
         amax = torch.maximum(x1, x2)
         delta = x1 - x2
-        out = torch.where(torch.isnan(delta), x1 + x2,
-                          amax + torch.log1p(torch.exp(-torch.abs(delta))))
-        ctx.save_for_backward(x1, x2, out)
-        return out
+        return torch.where(torch.isnan(delta), x1 + x2,
+                           amax + torch.log1p(torch.exp(-torch.abs(delta))))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs, output)
 
     @staticmethod
     def backward(ctx, g):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backends import Terms
-from ...backends._torch import promote
+from ...backends._torch import one_hot, promote
 from . import NORMALIZE_EPS
 
 
@@ -20,7 +20,7 @@ def _margin_loss(embeddings, labels, class_weight, scale, modify):
     e = F.normalize(embeddings, p=2, dim=1, eps=NORMALIZE_EPS)
     w = F.normalize(class_weight.t(), p=2, dim=1, eps=NORMALIZE_EPS)  # (C, D): one row a class
     cos = torch.matmul(e, w.transpose(-1, -2))
-    mask = F.one_hot(labels, class_weight.shape[1]).to(cos.dtype)
+    mask = one_hot(labels, class_weight.shape[1], cos.dtype)
     target = cos.gather(1, labels[:, None]).squeeze(1)
     diff = (modify(target) - target).unsqueeze(1)
     logits = (cos + mask * diff) * scale

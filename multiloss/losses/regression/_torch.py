@@ -47,12 +47,30 @@ def poisson_nll(input, target, *, reduction, log_input=True, full=False, eps=1e-
     return loss if reduction is not None else Terms(loss)
 
 
+def _gaussian_nll_loss(input, target, var, full, eps, reduction):
+    """F.gaussian_nll_loss (torch 2.13) step for step, without its ``if torch.any(var < 0)``:
+    a branch on the values, which torch.func's vmap cannot take and torch.compile breaks the
+    graph on. multiloss checks the variance's values itself (where they are concrete)."""
+    if var.size() != input.size() and input.size()[:-1] == var.size():
+        var = torch.unsqueeze(var, -1)  # the homoscedastic case of torch's function
+    var = var.clone()
+    with torch.no_grad():  # torch's clamp: the gradient passes through it unchanged
+        var.clamp_(min=eps)
+    loss = 0.5 * (torch.log(var) + (input - target) ** 2 / var)
+    if full:
+        loss += 0.5 * math.log(2 * math.pi)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
 def gaussian_nll(input, target, var, *, reduction, full=False, eps=1e-6):
     input, target, var = promote(input, target, var)
     if var.ndim == 0:
         var = var.expand_as(input)  # torch takes a Python float here, not a 0-d tensor
-    loss = F.gaussian_nll_loss(input, target, var, full=full, eps=eps,
-                               reduction=reduction or "none")
+    loss = _gaussian_nll_loss(input, target, var, full, eps, reduction or "none")
     if reduction is None:
         loss = Terms(loss.expand_as(input) if loss.shape != input.shape else loss)
     return loss

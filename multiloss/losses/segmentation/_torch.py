@@ -12,6 +12,7 @@ import torch.linalg as LA
 import torch.nn.functional as F
 
 from ...backends import Terms
+from ...backends._torch import one_hot
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -71,10 +72,10 @@ def _flatten(x, target, mode, ignore_index, p):
             p = p * m.unsqueeze(1)
             bad = m & ~in_range
             safe = torch.where(bad, torch.zeros_like(t), t * m)
-            t = F.one_hot(safe, c).permute(0, 2, 1) * m.unsqueeze(1)
+            t = one_hot(safe, c).permute(0, 2, 1) * m.unsqueeze(1)
         else:
             bad = ~in_range
-            t = F.one_hot(torch.where(bad, torch.zeros_like(t), t), c).permute(0, 2, 1)
+            t = one_hot(torch.where(bad, torch.zeros_like(t), t), c).permute(0, 2, 1)
     else:
         c = x.shape[1]
         p = p.reshape(n, c, npix)

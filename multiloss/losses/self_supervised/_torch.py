@@ -62,7 +62,8 @@ def supcon(embeddings, labels, *, reduction, temperature=0.1):
     log_prob = mat - lse
     posf = pos.to(dtype)
     loss = -(posf * log_prob).sum(dim=1) / (posf.sum(dim=1) + torch.finfo(dtype).tiny)
-    if not (pos.any() and neg.any()):
-        loss = (embeddings * 0).sum(dim=1)  # pytorch-metric-learning's zero loss
+    # pytorch-metric-learning's zero loss where the batch has no positive or no negative pair
+    # (a select, not a branch on the values: vmap and torch.compile's fullgraph trace it)
+    loss = torch.where(pos.any() & neg.any(), loss, (embeddings * 0).sum(dim=1).to(loss.dtype))
     counts = (loss > 0) | torch.isnan(loss)  # a NaN loss counts: NaN is not hidden
     return Terms(loss, weight=counts.to(dtype).detach())
