@@ -1,6 +1,11 @@
-"""Cross-entropy and nll at the memory limit on JAX: ``jax.custom_vjp`` functions whose forward
-reads the logits once and saves only the per-row log-sum-exp, and whose backward writes the
-gradient in one pass (``softmax * a - b * onehot - c * w``, fused by XLA into one loop).
+"""Cross-entropy and nll at the memory limit on JAX: ``jax.custom_jvp`` functions whose forward
+reads the logits once and saves only the per-row log-sum-exp, and whose tangent is linear in
+the input tangents, ``sum_c g_c dx_c`` with ``g = softmax * a - b * onehot - c * w`` (torch's
+gradient). Reverse mode transposes it into the one-pass gradient (fused by XLA into one loop);
+the tangent is rematerialised (``jax.checkpoint``), so the residuals of ``jax.grad`` are the
+logits and the per-row log-sum-exp, not the softmax. Forward mode (``jax.jvp``, ``jacfwd``)
+evaluates the same expression, and second order (``jax.hessian``, ``jacrev(jacrev)``,
+Hessian-vector products) differentiates it: the Hessian of the loss.
 
 The log-sum-exp of a row, ``lse = m + log(sum_c exp(x_c - m))``, needs the row's maximum
 ``m`` only to avoid overflow and underflow. In float32 and float64 the forward first computes
@@ -22,9 +27,8 @@ log_s``. The gradients are torch's formulas (those of log_softmax's backward):
     probabilities:  dl/dx_c = a (p_c sum_k w_k t'_k - w_c t'_c);  dl/dt_c = a (1-e) w_c (-logp_c)
 
 with ``a`` the cotangent of the row, ``p = softmax(x)``, ``e`` the label smoothing, ``W =
-sum_c w_c``, ``t' = (1-e) t + e/C``. The cotangent of the class ``weight`` is computed too
-(XLA drops it when it is not used). Forward-mode differentiation (``jax.jvp``, ``jacfwd``,
-``hessian``) is not available on a ``custom_vjp`` function.
+sum_c w_c``, ``t' = (1-e) t + e/C``. The tangent of the class ``weight`` is there too (a
+symbolic zero when it is not differentiated: nothing computed).
 """
 
 from __future__ import annotations

@@ -9,16 +9,17 @@ over the blocks of a chunk keeps a running max ``m`` and sum ``s`` per row (the 
 log-sum-exp), the target's logit and the smoothing sums; pass 2 recomputes each block's
 logits for the gradient.
 
-Differentiation: a ``jax.custom_vjp``. Its differentiated forward computes, chunk by chunk,
-the loss and the gradients for a cotangent of 1 per row: ``dz = softmax * k - onehot * b -
-w * c`` of the chunk, then ``dX_chunk = dz @ W`` and ``dW += dz.T @ x_chunk`` (in place, over
-blocks of dW's rows so that the product's temporary stays within the budget): three matrix
-products in all, the naive count, with temporaries of a few tiles. The backward scales them
-by the cotangent where it is the same on every row that counts (every "mean" and "sum"
-without ``sample_weight``); otherwise (``reduction="none"``, a ``sample_weight``) it computes
-them again with the actual cotangent (a loop of 0 or all chunks, updating the same buffers in
-place). Without differentiation only the logits' product runs. Class-probability targets
-always compute their gradients in the backward (their target has a gradient too).
+Differentiation: a ``jax.custom_jvp`` whose tangent is linear in the tangents of (input,
+linear_weight, bias, class weight, probability targets): per chunk of rows, ``sum_c dl/dz_c
+dz_c`` with ``dz = dX_c W^T + X_c dW^T + db`` (through the cap's ``1 - tanh^2``), a
+``lax.scan`` over the chunks, each rematerialised (``jax.checkpoint``). Forward mode
+(``jax.jvp``, ``jacfwd``) evaluates it (three products per chunk); reverse mode transposes it
+into the one-pass gradient of each chunk, ``dX_c = dz_c @ W`` and ``dW += dz_c.T @ X_c``, after
+recomputing the chunk's logits: four matrix products in all (the logits of the loss, their
+recomputation, dX, dW), never the (N, C) logits; second order (``jax.hessian``,
+``jacrev(jacrev)``, Hessian-vector products) differentiates the same expressions. (The
+custom VJP that this replaced computed the gradients in the forward, three products, but had
+no forward mode and no reverse-over-reverse.)
 
 Budget: ``memory_budget`` bytes (default 128 MiB) for a tile's three temporaries (logits,
 softmax, gradient); ``chunk_size`` fixes the rows per chunk instead. Chunks and blocks are

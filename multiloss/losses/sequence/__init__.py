@@ -343,8 +343,10 @@ register(LossSpec(
     reference_name="torch.nn.functional.ctc_loss (torch 2.13)",
     notes=(
         "The gradient w.r.t. log_probs is torch's, (exp(log_probs) - posterior) * g (pytorch "
-        "issue 52241), on both backends (a jax.custom_vjp on JAX: reverse mode only, no jax.jvp or "
-        "jax.hessian): it is the derivative of the loss only for normalised log_probs, and in "
+        "issue 52241), on both backends (a jax.custom_jvp on JAX, linear in d log_probs: jax.jvp, "
+        "jacfwd, jax.hessian and jacrev(jacrev) work, the second order being the derivative of "
+        "torch's gradient; torch's ctc_loss has no double backward, so the torch backend raises "
+        "torch's error there): it is the derivative of the loss only for normalised log_probs, and in "
         "ctc(log_softmax(logits)) the gradient w.r.t. the logits is the true one. optax.ctc_loss takes logits (it applies "
         "log_softmax itself) with padding masks, (B, T, K) batch-major, returns the per-sequence "
         "loss only (no reduction, no mean by target length), differentiates its forward by "
