@@ -381,7 +381,9 @@ def _chunk_tangent(xc, tc, m, log_s, w2, b2, w, dxc, dw2, db2, dtc, dw, cfg):
     if _single(cfg):
         tan = block(0, tan)
     else:
-        tan = lax.fori_loop(0, _cdiv(c, cfg.classes), block, tan)
+        # each block rematerialised too: the transposed loop over blocks keeps no tile
+        tan = lax.fori_loop(0, _cdiv(c, cfg.classes), jax.checkpoint(block, prevent_cse=False),
+                            tan)
     if dw is not None and not cfg.prob and cfg.z_loss:
         lse = m + log_s
         tan = tan + jnp.where(counted, a * cfg.z_loss * lse * lse * jnp.take(dw, safe), 0.0)
