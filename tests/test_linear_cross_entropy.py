@@ -229,8 +229,8 @@ def test_tiles_keep_memory_within_the_budget():
 
 
 def test_bfloat16_matches_float32_within_its_precision():
-    """bfloat16 inputs: computed in float32 (the JAX backend upcasts, torch's chunked op
-    accumulates in float32 on CPU); the result matches the float32 loss of the same (rounded)
+    """bfloat16 inputs: computed in float32 on JAX (the backend upcasts), in bfloat16 with
+    float32 accumulation on torch (as F.linear_cross_entropy's reference path); the result matches the float32 loss of the same (rounded)
     inputs within 2^-7 relative (bfloat16's rounding of the result and of the logits)."""
     x, wl, t, _ = _problem(16, 8, 12, dtype="float32", bias=False)
     xb = jnp.asarray(x).astype(jnp.bfloat16)
@@ -248,8 +248,9 @@ def test_bfloat16_matches_float32_within_its_precision():
 
 
 def test_torch_path_choice():
-    """torch's chunked op where it applies (no softcap, z_loss, smoothing, K dims,
-    probabilities), multiloss's chunked function otherwise; both give torch's numbers."""
+    """multiloss's chunked function (torch's chunked op, LinearCrossEntropyOptions, is not
+    called: a zero Hessian, no autocast, NaN from ignored rows) gives torch's numbers, in one
+    chunk and in several."""
     x, wl, t, b = _problem(6, 3, 4, dtype="float64")
     tx, tw, tt = torch.from_numpy(x), torch.from_numpy(wl), torch.from_numpy(t)
     ref = F.linear_cross_entropy(tx, tw, tt, linear_bias=torch.from_numpy(b))

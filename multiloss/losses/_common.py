@@ -244,19 +244,42 @@ def jax_reference(fn):
 
         if not diff:
             return torch.from_numpy(np.array(f()))
-
-        class _Bridge(torch.autograd.Function):
-            @staticmethod
-            def forward(ctx, *tensors):
-                out, ctx.vjp = jax.vjp(f, *(arrays[i] for i in diff))
-                return torch.from_numpy(np.array(out))
-
-            @staticmethod
-            def backward(ctx, g):
-                grads = ctx.vjp(jnp.asarray(g.detach().cpu().numpy()))
-                return tuple(torch.from_numpy(np.array(x)) for x in grads)
-
-        return _Bridge.apply(*(inputs[i] for i in diff))
+        return _bridge(torch, jax, f, [inputs[i] for i in diff])
 
     reference.jax_reference = fn
     return reference
+
+
+def _bridge(torch, jax, f, tensors):
+    """``f`` (a JAX function of len(tensors) arrays) applied to torch tensors as a
+    ``torch.autograd.Function`` whose backward is ``jax.vjp`` of ``f``, itself bridged: the
+    reference is differentiable to any order (torch.autograd.functional.hessian of a reference
+    written on JAX is its jax.hessian)."""
+    import jax.numpy as jnp
+
+    def to_jax(t):
+        return jnp.asarray(t.detach().cpu().numpy())
+
+    class _Bridge(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *ts):
+            ctx.save_for_backward(*ts)
+            return torch.from_numpy(np.array(f(*(to_jax(t) for t in ts))))
+
+        @staticmethod
+        def backward(ctx, g):
+            ts = ctx.saved_tensors
+            n = len(ts)
+
+            def pullback(*args):  # (primals..., cotangent) -> the vjp of each primal
+                return jax.vjp(f, *args[:n])[1](args[n])
+
+            if not torch.is_grad_enabled():  # a first-order backward (no create_graph)
+                grads = pullback(*(to_jax(t) for t in (*ts, g)))
+                return tuple(torch.from_numpy(np.array(x)) for x in grads)
+            outs = []
+            for k in range(n):  # one bridged function per gradient (one output each)
+                outs.append(_bridge(torch, jax, lambda *a, k=k: pullback(*a)[k], [*ts, g]))
+            return tuple(outs)
+
+    return _Bridge.apply(*tensors)

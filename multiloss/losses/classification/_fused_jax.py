@@ -1,6 +1,11 @@
-"""Cross-entropy and nll at the memory limit on JAX: ``jax.custom_vjp`` functions whose forward
-reads the logits once and saves only the per-row log-sum-exp, and whose backward writes the
-gradient in one pass (``softmax * a - b * onehot - c * w``, fused by XLA into one loop).
+"""Cross-entropy and nll at the memory limit on JAX: ``jax.custom_jvp`` functions whose forward
+reads the logits once and saves only the per-row log-sum-exp, and whose tangent is linear in
+the input tangents, ``sum_c g_c dx_c`` with ``g = softmax * a - b * onehot - c * w`` (torch's
+gradient). Reverse mode transposes it into the one-pass gradient (fused by XLA into one loop);
+the tangent is rematerialised (``jax.checkpoint``), so the residuals of ``jax.grad`` are the
+logits and the per-row log-sum-exp, not the softmax. Forward mode (``jax.jvp``, ``jacfwd``)
+evaluates the same expression, and second order (``jax.hessian``, ``jacrev(jacrev)``,
+Hessian-vector products) differentiates it: the Hessian of the loss.
 
 The log-sum-exp of a row, ``lse = m + log(sum_c exp(x_c - m))``, needs the row's maximum
 ``m`` only to avoid overflow and underflow. In float32 and float64 the forward first computes
@@ -22,9 +27,8 @@ log_s``. The gradients are torch's formulas (those of log_softmax's backward):
     probabilities:  dl/dx_c = a (p_c sum_k w_k t'_k - w_c t'_c);  dl/dt_c = a (1-e) w_c (-logp_c)
 
 with ``a`` the cotangent of the row, ``p = softmax(x)``, ``e`` the label smoothing, ``W =
-sum_c w_c``, ``t' = (1-e) t + e/C``. The cotangent of the class ``weight`` is computed too
-(XLA drops it when it is not used). Forward-mode differentiation (``jax.jvp``, ``jacfwd``,
-``hessian``) is not available on a ``custom_vjp`` function.
+sum_c w_c``, ``t' = (1-e) t + e/C``. The tangent of the class ``weight`` is there too (a
+symbolic zero when it is not differentiated: nothing computed).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 _FAST_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
@@ -81,10 +86,27 @@ def _class_weight(w, x):
 
 
 # ---------------------------------------------------------------------------------------------
+# differentiation: custom JVPs whose tangent is linear in the input tangents
+
+
+def _zero(t):
+    """Whether a tangent is a symbolic zero (the input is not differentiated)."""
+    return t is None or isinstance(t, SymbolicZero)
+
+
+def _linear(f):
+    """``f(primals..., tangents...)``, linear in the tangents, recomputed rather than saved
+    under reverse mode: the residuals of ``jax.grad`` are ``f``'s primal inputs (the logits and
+    the per-row log-sum-exp), not the (N, C) softmax, and its transpose is the one-pass
+    gradient. Forward mode evaluates it as it stands."""
+    return jax.checkpoint(f, prevent_cse=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # class-index targets
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+@partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
 def ce_index(x, t, w, axis, ignore_index, smoothing):
     """Unreduced cross-entropy of logits ``x`` against class indices ``t`` (torch's
     ``reduction="none"``): 0 where ignored, NaN where an index is out of range."""
@@ -119,50 +141,55 @@ def _ce_index_fwd(x, t, w, axis, ignore_index, smoothing):
     # concrete indices are checked before the call), the gradient NaN too
     row = jnp.where(invalid, jnp.nan, jnp.where(counts, 1.0, 0.0)).astype(x.dtype)
     loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
-    return loss.astype(x.dtype), (x, safe, w, m, log_s, nlp_t, row)
+    return loss.astype(x.dtype), (safe, w, m, log_s, nlp_t, row)
 
 
-def _ce_index_bwd(axis, ignore_index, smoothing, res, g):
-    x, safe, w, m, log_s, nlp_t, row = res
+@partial(ce_index.defjvp, symbolic_zeros=True)
+def _ce_index_jvp(axis, ignore_index, smoothing, primals, tangents):
+    x, t, w = primals
+    dx, _, dw = tangents
+    loss, (safe, w, m, log_s, nlp_t, row) = _ce_index_fwd(x, t, w, axis, ignore_index,
+                                                          smoothing)
     n_classes = x.shape[axis]
-    a = g * row
     e = smoothing
-    if w is None:
-        w_t = None
-        on_target = (1.0 - e) * a
-        scale = a
-    else:
-        w_t = jnp.take(w, safe)
-        on_target = (1.0 - e) * w_t * a
-        scale = a * ((1.0 - e) * w_t + (e / n_classes) * jnp.sum(w)) if e else on_target
     ex = partial(jnp.expand_dims, axis=axis)
-    p = jnp.exp((x - ex(m)) - ex(log_s))
-    gx = p * ex(scale)
-    onehot = lax.broadcasted_iota(safe.dtype, x.shape, axis) == ex(safe)
-    gx = jnp.where(onehot, gx - ex(on_target), gx)
-    if e:
-        uniform = ex(a * (e / n_classes))
-        gx = gx - (uniform if w is None else uniform * _along(w, axis, x.ndim))
-    gw = None
-    if w is not None:
-        gw = jnp.zeros((n_classes,), x.dtype).at[safe.reshape(-1)].add(
-            ((1.0 - e) * a * nlp_t).reshape(-1))
+    tan = jnp.zeros_like(loss)
+    if not _zero(dx):
+
+        def along_x(x, safe, w, m, log_s, dx):
+            # sum_c dl/dx_c dx_c, dl/dx_c = p_c ((1-e) w_t + (e/C) W) - (1-e) w_t [c == t]
+            # - (e/C) w_c: the gradient is the transpose, one pass over x
+            if w is None:
+                on_target, scale = 1.0 - e, None
+            else:
+                w_t = jnp.take(w, safe)
+                on_target = (1.0 - e) * w_t
+                scale = on_target + (e / n_classes) * jnp.sum(w) if e else on_target
+            p = jnp.exp((x - ex(m)) - ex(log_s))
+            g = p if scale is None else p * ex(scale)
+            onehot = lax.broadcasted_iota(safe.dtype, x.shape, axis) == ex(safe)
+            g = jnp.where(onehot, g - (on_target if scale is None else ex(on_target)), g)
+            if e:
+                g = g - (e / n_classes if w is None else (e / n_classes) * _along(w, axis, x.ndim))
+            return jnp.sum(g * dx.astype(x.dtype), axis)
+
+        tan = tan + _linear(along_x)(x, safe, w, m, log_s, dx)
+    if w is not None and not _zero(dw):
+        dw = dw.astype(x.dtype)
+        part = (1.0 - e) * jnp.take(dw, safe) * nlp_t
         if e:
-            # d/dw_c of (e/C) sum_c w_c (-logp_c), summed over the rows
-            others = tuple(i for i in range(x.ndim) if i != axis)
             nlp = ex(log_s) - (x - ex(m))
-            gw = gw + (e / n_classes) * jnp.sum(ex(a) * nlp, axis=others)
-    return gx.astype(x.dtype), None, gw
-
-
-ce_index.defvjp(_ce_index_fwd, _ce_index_bwd)
+            part = part + (e / n_classes) * jnp.sum(_along(dw, axis, x.ndim) * nlp, axis)
+        tan = tan + part
+    # 0 where ignored (whatever the tangent), NaN where the index is out of range
+    return loss, jnp.where(row == 0, 0.0, tan * row).astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
 # class-probability targets
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def ce_prob(x, t, w, axis, smoothing):
     """Unreduced cross-entropy of logits ``x`` against class probabilities ``t`` (x's shape)."""
     return _ce_prob_fwd(x, t, w, axis, smoothing)[0]
@@ -180,37 +207,49 @@ def _ce_prob_fwd(x, t, w, axis, smoothing):
     m, log_s, sxm = _lse_parts(x, axis, coef)
     mass = jnp.sum(coef, axis)
     loss = mass * log_s - sxm  # -sum_c w_c t'_c logp_c
-    return loss.astype(x.dtype), (x, t, w, m, log_s, mass)
+    return loss.astype(x.dtype), (w, m, log_s, mass)
 
 
-def _ce_prob_bwd(axis, smoothing, res, g):
-    x, t, w, m, log_s, mass = res
+@partial(ce_prob.defjvp, symbolic_zeros=True)
+def _ce_prob_jvp(axis, smoothing, primals, tangents):
+    x, t, w = primals
+    dx, dt, dw = tangents
+    loss, (w, m, log_s, mass) = _ce_prob_fwd(x, t, w, axis, smoothing)
     n_classes = x.shape[axis]
     ex = partial(jnp.expand_dims, axis=axis)
-    ts = _smoothed(t, smoothing, n_classes)
-    wb = None if w is None else _along(w, axis, x.ndim)
-    coef = ts if wb is None else ts * wb
-    shifted = x - ex(m)
-    gx = ex(g) * (jnp.exp(shifted - ex(log_s)) * ex(mass) - coef)
-    nlp = ex(log_s) - shifted  # -logp
-    gt = ex(g) * (1.0 - smoothing) * nlp
-    if wb is not None:
-        gt = gt * wb
-    gw = None
-    if w is not None:
-        others = tuple(i for i in range(x.ndim) if i != axis)
-        gw = jnp.sum(ex(g) * ts * nlp, axis=others)
-    return gx.astype(x.dtype), gt.astype(t.dtype), gw
+    dx = None if _zero(dx) else dx.astype(x.dtype)
+    dt = None if _zero(dt) else dt.astype(x.dtype)
+    dw = None if w is None or _zero(dw) else dw.astype(x.dtype)
+    if dx is None and dt is None and dw is None:
+        return loss, jnp.zeros_like(loss)
 
+    def tangent(x, t, w, m, log_s, mass, dx, dt, dw):
+        # dl = sum_c (mass p_c - coef_c) dx_c + sum_c dcoef_c (-logp_c), coef = w t'
+        wb = None if w is None else _along(w, axis, x.ndim)
+        shifted = x - ex(m)
+        out = 0.0
+        if dx is not None:
+            ts = _smoothed(t, smoothing, n_classes)
+            coef = ts if wb is None else ts * wb
+            out = out + jnp.sum((jnp.exp(shifted - ex(log_s)) * ex(mass) - coef) * dx, axis)
+        if dt is not None or dw is not None:
+            dcoef = 0.0
+            if dt is not None:
+                dcoef = (1.0 - smoothing) * (dt if wb is None else dt * wb)
+            if dw is not None:
+                dcoef = dcoef + _smoothed(t, smoothing, n_classes) * _along(dw, axis, x.ndim)
+            out = out + jnp.sum(dcoef * (ex(log_s) - shifted), axis)
+        return out
 
-ce_prob.defvjp(_ce_prob_fwd, _ce_prob_bwd)
+    tan = _linear(tangent)(x, t, w, m, log_s, mass, dx, dt, dw)
+    return loss, tan.astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
 # nll (log-probability inputs): a gather forward, a one-pass gradient
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def nll_index(x, t, w, axis, ignore_index):
     """Unreduced nll of log-probabilities ``x``: ``-w[t] x[t]``, 0 where ignored, NaN where
     an index is out of range."""
@@ -224,24 +263,30 @@ def _nll_fwd(x, t, w, axis, ignore_index):
     loss = -x_t if w is None else -(x_t * jnp.take(w, safe))
     row = jnp.where(invalid, jnp.nan, jnp.where(counts, 1.0, 0.0)).astype(x.dtype)
     loss = jnp.where(counts | invalid, loss, 0.0) * jnp.where(invalid, jnp.nan, 1.0)
-    # a zero-size array carries x's shape and dtype into the backward
-    return loss.astype(x.dtype), (x_t, safe, w, row, jnp.zeros((0, *x.shape), x.dtype))
+    return loss.astype(x.dtype), (x_t, safe, w, row)
 
 
-def _nll_bwd(axis, ignore_index, res, g):
-    x_t, safe, w, row, proto = res
-    shape = proto.shape[1:]
-    a = g * row
-    coef = -a if w is None else -a * jnp.take(w, safe)
-    onehot = lax.broadcasted_iota(safe.dtype, shape, axis) == jnp.expand_dims(safe, axis)
-    gx = jnp.where(onehot, jnp.expand_dims(coef, axis), jnp.zeros((), proto.dtype))
-    gw = None
-    if w is not None:
-        gw = jnp.zeros(w.shape, w.dtype).at[safe.reshape(-1)].add((-a * x_t).reshape(-1))
-    return gx.astype(proto.dtype), None, gw
+@partial(nll_index.defjvp, symbolic_zeros=True)
+def _nll_jvp(axis, ignore_index, primals, tangents):
+    x, t, w = primals
+    dx, _, dw = tangents
+    loss, (x_t, safe, w, row) = _nll_fwd(x, t, w, axis, ignore_index)
+    tan = jnp.zeros_like(loss)
+    if not _zero(dx):
 
+        def along_x(safe, w, dx):
+            # -w_t dx_t as a masked sum over the classes: its transpose writes the gradient
+            # in one pass (a select), where a gather's is a scatter
+            onehot = lax.broadcasted_iota(safe.dtype, dx.shape, axis) == jnp.expand_dims(
+                safe, axis)
+            dx_t = jnp.sum(jnp.where(onehot, dx, jnp.zeros((), dx.dtype)), axis)
+            return -dx_t if w is None else -(dx_t * jnp.take(w, safe))
 
-nll_index.defvjp(_nll_fwd, _nll_bwd)
+        tan = tan + along_x(safe, w, dx.astype(x.dtype))
+    if w is not None and not _zero(dw):
+        tan = tan - jnp.take(dw.astype(x.dtype), safe) * x_t
+    # 0 where ignored (whatever the tangent), NaN where the index is out of range
+    return loss, jnp.where(row == 0, 0.0, tan * row).astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +314,7 @@ def torch_pow(x, e):
     return x ** e
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def bce_logits(x, t):
     """(1 - t) x - log_sigmoid(x), with torch's gradients: sigmoid(x) - t and -x."""
     # torch's kernel (1 - t) * x - log_sigmoid(x), bit for bit, infinities included (not
@@ -281,36 +326,50 @@ def bce_logits(x, t):
     return 0.0 - ((t - 1) * x + log_sigmoid(x))
 
 
-def _bce_logits_fwd(x, t):
-    return bce_logits(x, t), (x, t)
+def _bce_logits_tangent(x, t, dx, dt):
+    out = 0.0
+    if dx is not None:
+        out = out + (jax.nn.sigmoid(x) - t) * dx
+    if dt is not None:
+        out = out - x * dt
+    return out
 
 
-def _bce_logits_bwd(res, g):
-    x, t = res
-    return g * (jax.nn.sigmoid(x) - t), -g * x
+@partial(bce_logits.defjvp, symbolic_zeros=True)
+def _bce_logits_jvp(primals, tangents):
+    x, t = primals
+    dx, dt = (None if _zero(d) else d for d in tangents)
+    out = bce_logits(x, t)
+    if dx is None and dt is None:
+        return out, jnp.zeros_like(out)
+    return out, _linear(_bce_logits_tangent)(x, t, dx, dt) + jnp.zeros_like(out)
 
 
-bce_logits.defvjp(_bce_logits_fwd, _bce_logits_bwd)
-
-
-@jax.custom_vjp
+@jax.custom_jvp
 def bce_logits_pw(x, t, pw):
     """(1 - t) x - ((pw - 1) t + 1) log_sigmoid(x), with torch's gradients (x, t, pw of one
     shape)."""
     return (1 - t) * x - ((pw - 1) * t + 1) * log_sigmoid(x)  # torch's kernel
 
 
-def _bce_logits_pw_fwd(x, t, pw):
-    return bce_logits_pw(x, t, pw), (x, t, pw)
-
-
-def _bce_logits_pw_bwd(res, g):
-    x, t, pw = res
+def _bce_logits_pw_tangent(x, t, pw, dx, dt, dpw):
     ls = log_sigmoid(x)
-    pt = pw * t
-    gx = (pt + 1 - t) * jax.nn.sigmoid(x) - pt
-    gt = log_sigmoid(-x) - pw * ls
-    return g * gx, g * gt, -g * t * ls
+    out = 0.0
+    if dx is not None:
+        pt = pw * t
+        out = out + ((pt + 1 - t) * jax.nn.sigmoid(x) - pt) * dx
+    if dt is not None:
+        out = out + (log_sigmoid(-x) - pw * ls) * dt
+    if dpw is not None:
+        out = out - t * ls * dpw
+    return out
 
 
-bce_logits_pw.defvjp(_bce_logits_pw_fwd, _bce_logits_pw_bwd)
+@partial(bce_logits_pw.defjvp, symbolic_zeros=True)
+def _bce_logits_pw_jvp(primals, tangents):
+    x, t, pw = primals
+    ds = [None if _zero(d) else d for d in tangents]
+    out = bce_logits_pw(x, t, pw)
+    if all(d is None for d in ds):
+        return out, jnp.zeros_like(out)
+    return out, _linear(_bce_logits_pw_tangent)(x, t, pw, *ds) + jnp.zeros_like(out)

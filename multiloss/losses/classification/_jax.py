@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from ...backends import Terms
 from . import _fused_jax as _fused
@@ -50,15 +51,23 @@ def _bce(x, t):
     return (t - 1) * jnp.maximum(jnp.log1p(-x), -100.0) - t * jnp.maximum(jnp.log(x), -100.0)
 
 
-@_bce.defjvp
 def _bce_jvp(primals, tangents):
     x, t = primals
     dx, dt = tangents
     # torch's gradients: w.r.t. x, (x - t) / max(x (1 - x), 1e-12), not the derivative of the
-    # clamped forward; w.r.t. t, -logit(x) = -log(x / (1 - x)) (unclamped).
-    gx = (x - t) / jnp.maximum((1 - x) * x, _BCE_EPS)
-    gt = -jnp.log(x / (1 - x))
-    return _bce(x, t), gx * dx + gt * dt
+    # clamped forward; w.r.t. t, -logit(x) = -log(x / (1 - x)) (unclamped). A tangent that is
+    # a symbolic zero (the input not differentiated) adds nothing: not 0 * inf = NaN where x is
+    # 0 or 1 (forward mode w.r.t. x alone).
+    out = _bce(x, t)
+    tan = jnp.zeros_like(out)
+    if not isinstance(dx, SymbolicZero):
+        tan = tan + (x - t) / jnp.maximum((1 - x) * x, _BCE_EPS) * dx
+    if not isinstance(dt, SymbolicZero):
+        tan = tan - jnp.log(x / (1 - x)) * dt
+    return out, tan
+
+
+_bce.defjvp(_bce_jvp, symbolic_zeros=True)
 
 
 def binary_cross_entropy(input, target, *, weight=None):

@@ -9,16 +9,17 @@ over the blocks of a chunk keeps a running max ``m`` and sum ``s`` per row (the 
 log-sum-exp), the target's logit and the smoothing sums; pass 2 recomputes each block's
 logits for the gradient.
 
-Differentiation: a ``jax.custom_vjp``. Its differentiated forward computes, chunk by chunk,
-the loss and the gradients for a cotangent of 1 per row: ``dz = softmax * k - onehot * b -
-w * c`` of the chunk, then ``dX_chunk = dz @ W`` and ``dW += dz.T @ x_chunk`` (in place, over
-blocks of dW's rows so that the product's temporary stays within the budget): three matrix
-products in all, the naive count, with temporaries of a few tiles. The backward scales them
-by the cotangent where it is the same on every row that counts (every "mean" and "sum"
-without ``sample_weight``); otherwise (``reduction="none"``, a ``sample_weight``) it computes
-them again with the actual cotangent (a loop of 0 or all chunks, updating the same buffers in
-place). Without differentiation only the logits' product runs. Class-probability targets
-always compute their gradients in the backward (their target has a gradient too).
+Differentiation: a ``jax.custom_jvp`` whose tangent is linear in the tangents of (input,
+linear_weight, bias, class weight, probability targets): per chunk of rows, ``sum_c dl/dz_c
+dz_c`` with ``dz = dX_c W^T + X_c dW^T + db`` (through the cap's ``1 - tanh^2``), a
+``lax.scan`` over the chunks, each rematerialised (``jax.checkpoint``). Forward mode
+(``jax.jvp``, ``jacfwd``) evaluates it (three products per chunk); reverse mode transposes it
+into the one-pass gradient of each chunk, ``dX_c = dz_c @ W`` and ``dW += dz_c.T @ X_c``, after
+recomputing the chunk's logits: four matrix products in all (the logits of the loss, their
+recomputation, dX, dW), never the (N, C) logits; second order (``jax.hessian``,
+``jacrev(jacrev)``, Hessian-vector products) differentiates the same expressions. (The
+custom VJP that this replaced computed the gradients in the forward, three products, but had
+no forward mode and no reverse-over-reverse.)
 
 Budget: ``memory_budget`` bytes (default 128 MiB) for a tile's three temporaries (logits,
 softmax, gradient); ``chunk_size`` fixes the rows per chunk instead. Chunks and blocks are
@@ -34,6 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ...backends import Terms
 from ._linear_spec import DEFAULT_MEMORY_BUDGET
@@ -57,7 +59,6 @@ class _Cfg(NamedTuple):
     z_loss: float
     rows: int  # rows per chunk
     classes: int  # classes per block
-    vocab_block: int  # rows of dW per product of its update (one block spanning every class)
 
 
 def _cdiv(a, b):
@@ -84,13 +85,6 @@ def plan(n_rows, n_classes, positions, itemsize, chunk_size=None, memory_budget=
     rows = _cdiv(n, _cdiv(n, rows))
     classes = _cdiv(c, _cdiv(c, classes))
     return rows, classes
-
-
-def _vocab_block(n_logits, d, itemsize, memory_budget=None) -> int:
-    """Rows of dW per product of its update: that product's temporary within a quarter of
-    the budget."""
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
-    return max(1, min(n_logits, budget // max(1, 4 * d * itemsize)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,141 +282,111 @@ def _pass1(xc, tc, w2, b2, w, cfg, z=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# pass 2: the gradients of a chunk for its cotangent
+# the tangent of a chunk: linear in (dX, dW, db, dt, dw)
 
 
-def _pass2(xc, tc, ac, w2, b2, w, cfg, m, log_s, carry, zth=None, zt=None):
-    """Accumulate the chunk's gradients into ``carry`` = (dW, db, dw) and return them with
-    the chunk's ``dX`` (rows, D) and ``dt`` (the target's, probability targets only). With
-    ``zth`` = (z, tanh) of every class (one block), no logits are recomputed; ``zt``: the
-    targets' logits when known."""
+def _coefficients(tc, w, cfg, m, log_s):
+    """Per row (cotangent 1, times the row factor ``a``): ``(a, scale, on_target)`` of
+    ``dl/dz_c = p_c scale - [c == t] on_target - a (e/C) w_c`` (class indices) or
+    ``p_c scale - a coef_c`` (probabilities, ``on_target`` None), and the safe indices."""
     c, e = cfg.n_classes, cfg.smoothing
-    dtype = xc.dtype
     lse = m + log_s
-    a = ac * _row_factor(tc, cfg, dtype)
+    a = _row_factor(tc, cfg, m.dtype)
     if cfg.prob:
         ts_all = _smoothed(tc, cfg)
         coef_all = ts_all if w is None else ts_all * w.reshape((1, c) + (1,) * (tc.ndim - 2))
         k = jnp.sum(coef_all, axis=1)
         if cfg.z_loss:
             k = k + 2.0 * cfg.z_loss * lse
-        scale, on_target = a * k, None
-    else:
-        _, _, safe = _masks(tc, cfg)
-        w_t = 1.0 if w is None else jnp.take(w, safe)
-        on_target = (1.0 - e) * w_t * a
-        scale = on_target
-        if e:
-            scale = scale + (e / c) * (c if w is None else jnp.sum(w)) * a
-        if cfg.z_loss:
-            scale = scale + 2.0 * cfg.z_loss * lse * w_t * a
-    dt0 = jnp.zeros(tc.shape, dtype) if cfg.prob else None
+        return a, a * k, None, None
+    _, _, safe = _masks(tc, cfg)
+    w_t = 1.0 if w is None else jnp.take(w, safe)
+    on_target = (1.0 - e) * w_t * a
+    scale = on_target
+    if e:
+        scale = scale + (e / c) * (c if w is None else jnp.sum(w)) * a
+    if cfg.z_loss:
+        scale = scale + 2.0 * cfg.z_loss * lse * w_t * a
+    return a, scale, on_target, safe
 
-    def body(j, state, z, th):
-        dxc, dw2, db2, dw, dt = state
+
+def _chunk_tangent(xc, tc, m, log_s, w2, b2, w, dxc, dw2, db2, dtc, dw, cfg):
+    """The tangent of the chunk's losses (rows[, P]): ``sum_c dl/dz_c dz_c`` over blocks of
+    classes (``dz``: the tangent of the capped logits, from dX, dW, db) plus the tangents of
+    the class weight and of probability targets. Linear in the tangents; reverse mode
+    transposes it into the one-pass gradient (dz @ W, dz.T @ X) of each chunk."""
+    c, e, p = cfg.n_classes, cfg.smoothing, cfg.positions
+    a, scale, on_target, safe = _coefficients(tc, w, cfg, m, log_s)
+    counted = a != 0
+    logit_tangent = dxc is not None or dw2 is not None or db2 is not None
+    width = cfg.classes * p
+
+    def block(j, tan):
         cs, fresh = _at(j, c, cfg.classes)
+        z, th = _tile(xc, w2, b2, cs, cfg)
         col = _col_mask(fresh, z.ndim)
         shifted = z - _expand(m, 1)
-        p = jnp.exp(shifted - _expand(log_s, 1))
-        dz = p * _expand(scale, 1)
-        wblk = None if w is None else _class_vec(w, cs, cfg, z.ndim)
-        if cfg.prob:
-            ts = _smoothed(_take(tc, cs, cfg.classes, axis=1), cfg)
-            coef = ts if wblk is None else ts * wblk
-            dz = dz - _expand(a, 1) * coef
-        else:
-            iota = lax.broadcasted_iota(safe.dtype, z.shape, 1) + cs
-            dz = jnp.where(iota == _expand(safe, 1), dz - _expand(on_target, 1), dz)
-            if e:
-                uni = _expand(a * (e / c), 1)
-                dz = dz - (uni if wblk is None else uni * wblk)
-        dz = jnp.where(col, dz, 0.0)
-        dy = dz if th is None else dz * (1.0 - th * th)
-        dy2 = dy.reshape(xc.shape[0], -1)
-        # the columns of an earlier block are zero in dy: adding them changes nothing
-        lo, width = cs * cfg.positions, cfg.classes * cfg.positions
-        dxc = dxc + dy2 @ _take(w2, lo, width)
-        if width == w2.shape[0]:
-            dw2 = _add_dw(dw2, dy2, xc, cfg)
-        else:
-            dw2 = lax.dynamic_update_slice_in_dim(dw2, _take(dw2, lo, width) + dy2.T @ xc, lo, 0)
-        if db2 is not None:
-            db2 = lax.dynamic_update_slice_in_dim(
-                db2, _take(db2, lo, width) + jnp.sum(dy2, axis=0), lo, 0)
         nlp = _expand(log_s, 1) - shifted  # -logp of the tile
-        others = (0, 2) if z.ndim == 3 else (0,)
-        if dw is not None:
+        wblk = None if w is None else _class_vec(w, cs, cfg, z.ndim)
+        out = tan
+        if logit_tangent:
+            g = jnp.exp(-nlp) * _expand(scale, 1)
             if cfg.prob:
-                part = jnp.sum(_expand(a, 1) * ts * nlp, axis=others)
-            elif e:
-                part = (e / c) * jnp.sum(_expand(a, 1) * nlp, axis=others)
+                ts = _smoothed(_take(tc, cs, cfg.classes, axis=1), cfg)
+                g = g - _expand(a, 1) * (ts if wblk is None else ts * wblk)
             else:
-                part = None
-            if part is not None:
-                dw = _put(dw, cs, fresh, _take(dw, cs, cfg.classes) + part)
-        if dt is not None:
-            g = _expand(a * (1.0 - e), 1) * nlp
+                iota = lax.broadcasted_iota(safe.dtype, z.shape, 1) + cs
+                g = jnp.where(iota == _expand(safe, 1), g - _expand(on_target, 1), g)
+                if e:
+                    uni = _expand(a * (e / c), 1)
+                    g = g - (uni if wblk is None else uni * wblk)
+            # an ignored row's is p * 0: NaN where its logits are NaN, as torch's gradient
+            g = jnp.where(col, g, 0.0)
+            lo = cs * p
+            dy = 0.0
+            if dxc is not None:
+                dy = dy + dxc @ (w2 if width == w2.shape[0] else _take(w2, lo, width)).T
+            if dw2 is not None:
+                dy = dy + xc @ (dw2 if width == w2.shape[0] else _take(dw2, lo, width)).T
+            if db2 is not None:
+                dy = dy + (db2 if width == w2.shape[0] else _take(db2, lo, width))
+            dy = jnp.broadcast_to(dy, (xc.shape[0], width))
+            if p > 1:
+                dy = dy.reshape(xc.shape[0], cfg.classes, p)
+            if th is not None:
+                dy = dy * (1.0 - th * th)
+            out = out + jnp.sum(g * dy, axis=1)
+        dcoef = None
+        if dtc is not None:  # probability targets: dl/dt_c = (1 - e) w_c (-logp_c)
+            dcoef = (1.0 - e) * _take(dtc, cs, cfg.classes, axis=1)
             if wblk is not None:
-                g = g * wblk
-            dt = _put(dt, cs, fresh, g, axis=1)
-        return dxc, dw2, db2, dw, dt
+                dcoef = dcoef * wblk
+        if dw is not None:  # dl/dw_c: t'_c (-logp_c), or (1 - e) [c == t] + e / C
+            dwblk = _class_vec(dw, cs, cfg, z.ndim)
+            if cfg.prob:
+                part = _smoothed(_take(tc, cs, cfg.classes, axis=1), cfg) * dwblk
+            else:
+                iota = lax.broadcasted_iota(safe.dtype, z.shape, 1) + cs
+                part = jnp.where(iota == _expand(safe, 1), (1.0 - e) * dwblk, 0.0)
+                if e:
+                    part = part + (e / c) * dwblk
+            dcoef = part if dcoef is None else dcoef + part
+        if dcoef is not None:
+            dcoef = jnp.where(col & _expand(counted, 1), _expand(a, 1) * dcoef, 0.0)
+            out = out + jnp.sum(dcoef * nlp, axis=1)
+        return out
 
-    def block(j, state):
-        z, th = _tile(xc, w2, b2, _at(j, c, cfg.classes)[0], cfg)
-        return body(j, state, z, th)
-
-    dw2, db2, dw = carry
-    if dw is not None and not cfg.prob:
-        if zt is None:
-            zt = _target_logit(xc, tc, w2, b2, cfg)
-        at_t = (1.0 - e) * (log_s - (zt - m))
-        if cfg.z_loss:
-            at_t = at_t + cfg.z_loss * lse * lse
-        dw = dw.at[safe.reshape(-1)].add((a * at_t).reshape(-1))
-    dxc = jnp.zeros(xc.shape, dtype)
-    state = _carry((dxc, dw2, db2, dw, dt0), xc, tc, ac, w2, b2, w, m, log_s,
-                   None if zth is None else zth[0])
-    if zth is not None:
-        dxc, dw2, db2, dw, dt = body(0, state, *zth)
+    tan = _carry(jnp.zeros(m.shape, m.dtype), xc, w2, b2, w, m, dxc, dw2, db2, dtc, dw)
+    if _single(cfg):
+        tan = block(0, tan)
     else:
-        dxc, dw2, db2, dw, dt = lax.fori_loop(0, _cdiv(c, cfg.classes), block, state)
-    return dxc, dt, (dw2, db2, dw)
-
-
-def _add_dw(dw2, dy2, xc, cfg):
-    """dW += dy2.T @ xc over blocks of ``cfg.vocab_block`` rows of dW, in place: the product's
-    temporary is one block, not dW's size."""
-    n_logits = dw2.shape[0]
-    vb = cfg.vocab_block
-    if vb >= n_logits:
-        return dw2 + dy2.T @ xc
-    full, rest = divmod(n_logits, vb)
-
-    def block(j, dw2):
-        lo = j * vb
-        upd = _take(dw2, lo, vb) + _take(dy2, lo, vb, axis=1).T @ xc
-        return lax.dynamic_update_slice_in_dim(dw2, upd, lo, axis=0)
-
-    dw2 = lax.fori_loop(0, full, block, _carry(dw2, dy2, xc))
-    if rest:
-        lo = full * vb
-        dw2 = dw2.at[lo:].add(dy2[:, lo:].T @ xc)
-    return dw2
-
-
-def _target_logit(xc, tc, w2, b2, cfg):
-    """The (capped) logit of each row's target class (0 where ignored): a row-wise dot."""
-    _, _, safe = _masks(tc, cfg)
-    p = cfg.positions
-    if p > 1:
-        idx = safe * p + jnp.arange(p)[None, :]
-        y = jnp.einsum("nd,npd->np", xc, jnp.take(w2, idx, axis=0))
-    else:
-        idx = safe
-        y = jnp.sum(xc * jnp.take(w2, idx, axis=0), axis=-1)
-    if b2 is not None:
-        y = y + jnp.take(b2, idx)
-    return cfg.softcap * jnp.tanh(y / cfg.softcap) if cfg.softcap else y
+        # each block rematerialised too: the transposed loop over blocks keeps no tile
+        tan = lax.fori_loop(0, _cdiv(c, cfg.classes), jax.checkpoint(block, prevent_cse=False),
+                            tan)
+    if dw is not None and not cfg.prob and cfg.z_loss:
+        lse = m + log_s
+        tan = tan + jnp.where(counted, a * cfg.z_loss * lse * lse * jnp.take(dw, safe), 0.0)
+    return jnp.where(counted | jnp.isnan(a), tan, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,92 +421,60 @@ def _forward(x, w2, b2, t, w, cfg):
     return lax.fori_loop(0, _cdiv(n, cfg.rows), chunk, _carry(out, x, w2, b2, t, w))
 
 
-def _gradients(x, w2, b2, t, w, cfg, a, init, trips):
-    """The gradients for the cotangent ``a`` over ``trips`` chunks (all, or 0), into ``init``
-    = (loss, m, log_s, dX, dW, db, dw, dt), updated in place. With one block per chunk the
-    chunk's logits are computed once (three products in all) and (loss, m, log_s) written;
-    with several, pass 2 recomputes them from the given (m, log_s)."""
+def _tangent(x, w2, b2, t, w, cfg, m, log_s, dx, dw2, db2, dt, dw):
+    """The tangent of every row's loss: ``_chunk_tangent`` over chunks of rows, a ``lax.scan``
+    over the rows padded to whole chunks (reverse mode transposes it into a scan whose
+    cotangents of X are its stacked outputs, and of W, b, w its carries), each chunk
+    rematerialised (``jax.checkpoint``): the residuals of ``jax.grad`` are the inputs and the
+    per-row log-sum-exp, never the logits."""
     n = x.shape[0]
-    if n == 0:
-        return init
     rows = cfg.rows
+    chunks = _cdiv(n, rows)
+    pad = chunks * rows - n
 
-    def chunk(i, state):
-        loss, m, log_s, dx, dw2, db2, dw, dt = state
-        start, fresh = _at(i, n, rows)
-        ar = _take(a, start, rows)
-        ac = jnp.where(fresh.reshape((-1,) + (1,) * (ar.ndim - 1)), ar, 0.0)
-        xc, tc = _take(x, start, rows), _take(t, start, rows)
-        if _single(cfg):
-            zth = _tile(xc, w2, b2, 0, cfg)
-            mc, lc, lossc, zt = _pass1(xc, tc, w2, b2, w, cfg, z=zth[0])
-            loss, m = _put(loss, start, fresh, lossc), _put(m, start, fresh, mc)
-            log_s = _put(log_s, start, fresh, lc)
-        else:
-            zth = zt = None
-            mc, lc = _take(m, start, rows), _take(log_s, start, rows)
-        dxc, dtc, (dw2, db2, dw) = _pass2(xc, tc, ac, w2, b2, w, cfg, mc, lc, (dw2, db2, dw),
-                                          zth, zt)
-        dx = _put(dx, start, fresh, dxc)
-        if dt is not None:
-            dt = _put(dt, start, fresh, dtc)
-        return loss, m, log_s, dx, dw2, db2, dw, dt
+    def split(v, fill=0):
+        if v is None:
+            return None
+        if pad:
+            v = jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1), constant_values=fill)
+        return v.reshape((chunks, rows) + v.shape[1:])
 
-    return lax.fori_loop(0, trips, chunk, _carry(init, x, w2, b2, t, w, a))
+    fill_t = 0 if cfg.prob else cfg.ignore_index
+    xs = (split(x), split(t, fill_t), split(m), split(log_s), split(dx), split(dt))
+    body = jax.checkpoint(partial(_chunk_tangent, cfg=cfg), prevent_cse=False)
+
+    def step(carry, chunk):
+        xc, tc, mc, lc, dxc, dtc = chunk
+        return carry, body(xc, tc, mc, lc, w2, b2, w, dxc, dw2, db2, dtc, dw)
+
+    _, tan = lax.scan(step, None, xs)
+    return tan.reshape((chunks * rows,) + tan.shape[2:])[:n]
 
 
-def _zeros(x, w2, b2, t, w, cfg):
-    dtype = x.dtype
-    return (jnp.zeros(x.shape, dtype), jnp.zeros(w2.shape, dtype),
-            None if b2 is None else jnp.zeros(b2.shape, dtype),
-            None if w is None else jnp.zeros(w.shape, dtype),
-            jnp.zeros(t.shape, dtype) if cfg.prob else None)
+def _nonzero(v):
+    return None if v is None or isinstance(v, SymbolicZero) else v
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
+@partial(jax.custom_jvp, nondiff_argnums=(5,))
 def _lce(x, w2, b2, t, w, cfg):
     return _forward(x, w2, b2, t, w, cfg)[0]
 
 
-def _lce_fwd(x, w2, b2, t, w, cfg):
-    n = x.shape[0]
-    trips = _cdiv(n, cfg.rows)
-    if cfg.prob or not _single(cfg):
-        stats = _forward(x, w2, b2, t, w, cfg)
-        if cfg.prob:
-            return stats[0], (x, w2, b2, t, w, stats, None)
-    else:
-        stats = tuple(jnp.zeros(_row_shape(n, cfg), x.dtype) for _ in range(3))
-    ones = jnp.ones(_row_shape(n, cfg), x.dtype)
-    loss, m, log_s, dx, dw2, db2, dw, _ = _gradients(
-        x, w2, b2, t, w, cfg, ones, stats + _zeros(x, w2, b2, t, w, cfg), trips)
-    return loss, (x, w2, b2, t, w, (loss, m, log_s), (dx, dw2, db2, dw))
-
-
-def _lce_bwd(cfg, res, g):
-    x, w2, b2, t, w, stats, pre = res
-    trips = _cdiv(x.shape[0], cfg.rows)
-    if pre is None:  # probability targets
-        out = _gradients(x, w2, b2, t, w, cfg, g, stats + _zeros(x, w2, b2, t, w, cfg), trips)
-        dx, dw2, db2, dw, dt = out[3:]
-        return dx, dw2, db2, dt, dw
-    # the saved gradients are for a cotangent of 1 on every row: scale them where the
-    # cotangent is the same on every row that counts, else compute them with it (a loop of 0
-    # or all chunks, updating the same buffers in place)
-    counted = _row_factor(t, cfg, g.dtype) != 0
-    gmax = jnp.max(jnp.where(counted, g, -jnp.inf), initial=-jnp.inf)
-    gmin = jnp.min(jnp.where(counted, g, jnp.inf), initial=jnp.inf)
-    anyc = jnp.any(counted)
-    uniform = (gmax == gmin) | ~anyc
-    gbar = jnp.where(uniform & anyc, gmax, 0.0).astype(g.dtype)
-    dx, dw2, db2, dw = jax.tree.map(lambda v: v * gbar, pre)
-    out = _gradients(x, w2, b2, t, w, cfg, g, stats + (dx, dw2, db2, dw, None),
-                     jnp.where(uniform, 0, trips))
-    dx, dw2, db2, dw, _ = out[3:]
-    return dx, dw2, db2, None, dw
-
-
-_lce.defvjp(_lce_fwd, _lce_bwd)
+@partial(_lce.defjvp, symbolic_zeros=True)
+def _lce_jvp(cfg, primals, tangents):
+    x, w2, b2, t, w = primals
+    dx, dw2, db2, dt, dw = (_nonzero(v) for v in tangents)
+    if b2 is None:
+        db2 = None
+    if w is None:
+        dw = None
+    if not cfg.prob:
+        dt = None
+    loss, m, log_s = _forward(x, w2, b2, t, w, cfg)
+    if all(v is None for v in (dx, dw2, db2, dt, dw)) or x.shape[0] == 0:
+        return loss, jnp.zeros_like(loss)
+    cast = [None if v is None else v.astype(x.dtype) for v in (dx, dw2, db2, dt, dw)]
+    return loss, _tangent(x, w2, b2, t, w, cfg, m, log_s, *cast)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -576,8 +508,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     rows, classes = plan(n, n_classes, positions, jnp.dtype(dtype).itemsize, chunk_size,
                          memory_budget)
     cfg = _Cfg(n_classes, positions, bool(prob), ignore, float(label_smoothing),
-               None if softcap is None else float(softcap), float(z_loss), rows, classes,
-               _vocab_block(n_classes * positions, d, jnp.dtype(dtype).itemsize, memory_budget))
+               None if softcap is None else float(softcap), float(z_loss), rows, classes)
     loss = _lce(x, w2, b2, t, w, cfg).reshape((n, *out))
     if unbatched:
         loss = loss[0]

@@ -378,8 +378,12 @@ register(
             "torch.nn.LinearCrossEntropyLoss owns its linear layer (in_features, num_classes); "
             "the multiloss loss takes the weight as an input, like the functional, and "
             "linear_bias as an option. The (N, C) logits are never materialised: on JAX a "
-            "custom VJP over tiles of rows x classes (forward-mode autodiff is not available); "
-            "on torch, torch's chunked op where it applies, else a chunked autograd function. "
+            "custom JVP over tiles of rows x classes (forward mode, reverse mode and second "
+            "order: jax.jvp, jax.hessian, jacrev(jacrev)); on torch a chunked autograd "
+            "function with double backward (torch's chunked op with LinearCrossEntropyOptions "
+            "is not used: its Hessian is silently zero). Under torch.autocast, torch's policy "
+            "for F.linear_cross_entropy: the product in the autocast dtype, the loss in "
+            "float32. "
             "softcap and z_loss are multiloss's (not in torch)."
         ),
         check=_check,

@@ -1,13 +1,19 @@
-"""linear_cross_entropy on torch.
+"""linear_cross_entropy on torch: multiloss's chunked autograd function (chunks of rows whose
+logits fit in ``memory_budget``). Its forward computes the loss and, when an input needs a
+gradient, the gradients for a cotangent of 1 per row (three matrix products in all, ``dW``
+accumulated in place with ``addmm_``); the backward scales them where the cotangent is the same
+on every row that counts, and recomputes the chunks with the actual cotangent otherwise.
 
-Where torch 2.13's chunked ``F.linear_cross_entropy`` computes the loss (class-index int64
-targets, no K extra dims, no label smoothing, no ``softcap`` or ``z_loss``), it is called with
-``LinearCrossEntropyOptions`` (its row-chunked op, gradients computed in the forward).
-Otherwise multiloss's own chunked autograd function runs: chunks of rows whose logits fit in
-``memory_budget``; its forward computes the loss and, when an input needs a gradient, the
-gradients for a cotangent of 1 per row (three matrix products in all, ``dW`` accumulated in
-place with ``addmm_``); the backward scales them where the cotangent is the same on every row
-that counts, and recomputes the chunks with the actual cotangent otherwise.
+Double backward (``create_graph=True``: Hessians, Hessian-vector products) recomputes the
+chunks with autograd, so the gradients are differentiable again (torch 2.13's chunked op with
+``LinearCrossEntropyOptions`` gives a silently zero Hessian: it is not called). An ignored row
+contributes 0 to the loss whatever its features (a NaN hidden state included), as torch's
+``F.linear_cross_entropy``; its gradient, like torch's, is NaN there (p * 0).
+
+Under ``torch.autocast`` (float16/bfloat16, a float32 or lower input) the loss follows the policy
+torch applies to ``F.linear_cross_entropy`` (``linear`` then ``cross_entropy``): the logits'
+product in the autocast dtype, the rest, and the result, in float32; the gradients' products in
+the autocast dtype, as linear's backward.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ def _rows_per_chunk(n, n_logits, itemsize, chunk_size, memory_budget):
 
 class _Cfg:
     __slots__ = ("n_classes", "positions", "prob", "ignore_index", "smoothing", "softcap",
-                 "z_loss", "rows")
+                 "z_loss", "rows", "mm")
 
     def __init__(self, **kw):
         for k, v in kw.items():
@@ -50,7 +56,7 @@ def _chunk(xc, tc, w2, b2, w, cfg, a=None):
     """Loss of a chunk (rows[, P]); with the cotangent ``a`` also the gradient of the raw
     logits (rows, C * P), of the class weight and of a probability target."""
     c, e, p = cfg.n_classes, cfg.smoothing, cfg.positions
-    y = F.linear(xc, w2, b2)
+    y = _linear(xc, w2, b2, cfg)
     if p > 1:
         y = y.view(xc.shape[0], c, p)
     th = None
@@ -126,6 +132,19 @@ def _chunk(xc, tc, w2, b2, w, cfg, a=None):
     return loss, _uncap(dz, th).reshape(xc.shape[0], -1), dw, None
 
 
+def _mm(a, cfg):
+    return a if cfg.mm is None else a.to(cfg.mm)
+
+
+def _linear(xc, w2, b2, cfg):
+    """The logits, as torch.autocast computes F.linear (in its lower-precision dtype, cfg.mm),
+    then in the loss's dtype (cross_entropy is on autocast's float32 list)."""
+    if cfg.mm is None:
+        return F.linear(xc, w2, b2)
+    return F.linear(xc.to(cfg.mm), w2.to(cfg.mm), None if b2 is None else b2.to(cfg.mm)).to(
+        xc.dtype)
+
+
 def _uncap(dz, th):
     return dz if th is None else dz * (1.0 - th * th)
 
@@ -145,12 +164,21 @@ def _grads(x, w2, b2, t, w, cfg, a, need):
         xc = x[s:e]
         lc, dy, dwc, dtc = _chunk(xc, t[s:e], w2, b2, w, cfg, a[s:e])
         loss[s:e] = lc
-        if dx is not None:
-            torch.mm(dy, w2, out=dx[s:e])
-        if dw2 is not None:
-            dw2.addmm_(dy.t(), xc)
-        if db2 is not None:
-            db2 += dy.sum(dim=0)
+        if cfg.mm is not None:  # linear's backward under autocast: in its dtype
+            dy = dy.to(cfg.mm)
+            if dx is not None:
+                dx[s:e] = (dy @ _mm(w2, cfg)).to(x.dtype)
+            if dw2 is not None:
+                dw2 += (dy.t() @ _mm(xc, cfg)).to(x.dtype)
+            if db2 is not None:
+                db2 += dy.sum(dim=0).to(x.dtype)
+        else:
+            if dx is not None:
+                torch.mm(dy, w2, out=dx[s:e])
+            if dw2 is not None:
+                dw2.addmm_(dy.t(), xc)
+            if db2 is not None:
+                db2 += dy.sum(dim=0)
         if dw is not None:
             dw += dwc
         if dt is not None:
@@ -165,6 +193,26 @@ def _loss_only(x, w2, b2, t, w, cfg):
         e = min(n, s + cfg.rows)
         loss[s:e] = _chunk(x[s:e], t[s:e], w2, b2, w, cfg)
     return loss
+
+
+def _differentiable_grads(x, w2, b2, t, w, cfg, g, need):
+    """The backward under ``create_graph=True`` (double backward, Hessians): the chunks'
+    losses recomputed with autograd from the saved inputs (still attached to the caller's
+    graph) and differentiated with ``create_graph``, so that the gradients have gradients.
+    Memory: the graph of every chunk (the logits), as an unfused loss would keep."""
+    inputs = (x, w2, b2, w, t)
+    wanted = [i for i, (v, n) in enumerate(zip(inputs, need)) if n and v is not None]
+    with torch.enable_grad():
+        loss = torch.cat([_chunk(x[s:s + cfg.rows], t[s:s + cfg.rows], w2, b2, w, cfg)
+                          for s in range(0, x.shape[0], cfg.rows)]) if x.shape[0] else \
+            x.new_zeros((0,) + g.shape[1:])
+        grads = torch.autograd.grad(loss, [inputs[i] for i in wanted], g, create_graph=True,
+                                    allow_unused=True) if wanted else ()
+    out = [None] * 5
+    for i, gr in zip(wanted, grads):
+        out[i] = torch.zeros_like(inputs[i]) if gr is None else gr
+    dx, dw2, db2, dw, dt = out
+    return dx, dw2, db2, dt, dw, None
 
 
 class _LinearCE(torch.autograd.Function):
@@ -187,6 +235,14 @@ class _LinearCE(torch.autograd.Function):
     def backward(ctx, g):
         x, w2, b2, t, w = ctx.saved_tensors
         cfg, need = ctx.cfg, ctx.need
+        if torch.is_grad_enabled():  # create_graph: gradients that are differentiable again
+            with torch.autocast(x.device.type, enabled=False):
+                return _differentiable_grads(x, w2, b2, t, w, cfg, g, need)
+        with torch.autocast(x.device.type, enabled=False):  # the casts are explicit (cfg.mm)
+            return _LinearCE._backward(ctx, x, w2, b2, t, w, cfg, need, g)
+
+    @staticmethod
+    def _backward(ctx, x, w2, b2, t, w, cfg, need, g):
         pre = ctx.pre
         if pre is not None:
             counts, invalid, _ = _row_factor(t, cfg)
@@ -199,17 +255,18 @@ class _LinearCE(torch.autograd.Function):
         return dx, dw2, db2, dt, dw, None
 
 
-def _native_ok(cfg, out, target, reduction, weight, label_smoothing, softcap, z_loss):
-    return (not cfg.prob and not out and not label_smoothing and softcap is None and not z_loss
-            and target.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8))
-
-
 def linear_cross_entropy(input, linear_weight, target, *, reduction, linear_bias=None,
                          weight=None, ignore_index=None, label_smoothing=0.0, softcap=None,
                          z_loss=0.0, chunk_size=None, memory_budget=None):
     dtype = torch.promote_types(input.dtype, linear_weight.dtype)
     if linear_bias is not None:
         dtype = torch.promote_types(dtype, linear_bias.dtype)
+    # torch.autocast: F.linear_cross_entropy is linear (autocast's lower-precision list: the
+    # product in its dtype) then cross_entropy (its float32 list); float64 is never cast
+    device = input.device.type
+    mm = None
+    if torch.is_autocast_enabled(device) and dtype != torch.float64:
+        mm, dtype = torch.get_autocast_dtype(device), torch.float32
     x, wl = input.to(dtype), linear_weight.to(dtype)
     b = None if linear_bias is None else linear_bias.to(dtype)
     w = None if weight is None else weight.to(dtype)
@@ -223,39 +280,18 @@ def linear_cross_entropy(input, linear_weight, target, *, reduction, linear_bias
                smoothing=float(label_smoothing), softcap=None if softcap is None else float(softcap),
                z_loss=float(z_loss),
                rows=_rows_per_chunk(n, n_classes * positions, x.element_size(), chunk_size,
-                                    memory_budget))
-    # torch's class-weighted mean has a NaN gradient when the weights of the targets sum to 0:
-    # the contract reduces it instead (as cross_entropy does)
-    native_red = None if reduction == "mean" and w is not None else reduction
-    if native_red in ("batchmean",):
-        native_red = None
-    if _native_ok(cfg, out, target, reduction, w, label_smoothing, softcap, z_loss):
-        options = torch.nn.LinearCrossEntropyOptions(
-            batch_chunk_size=None if chunk_size is None else cfg.rows,
-            chunking_method="auto" if chunk_size is None else None)
-        # "mean" as "sum" / count: torch's chunked op has an infinite gradient on a mean over
-        # nothing (every target ignored), where its reference path (and the contract) give 0
-        red = "sum" if native_red == "mean" else native_red or "none"
-        loss = F.linear_cross_entropy(x, wl, target.long(), linear_bias=b, weight=w,
-                                      reduction=red, ignore_index=ignore, options=options)
-        if native_red == "mean":
-            den = (target != ignore).sum().to(loss.dtype)
-            empty = den == 0
-            return torch.where(empty, torch.full_like(loss, math.nan),
-                               loss / torch.where(empty, torch.ones_like(den), den))
-        if native_red is not None:
-            return loss
-    else:
-        xx = x.unsqueeze(0) if unbatched else x
-        tt = target.unsqueeze(0) if unbatched else target
-        tt = tt.to(dtype) if prob else tt.long()
-        kd = (positions,) if positions > 1 else ()
-        tt = tt.reshape((n, n_classes) + kd) if prob else tt.reshape((n,) + kd)
-        w2 = wl.reshape(n_classes * positions, wl.shape[-1])
-        b2 = None if b is None else b.reshape(-1)
+                                    memory_budget), mm=mm)
+    xx = x.unsqueeze(0) if unbatched else x
+    tt = target.unsqueeze(0) if unbatched else target
+    tt = tt.to(dtype) if prob else tt.long()
+    kd = (positions,) if positions > 1 else ()
+    tt = tt.reshape((n, n_classes) + kd) if prob else tt.reshape((n,) + kd)
+    w2 = wl.reshape(n_classes * positions, wl.shape[-1])
+    b2 = None if b is None else b.reshape(-1)
+    with torch.autocast(device, enabled=False):  # the casts are explicit (cfg.mm)
         loss = _LinearCE.apply(xx, w2, b2, tt, w, cfg).reshape((n, *out))
-        if unbatched:
-            loss = loss[0]
+    if unbatched:
+        loss = loss[0]
     if prob:
         return Terms(loss)
     tgt = target.long()

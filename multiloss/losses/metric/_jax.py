@@ -33,34 +33,30 @@ def _true_div(x, d):
     return x / jax.lax.optimization_barrier(jnp.broadcast_to(d, x.shape))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _normalize(x, axis):
     """torch.nn.functional.normalize(x, p=2, dim=axis), eps 1e-12: x / max(||x||, eps)."""
-    return _normalize_fwd(x, axis)[0]
-
-
-def _normalize_fwd(x, axis):
     n = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
     d = jnp.maximum(n, jnp.asarray(NORMALIZE_EPS, x.dtype))  # NaN stays NaN
-    y = _true_div(x, d)
-    return y, (x, n, d, y)
+    return _true_div(x, d)
 
 
-def _normalize_bwd(axis, res, g):
-    # torch's autograd of ``x / norm(x).clamp_min(eps).expand_as(x)``, operation by operation
-    # (the gradient of a normalisation cancels where g is nearly parallel to x: the same
-    # roundings keep the two backends together there):
+@_normalize.defjvp
+def _normalize_jvp(axis, primals, tangents):
+    # linear in dx; its transpose is torch's autograd of ``x / norm(x).clamp_min(eps)
+    # .expand_as(x)``, operation by operation (the gradient of a normalisation cancels where g
+    # is nearly parallel to x: the same roundings keep the two backends together there):
     #   DivBackward: g / d, and -g * ((x / d) / d) summed over the expanded axis;
     #   clamp_min: passes where ||x|| >= eps; norm_backward: x * (s / ||x||), 0 at ||x|| = 0
-    x, n, d, y = res
-    s = jnp.sum(-g * _true_div(y, d), axis=axis, keepdims=True)
+    (x,), (dx,) = primals, tangents
+    y = _normalize(x, axis)  # itself: its derivatives (second order) are these rules again
+    n = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
+    d = jnp.maximum(n, jnp.asarray(NORMALIZE_EPS, x.dtype))
     zero = jnp.zeros((), x.dtype)
+    s = jnp.sum(x * dx, axis=axis, keepdims=True)
     s = jnp.where(n >= NORMALIZE_EPS, s, zero)
     s = jnp.where(n == 0, zero, s / jnp.where(n == 0, jnp.ones_like(n), n))
-    return (_true_div(g, d) + x * jax.lax.optimization_barrier(jnp.broadcast_to(s, x.shape)),)
-
-
-_normalize.defvjp(_normalize_fwd, _normalize_bwd)
+    return y, _true_div(dx, d) - _true_div(y, d) * jnp.broadcast_to(s, x.shape)
 
 
 @jax.custom_jvp
@@ -133,7 +129,9 @@ def _pair_distances(u):
 def _pair_distances_jvp(primals, tangents):
     (u,), (t,) = primals, tangents
     diff = u[:, None, :] - u[None, :, :]
-    d = jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+    # itself, not sqrt: the rule is differentiated again for second order, and sqrt's
+    # derivative at d = 0 (the diagonal) is inf (NaN in jacrev(jacrev))
+    d = _pair_distances(u)
     dt = t[:, None, :] - t[None, :, :]
     safe = jnp.where(d == 0, jnp.ones_like(d), d)
     return d, jnp.where(d == 0, jnp.zeros_like(d), jnp.sum(diff * dt, axis=-1) / safe)

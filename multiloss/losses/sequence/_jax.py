@@ -7,7 +7,8 @@ same order of floating-point operations in the recursions:
 * forward: the log-space alpha recursion, one scan step per frame, each sequence frozen after
   its own ``input_lengths[b]`` frames; the loss is ``-log(alpha[T_b - 1, 2 S_b] +
   alpha[T_b - 1, 2 S_b - 1])``.
-* backward (``jax.custom_vjp``): torch's beta recursion in a reverse scan, then the posterior
+* gradient (a ``jax.custom_jvp`` whose tangent is linear in ``d log_probs``): torch's beta
+  recursion in a reverse scan, then the posterior
   of every state, ``exp(alpha + beta + nll - lp)``, summed per class (a segment sum), and
   torch's gradient ``(exp(lp) - posterior) * g`` on each sequence's frames, 0 after them. It
   is torch's raw gradient, which assumes normalised log-probabilities (pytorch#52241), not the
@@ -18,7 +19,13 @@ Memory is linear in T: the alphas and betas, (T, N, 2 S + 1) each, as torch keep
 (T, T) or (T, S, S). Every log-sum-exp is guarded as in torch (a max of -inf is replaced by
 0), so -inf states give -inf, never NaN. The gradient is NaN exactly where torch's formula is
 (every frame of an infinite loss without ``zero_infinity``, and where ``log_probs`` is -inf).
-Forward-mode autodiff (``jax.jvp``, ``jax.hessian``) is not defined, as for any custom VJP.
+
+Differentiation: the tangent of the loss is ``sum_{t,c} grad[t, c] d log_probs[t, c]`` with
+torch's gradient ``grad``, so reverse mode gives torch's gradient (its transpose), forward mode
+(``jax.jvp``, ``jacfwd``) the same directional derivative, and second order (``jax.hessian``,
+``jacrev(jacrev)``, Hessian-vector products) the derivative of torch's gradient, computed
+through the recursions (every log-sum-exp has a zero derivative where all its terms are -inf,
+so -inf states give no NaN). torch itself has no double backward for ``ctc_loss``.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from ...backends import Terms
 
@@ -44,11 +52,18 @@ def _pad_left(x, k, fill):
     return jnp.pad(x, pad, constant_values=fill)[..., k:]
 
 
+def _safe_log(s, m):
+    """log(s) + m, -inf where s == 0 (every term -inf), with a zero derivative there: log's
+    derivative at 0 (inf) times the terms' (0) is NaN in reverse-over-reverse mode."""
+    empty = s == 0
+    return jnp.where(empty, -jnp.inf, jnp.log(jnp.where(empty, jnp.ones_like(s), s)) + m)
+
+
 def _lse3(a, b, c):
     # torch's log(exp(a - m) + exp(b - m) + exp(c - m)) + m, with m = 0 where all are -inf
     m = jnp.maximum(jnp.maximum(a, b), c)
     m = jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)
-    return jnp.log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m)) + m
+    return _safe_log(jnp.exp(a - m) + jnp.exp(b - m) + jnp.exp(c - m), m)
 
 
 def _emissions(lp, ext):
@@ -83,7 +98,7 @@ def _nll_of(last, aux):
     l2 = jnp.where(tle > 0, l2, -jnp.inf)
     m = jnp.maximum(l1, l2)
     m = jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)
-    ll = jnp.where(tle > 0, jnp.log(jnp.exp(l1 - m) + jnp.exp(l2 - m)) + m, l1)
+    ll = jnp.where(tle > 0, _safe_log(jnp.exp(l1 - m) + jnp.exp(l2 - m), m), l1)
     # no frames: likelihood 1 of an empty target, 0 otherwise (torch)
     ll = jnp.where(il == 0, jnp.where(tle == 0, jnp.zeros_like(ll), -jnp.inf), ll)
     nll = -ll
@@ -95,26 +110,37 @@ def _zero_inf(nll, zero_infinity):
     return jnp.where(nll == jnp.inf, jnp.zeros_like(nll), nll) if zero_infinity else nll
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
+@partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _ctc_nll(lp, aux, zero_infinity):
     last, _ = _alpha(_emissions(lp, aux[0]), aux, keep=False)
     return _zero_inf(_nll_of(last, aux), zero_infinity)
 
 
-def _ctc_nll_fwd(lp, aux, zero_infinity):
+@partial(_ctc_nll.defjvp, symbolic_zeros=True)
+def _ctc_nll_jvp(zero_infinity, primals, tangents):
+    # the tangent is linear in d(log_probs), sum over (t, c) of torch's gradient times it:
+    # reverse mode transposes it into torch's gradient times the cotangent (the alphas of the
+    # forward, the betas and posteriors computed once); forward mode, and the derivatives of
+    # torch's gradient (jax.hessian), follow from the same expression
+    lp, aux = primals
+    dlp = tangents[0]
     em = _emissions(lp, aux[0])
+    if isinstance(dlp, SymbolicZero):
+        last, _ = _alpha(em, aux, keep=False)
+        out = _zero_inf(_nll_of(last, aux), zero_infinity)
+        return out, jnp.zeros_like(out)
     last, alphas = _alpha(em, aux, keep=True)
     nll = _nll_of(last, aux)
-    return _zero_inf(nll, zero_infinity), (lp, aux, nll, em, alphas)
+    grad = _ctc_grad(lp, aux, nll, em, alphas, zero_infinity)
+    return _zero_inf(nll, zero_infinity), jnp.sum(grad * dlp.astype(lp.dtype), axis=(0, 2))
 
 
-def _ctc_nll_bwd(zero_infinity, res, g):
-    lp, aux, nll, em, alphas = res
+def _ctc_grad(lp, aux, nll, em, alphas, zero_infinity):
+    """torch's gradient of each sequence's loss w.r.t. log_probs (T, N, C), cotangent 1."""
     ext, skip, il, tle, _, invalid = aux
     n_frames, n, n_classes = lp.shape
     dt = lp.dtype
     ninf = jnp.array(-jnp.inf, dt)
-    g = g.astype(dt)
     s = jnp.arange(ext.shape[1])
     tl2 = (2 * tle)[:, None]
     init = (s == tl2) | ((s == tl2 - 1) & (tle > 0)[:, None])
@@ -138,7 +164,7 @@ def _ctc_nll_bwd(zero_infinity, res, g):
     ids = (jnp.arange(n)[:, None] * n_classes + ext).reshape(-1)
     gamma = jax.ops.segment_sum(post.reshape(n_frames, -1).T, ids, num_segments=n * n_classes)
     gamma = gamma.T.reshape(n_frames, n, n_classes)
-    grad = (jnp.exp(lp) - gamma) * g[:, None]
+    grad = jnp.exp(lp) - gamma
     # torch's formula is NaN where nll is inf (lcab = -inf) and where lp = -inf
     nan = ~(nll < jnp.inf)[:, None] | (lp == -jnp.inf)
     grad = jnp.where(nan, jnp.array(jnp.nan, dt), grad)
@@ -146,11 +172,7 @@ def _ctc_nll_bwd(zero_infinity, res, g):
     if zero_infinity:
         keep = keep & (nll != jnp.inf)[None, :]
     grad = jnp.where(keep[..., None], grad, jnp.zeros_like(grad))
-    grad = jnp.where(invalid[:, None], jnp.array(jnp.nan, dt), grad)
-    return grad, None
-
-
-_ctc_nll.defvjp(_ctc_nll_fwd, _ctc_nll_bwd)
+    return jnp.where(invalid[:, None], jnp.array(jnp.nan, dt), grad)
 
 
 def _labels(targets, tl, n, n_frames):
