@@ -33,7 +33,8 @@ def test_unknown_loss_is_a_clear_error():
 
 def test_parity_report_table_json_and_progress(tmp_path):
     path = tmp_path / "parity.json"
-    out = _run("parity", "--loss", "mse", "--dtype", "float64", "--json", str(path), "--jobs", "1")
+    out = _run("parity", "--loss", "mse", "--dtype", "float64", "--json", str(path), "--jobs", "1",
+               "--full")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "max value err" in out.stdout and "mse" in out.stdout and "ok" in out.stdout
     assert "cases" in out.stderr  # the progress bar

@@ -334,8 +334,9 @@ BAD_VALUES = [
      r"^targets: expected labels in \[0, 4\).*got -2 at index \(1, 1\)"),
     ("targets", np.array([[1, 2, 0], [3, 0, 1]]), ValueError,
      r"^targets: expected labels .* other than blank=0 .*got 0 at index \(1, 1\)"),
-    ("targets", np.array([[1, 2, 0], [3, 3, 1]]).astype(float), TypeError,
-     r"^targets: expected integer labels, got float64 array of shape \(2, 3\)"),
+    # float targets are truncated to integers, as torch does (tests/test_torch_dtypes.py)
+    ("targets", np.array([[1, 2, 0], [3, 3, 1]]).astype(np.complex128), TypeError,
+     r"^targets: expected integer labels, got complex128 array of shape \(2, 3\)"),
     ("targets", np.array([[1, 2, 0]]), ValueError,
      r"^targets: expected padded targets of shape \(N, S\) with N = 2, or concatenated "
      r"targets of shape \(sum\(target_lengths\),\), got shape \(1, 3\)"),

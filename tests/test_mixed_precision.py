@@ -242,10 +242,10 @@ def test_float16_pixel_boxes_as_torchvision(backend, name):
     computed in float16 it was NaN."""
     b1 = np.array([[100, 100, 400, 380]], np.float16)
     b2 = np.array([[120, 90, 420, 400]], np.float16)
-    want = multiloss.get(name, "torch")(torch.from_numpy(b1.astype(np.float32)),
-                                         torch.from_numpy(b2.astype(np.float32)))
+    want = multiloss.get(name, "torch", reduction="mean")(
+        torch.from_numpy(b1.astype(np.float32)), torch.from_numpy(b2.astype(np.float32)))
     args = (b1, b2) if backend == "jax" else (torch.from_numpy(b1), torch.from_numpy(b2))
-    out = multiloss.get(name, backend)(*args)
+    out = multiloss.get(name, backend, reduction="mean")(*args)
     assert str(out.dtype).replace("torch.", "") == "float32"
     assert float(out) == pytest.approx(float(want), rel=1e-6)
     if name == "giou":

@@ -374,10 +374,10 @@ def test_custom_functions_support_functorch(name):
     loss = multiloss.get(name, backend="torch", reduction="none")
     spec = [s for s in testing.all_specs() if s.name == name][0]
     xs, _, _ = _tensors(spec, _cases(spec)[0], grad=False)
-    y_pred, y_true = xs
-    jac = torch.func.jacrev(lambda p: loss(p, y_true))(y_pred)
+    y_true, y_pred = xs  # Keras' order
+    jac = torch.func.jacrev(lambda p: loss(y_true, p))(y_pred)
     p = y_pred.clone().requires_grad_(True)
-    flat = loss(p, y_true).reshape(-1)
+    flat = loss(y_true, p).reshape(-1)
     jac = jac.reshape(flat.numel(), *p.shape)
     for j in range(flat.numel()):
         (row,) = torch.autograd.grad(flat[j], p, retain_graph=True)

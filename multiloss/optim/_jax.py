@@ -819,10 +819,20 @@ def with_torch_state(tx, snap):
     ReduceLROnPlateau's counters. A parameter torch holds no state for starts fresh."""
     base_init = tx.init
 
+    # a fresh optimizer (no step taken: Adagrad's constructor state aside) holds nothing per
+    # parameter to move: its parameters need not be matched to the JAX leaves (a Flax tree's
+    # order is not torch's module order)
+    per_param = snap["lbfgs"] is not None or any(
+        st and ("momentum_buffer" in st or float(st.get("step", 0)) > 0)
+        for st in snap["params"])
+
     def init(params):
         state = base_init(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        idx = _torch_leaf_index(snap, params, treedef)
+        if not per_param:
+            idx = []
+        else:
+            idx = _torch_leaf_index(snap, params, treedef)
         paths = _paths(params, none_leaves=False)
         for i, j in enumerate(idx):
             want = snap["shapes"][j]
