@@ -116,8 +116,8 @@ register(LossSpec(
              "'mean' averages over every element (torch's default, which it warns about)."),
     reference_name="torch.nn.functional.kl_div (torch 2.13)",
     notes=("A target whose shape differs from the input's is an error here (torch broadcasts "
-"it, with a warning or silently). "
-"The input is log-probabilities and the target probabilities: Keras' KLDivergence "
+           "it, with a warning or silently). "
+           "The input is log-probabilities and the target probabilities: Keras' KLDivergence "
            "takes probabilities for both (and swaps the argument order); optax.kl_divergence "
            "sums over the last axis. Use reduction='batchmean' for the true KL divergence. "
            "With sample_weight, 'batchmean' is sum(w * l) / input.shape[0]."),

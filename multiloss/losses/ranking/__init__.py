@@ -590,12 +590,12 @@ register(LossSpec(
              "z == 0 exactly). d l / d y = -(x1 - x2) where the hinge is active."),
     reference_name="torch.nn.functional.margin_ranking_loss (torch 2.13)",
     notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
-"torch promotes them; torch computes some steps in the integer dtype, where uint8 "
-"wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
-"loss of the values as floats. "
-f"{_BROADCAST_NOTE} A 0-d problem is allowed (loss of shape ()). A bool or unsigned "
-           "target raises TypeError (torch raises for bool, and negates unsigned ones "
-           "modulo 2^k). jnp.maximum would split the gradient at a tie 0.5/0.5."),
+           "torch promotes them; torch computes some steps in the integer dtype, where uint8 "
+           "wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
+           "loss of the values as floats. "
+           f"{_BROADCAST_NOTE} A 0-d problem is allowed (loss of shape ()). A bool target "
+           "raises TypeError, as torch (which cannot negate a bool tensor). jnp.maximum would "
+           "split the gradient at a tie 0.5/0.5."),
     check=_margin_ranking_check,
     samples=_margin_ranking_samples,
     random_sample=_margin_ranking_random,
@@ -620,14 +620,14 @@ register(LossSpec(
              "terms. The gradient passes at margin - x == 0 exactly (torch's clamp_min)."),
     reference_name="torch.nn.functional.hinge_embedding_loss (torch 2.13)",
     notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
-"torch promotes them; torch computes some steps in the integer dtype, where uint8 "
-"wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
-"loss of the values as floats. "
-"Mixed floating inputs are computed in their common dtype, which is the result's "
-"dtype (torch's kernel returns the input's dtype here). "
-"torch broadcasts the target against the input (any ranks); multiloss raises. "
-           "Integer targets are compared as torch compares them; a bool or unsigned target "
-           "raises TypeError (torch reads True as 1 and False as 0, i.e. both terms)."),
+           "torch promotes them; torch computes some steps in the integer dtype, where uint8 "
+           "wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
+           "loss of the values as floats. "
+           "Mixed floating inputs are computed in their common dtype, which is the result's "
+           "dtype (torch's kernel returns the input's dtype here). "
+           "torch broadcasts the target against the input (any ranks); multiloss raises. "
+           "Integer and bool targets are compared as floats, as torch compares them (True "
+           "is 1, False is 0: a False target gets both terms)."),
     check=_hinge_embedding_check,
     samples=_hinge_embedding_samples,
     random_sample=_hinge_embedding_random,
@@ -657,12 +657,12 @@ register(LossSpec(
              "target. A zero vector has cos = 0 and the finite gradient x2 / sqrt(e (|x2|^2 + e))."),
     reference_name="torch.nn.functional.cosine_embedding_loss (torch 2.13)",
     notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
-"torch promotes them; torch computes some steps in the integer dtype, where uint8 "
-"wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
-"loss of the values as floats. "
-"Mixed floating inputs are computed in their common dtype, which is the result's "
-"dtype (torch's kernel returns the input's dtype here). "
-f"{_BROADCAST_NOTE} The target must be (N,) for (N, D) inputs and 0-d for (D,) "
+           "torch promotes them; torch computes some steps in the integer dtype, where uint8 "
+           "wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
+           "loss of the values as floats. "
+           "Mixed floating inputs are computed in their common dtype, which is the result's "
+           "dtype (torch's kernel returns the input's dtype here). "
+           f"{_BROADCAST_NOTE} The target must be (N,) for (N, D) inputs and 0-d for (D,) "
            "inputs (torch likewise). The loss's shape is the target's."),
     check=_cosine_embedding_check,
     samples=_cosine_embedding_samples,

@@ -150,8 +150,8 @@ register(LossSpec(
     formula="l = w * (x - t)^2; 'mean' = sum(w * (x - t)^2) / sum(w) (w = 1 without weight).",
     reference_name="torch.nn.functional.mse_loss (torch 2.13, with its weight argument)",
     notes=("A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
-"gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
-"torch < 2.13 has no weight; multiloss's torch backend computes torch 2.13's "
+           "gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
+           "torch < 2.13 has no weight; multiloss's torch backend computes torch 2.13's "
            "semantics on any version. A target whose shape differs from the input's is an "
            "error here (torch broadcasts with a warning)."),
     check=elementwise_check,
@@ -175,7 +175,7 @@ register(LossSpec(
     notes=(
         "A target whose shape differs from the input's is an error here (torch broadcasts "
         "it, with a warning or silently). "
-"A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
+        "A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
         "gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
         "The gradient at a tie is 0 (torch); jax.grad(jnp.abs)(0.) is 1."),
     check=elementwise_check,
@@ -198,8 +198,8 @@ register(LossSpec(
              "exactly l1 (gradient 0 at a tie)."),
     reference_name="torch.nn.functional.smooth_l1_loss (torch 2.13)",
     notes=("A target whose shape differs from the input's is an error here (torch broadcasts "
-"it, with a warning or silently). "
-"Equals huber(delta=beta) / beta. optax.huber_loss is huber, not smooth_l1; torch's "
+           "it, with a warning or silently). "
+           "Equals huber(delta=beta) / beta. optax.huber_loss is huber, not smooth_l1; torch's "
            "smooth_l1 has no weight argument (use sample_weight)."),
     check=elementwise_check,
     samples=_samples("smooth_l1", lambda e: [e.get("beta", 1.0)],
@@ -224,12 +224,12 @@ register(LossSpec(
              "'mean' = mean(w * l) (torch 2.13 does not normalise huber's weight)."),
     reference_name="torch.nn.functional.huber_loss (torch 2.13, with its weight argument)",
     notes=("A target whose shape differs from the input's is an error here (torch broadcasts "
-"it, with a warning or silently). "
-"A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
-"gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
-"Mixed floating inputs are computed in their common dtype, which is the result's "
-"dtype (torch's kernel returns the input's dtype here). "
-"optax.huber_loss matches per element with delta; Keras' Huber averages over the "
+           "it, with a warning or silently). "
+           "A weight that sums to 0: torch 2.13's weighted 'mean' divides in Python, so its "
+           "gradient is NaN; the contract's is 0 (docs/weighting.md §3). "
+           "Mixed floating inputs are computed in their common dtype, which is the result's "
+           "dtype (torch's kernel returns the input's dtype here). "
+           "optax.huber_loss matches per element with delta; Keras' Huber averages over the "
            "last axis. torch 2.13 normalises mse/l1's weight but not huber's: so does multiloss."),
     check=elementwise_check,
     samples=_samples("huber", lambda e: [e.get("delta", 1.0)], ({}, {"delta": 0.25})),

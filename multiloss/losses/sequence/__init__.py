@@ -346,7 +346,7 @@ register(LossSpec(
         "float16/bfloat16 inputs: torch has no CPU kernel ('not implemented for Half'), so "
         "the torch backend raises torch's NotImplementedError on CPU; JAX computes in float32 "
         "and rounds to the input's dtype. "
-"Float class indices are truncated to integers, as torch does. "
+        "Float class indices are truncated to integers, as torch does. "
         "The gradient w.r.t. log_probs is torch's, (exp(log_probs) - posterior) * g (pytorch "
         "issue 52241), on both backends (a jax.custom_jvp on JAX, linear in d log_probs: jax.jvp, "
         "jacfwd, jax.hessian and jacrev(jacrev) work, the second order being the derivative of "
