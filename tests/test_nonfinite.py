@@ -23,10 +23,7 @@ LONG = os.environ.get("MULTILOSS_LONG") == "1"
 VALUES = (np.nan, np.inf, -np.inf)
 #: found by this sweep, not fixed yet (strict: the test fails once one is fixed, so that
 #: the mark is removed)
-OPEN = {
-    "linear_cross_entropy": "torch backend: a NaN hidden state in an ignored row gives NaN "
-                            "(issue 14, item 5; _linear_torch.py, owned elsewhere)",
-}
+OPEN: dict = {}
 SPECS = [pytest.param(s, id=s.name, marks=[pytest.mark.xfail(strict=True, reason=OPEN[s.name])]
                       if s.name in OPEN else []) for s in testing.all_specs()
          if s.family != "keras"]
