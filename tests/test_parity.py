@@ -3,7 +3,7 @@ reference (torch.nn.functional for torch.nn's losses): values and gradients w.r.
 differentiable input (and the sample weight).
 
 float64: every sample. float32: the edge cases (empty batches, infinities, NaN, extreme
-logits, ties, zeros) and every second other sample of each grid, which keeps the CI run
+logits, ties, zeros) and every third other sample of each grid, which keeps the CI run
 within its time (79 losses); ``MULTILOSS_PARITY=full`` runs every float32 sample here, and
 ``multiloss parity --dtype both`` (the README's first command) always does."""
 
@@ -17,7 +17,7 @@ FULL = os.environ.get("MULTILOSS_PARITY") == "full"
 
 
 def _float32_subset(samples):
-    return [s for i, s in enumerate(samples) if FULL or i % 2 == 0 or testing.is_edge(s)]
+    return [s for i, s in enumerate(samples) if FULL or i % 3 == 0 or testing.is_edge(s)]
 
 
 CASES = [
