@@ -2,7 +2,9 @@
 formulas written with torch operations whose gradients are JAX's (the reference is Keras on its
 JAX backend): ``clip`` as ``minimum(maximum(x, lo), hi)`` (half the gradient at a bound, as
 ``jnp.clip``), ``softplus`` as ``logaddexp(x, 0)`` (jax.nn.softplus; torch's F.softplus
-switches to x above 20), ``amax`` (the gradient shared between tied maxima, as ``jnp.max``)."""
+switches to x above 20), ``maximum``/``minimum`` and ``amax`` as custom Functions with JAX's
+gradients (shared between tied arguments or maxima; at a NaN result none for ``maximum``, NaN
+over the row for ``amax``; a NaN or infinite incoming gradient multiplied, not masked)."""
 
 from __future__ import annotations
 
