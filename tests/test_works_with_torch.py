@@ -366,11 +366,12 @@ def test_func_grad_checks_values_vmap_leaves_them_to_the_kernel():
         torch.func.vmap(ce)(x[:, None], t[:, None])
 
 
-@pytest.mark.parametrize("name", ["keras.circle", "keras.log_cosh"])
+@pytest.mark.parametrize("name", ["keras.circle", "keras.log_cosh", "keras.categorical_hinge"])
 def test_custom_functions_support_functorch(name):
     """keras.circle and keras.log_cosh (a custom autograd Function with JAX's logaddexp
-    gradient): jacrev (vmap over its backward) equals autograd's rows. (No forward mode: a
-    custom ``jvp`` would make Dynamo break the graph at the Function.)"""
+    gradient), keras.categorical_hinge (Functions with JAX's max and maximum gradients):
+    jacrev (vmap over its backward) equals autograd's rows. (No forward mode: a custom ``jvp``
+    would make Dynamo break the graph at the Function.)"""
     loss = multiloss.get(name, backend="torch", reduction="none")
     spec = [s for s in testing.all_specs() if s.name == name][0]
     xs, _, _ = _tensors(spec, _cases(spec)[0], grad=False)

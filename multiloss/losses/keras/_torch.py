@@ -2,7 +2,9 @@
 formulas written with torch operations whose gradients are JAX's (the reference is Keras on its
 JAX backend): ``clip`` as ``minimum(maximum(x, lo), hi)`` (half the gradient at a bound, as
 ``jnp.clip``), ``softplus`` as ``logaddexp(x, 0)`` (jax.nn.softplus; torch's F.softplus
-switches to x above 20), ``amax`` (the gradient shared between tied maxima, as ``jnp.max``)."""
+switches to x above 20), ``maximum``/``minimum`` and ``amax`` as custom Functions with JAX's
+gradients (shared between tied arguments or maxima; at a NaN result none for ``maximum``, NaN
+over the row for ``amax``; a NaN or infinite incoming gradient multiplied, not masked)."""
 
 from __future__ import annotations
 
@@ -39,8 +41,87 @@ def _c(value, like):
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
+class _Chooser(torch.autograd.Function):
+    """jnp.maximum / jnp.minimum (lax.max_p / lax.min_p) with JAX's gradient: d/dx = g * (x == out)
+    / (2 if y == out else 1), and the same for y (half the gradient to each of tied arguments;
+    none to either where the result is NaN, as NaN equals nothing). A product, as JAX's, so a NaN
+    or infinite ``g`` gives NaN where the factor is 0. torch.maximum's backward differs at NaN: it
+    gives the whole ``g`` to both arguments, and it masks ``g`` rather than multiplying it.
+
+    In torch.func's form (``setup_context``, a generated vmap rule), as ``_LogAddExp``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, y, is_max):
+        return torch.maximum(x, y) if is_max else torch.minimum(x, y)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, _ = inputs
+        ctx.save_for_backward(x, y, output)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, out = ctx.saved_tensors
+        x_is, y_is = x == out, y == out
+        one, two = torch.ones_like(g), torch.full_like(g, 2.0)
+        zero = torch.zeros_like(g)
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            gx = g * (torch.where(x_is, one, zero) / torch.where(y_is, two, one))
+        if ctx.needs_input_grad[1]:
+            gy = g * (torch.where(y_is, one, zero) / torch.where(x_is, two, one))
+        return gx, gy, None
+
+
+def _maximum(x, y):
+    """jnp.maximum, with JAX's gradient (``_Chooser``)."""
+    x, y = torch.broadcast_tensors(x, y)
+    return _Chooser.apply(x, y, True)
+
+
+def _minimum(x, y):
+    """jnp.minimum, with JAX's gradient (``_Chooser``)."""
+    x, y = torch.broadcast_tensors(x, y)
+    return _Chooser.apply(x, y, False)
+
+
+class _AMax(torch.autograd.Function):
+    """jnp.max over one axis (lax.reduce_max_p) with JAX's gradient (_reduce_chooser_jvp_rule):
+    g / count(x == max) * (x == max), the gradient shared between tied maxima, and NaN over the
+    whole row where the max is NaN (nothing equals it: 0 / 0). torch.amax's backward gives 0
+    there, and masks rather than multiplies an infinite or NaN ``g``.
+
+    In torch.func's form (``setup_context``, a generated vmap rule), as ``_LogAddExp``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, dim):
+        return torch.amax(x, dim=dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, dim = inputs
+        ctx.dim = dim
+        ctx.save_for_backward(x, output)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, out = ctx.saved_tensors
+        at = torch.where(x == out.unsqueeze(ctx.dim), torch.ones_like(x), torch.zeros_like(x))
+        counts = torch.sum(at, dim=ctx.dim, keepdim=True)
+        return (g.unsqueeze(ctx.dim) / counts) * at, None
+
+
+def _amax(x, dim):
+    """jnp.max(x, axis=dim), with JAX's gradient (``_AMax``)."""
+    return _AMax.apply(x, dim % x.dim())
+
+
 def _clip(x, lo, hi):
-    return torch.minimum(torch.maximum(x, _c(lo, x)), _c(hi, x))
+    return _minimum(_maximum(x, _c(lo, x)), _c(hi, x))
 
 
 def _no_pos_inf(x):
@@ -222,7 +303,8 @@ def _hinge_labels(t):
 
 
 def _relu(x):
-    return torch.maximum(x, _c(0.0, x))
+    """jnp.maximum(x, 0.0), with JAX's gradient (half at 0, none at NaN)."""
+    return _maximum(x, _c(0.0, x))
 
 
 @_keras_inputs
@@ -241,7 +323,7 @@ def squared_hinge(y_true, y_pred, *, reduction):
 def categorical_hinge(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     pos = torch.sum(t * y_pred, dim=-1)
-    neg = torch.amax((1.0 - t) * y_pred, dim=-1)
+    neg = _amax((1.0 - t) * y_pred, dim=-1)
     return Terms(_relu(neg - pos + 1.0))
 
 
@@ -262,7 +344,7 @@ def mean_absolute_error(y_true, y_pred, *, reduction):
 @_keras_inputs
 def mean_absolute_percentage_error(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
-    diff = _abs((t - y_pred) / torch.maximum(_abs(t), _c(EPSILON, y_pred)))
+    diff = _abs((t - y_pred) / _maximum(_abs(t), _c(EPSILON, y_pred)))
     return Terms(100.0 * torch.mean(diff, dim=-1))
 
 
@@ -270,8 +352,8 @@ def mean_absolute_percentage_error(y_true, y_pred, *, reduction):
 def mean_squared_logarithmic_error(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     eps = _c(EPSILON_F32, y_pred)
-    first = torch.log(torch.maximum(y_pred, eps) + 1.0)
-    second = torch.log(torch.maximum(t, eps) + 1.0)
+    first = torch.log(_maximum(y_pred, eps) + 1.0)
+    second = torch.log(_maximum(t, eps) + 1.0)
     return Terms(torch.mean(torch.square(first - second), dim=-1))
 
 
@@ -298,7 +380,7 @@ def cosine_similarity(y_true, y_pred, *, reduction, axis=-1):
 
     def normalize(x):
         inv = torch.rsqrt(torch.sum(torch.square(x), dim=axis, keepdim=True))
-        return x * torch.minimum(inv, _c(1.0 / EPSILON, x))
+        return x * _minimum(inv, _c(1.0 / EPSILON, x))
 
     return Terms(-torch.sum(normalize(t) * normalize(y_pred), dim=axis))
 
