@@ -2,9 +2,13 @@
 formulas written with torch operations whose gradients are JAX's (the reference is Keras on its
 JAX backend): ``clip`` as ``minimum(maximum(x, lo), hi)`` (half the gradient at a bound, as
 ``jnp.clip``), ``softplus`` as ``logaddexp(x, 0)`` (jax.nn.softplus; torch's F.softplus
-switches to x above 20), ``maximum``/``minimum`` and ``amax`` as custom Functions with JAX's
-gradients (shared between tied arguments or maxima; at a NaN result none for ``maximum``, NaN
-over the row for ``amax``; a NaN or infinite incoming gradient multiplied, not masked)."""
+switches to x above 20), ``amax`` (the gradient shared between tied maxima, as ``jnp.max``).
+The hinge losses' ``maximum`` and ``amax`` are custom Functions with JAX's gradients (shared
+between tied arguments or maxima; at a NaN result none for ``maximum``, NaN over the row for
+``amax``; a NaN or infinite incoming gradient multiplied, not masked), the gradients Keras
+gives at NaN and infinite inputs. They have no custom jvp (Dynamo refuses one), so
+torch.func's forward mode does not reach the hinge losses; the other losses keep torch's ops,
+whose gradients equal JAX's at finite inputs (and at the non-finite inputs the sweep covers)."""
 
 from __future__ import annotations
 
@@ -81,12 +85,6 @@ def _maximum(x, y):
     return _Chooser.apply(x, y, True)
 
 
-def _minimum(x, y):
-    """jnp.minimum, with JAX's gradient (``_Chooser``)."""
-    x, y = torch.broadcast_tensors(x, y)
-    return _Chooser.apply(x, y, False)
-
-
 class _AMax(torch.autograd.Function):
     """jnp.max over one axis (lax.reduce_max_p) with JAX's gradient (_reduce_chooser_jvp_rule):
     g / count(x == max) * (x == max), the gradient shared between tied maxima, and NaN over the
@@ -121,7 +119,7 @@ def _amax(x, dim):
 
 
 def _clip(x, lo, hi):
-    return _minimum(_maximum(x, _c(lo, x)), _c(hi, x))
+    return torch.minimum(torch.maximum(x, _c(lo, x)), _c(hi, x))
 
 
 def _no_pos_inf(x):
@@ -344,7 +342,7 @@ def mean_absolute_error(y_true, y_pred, *, reduction):
 @_keras_inputs
 def mean_absolute_percentage_error(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
-    diff = _abs((t - y_pred) / _maximum(_abs(t), _c(EPSILON, y_pred)))
+    diff = _abs((t - y_pred) / torch.maximum(_abs(t), _c(EPSILON, y_pred)))
     return Terms(100.0 * torch.mean(diff, dim=-1))
 
 
@@ -352,8 +350,8 @@ def mean_absolute_percentage_error(y_true, y_pred, *, reduction):
 def mean_squared_logarithmic_error(y_true, y_pred, *, reduction):
     t = _cast(y_true, y_pred)
     eps = _c(EPSILON_F32, y_pred)
-    first = torch.log(_maximum(y_pred, eps) + 1.0)
-    second = torch.log(_maximum(t, eps) + 1.0)
+    first = torch.log(torch.maximum(y_pred, eps) + 1.0)
+    second = torch.log(torch.maximum(t, eps) + 1.0)
     return Terms(torch.mean(torch.square(first - second), dim=-1))
 
 
@@ -380,7 +378,7 @@ def cosine_similarity(y_true, y_pred, *, reduction, axis=-1):
 
     def normalize(x):
         inv = torch.rsqrt(torch.sum(torch.square(x), dim=axis, keepdim=True))
-        return x * _minimum(inv, _c(1.0 / EPSILON, x))
+        return x * torch.minimum(inv, _c(1.0 / EPSILON, x))
 
     return Terms(-torch.sum(normalize(t) * normalize(y_pred), dim=axis))
 
