@@ -307,9 +307,9 @@ def main(argv=None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run every registered loss on the installed backends against its "
                     "reference library (values and gradients) and print one row per loss and "
-                    "dtype. By default three representative cases per loss and dtype (about a "
-                    "minute on 2 cores); --full runs every case of every grid (5,430; tens of "
-                    "minutes). Exit status: 0 every case agrees, 1 a mismatch or a backend "
+                    "dtype. By default two representative cases per loss and dtype (316 cases, "
+                    "about 80 s on 2 idle cores); --full runs every case of every grid (5,430; "
+                    "several times longer, and much longer under load). Exit status: 0 every case agrees, 1 a mismatch or a backend "
                     "error, 2 a usage error, 3 incomplete (a backend or a reference library "
                     "is not installed: what ran agrees, the rest was skipped).")
     p.add_argument("--loss", action="append", help="only this loss (repeatable; default: all)")
