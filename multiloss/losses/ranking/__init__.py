@@ -572,6 +572,15 @@ _BROADCAST_NOTE = ("torch broadcasts inputs of the same rank against each other 
                    "against an (N, D)); multiloss raises instead, as for every loss: broadcast "
                    "explicitly if it is meant.")
 
+#: torch's integer and bool inputs, converted here (LossSpec.converts) where torch computes
+#: partly in the integer dtype
+_CONVERTED_NOTE = ("Integer and bool inputs are converted to the floating dtype before the loss, "
+                   "as torch promotes them; torch computes some steps in the integer dtype, "
+                   "where uint8 wraps (a uint8 label 255 reads as -1, products overflow): "
+                   "multiloss gives the loss of the values as floats. ")
+_MIXED_NOTE = ("Mixed floating inputs are computed in their common dtype, which is the result's "
+               "dtype (torch's kernel returns the input's dtype here). ")
+
 register(LossSpec(
     name="margin_ranking",
     converts={"input1": ("iu", "float"), "input2": ("iu", "float"), "target": ("iu", "float")},  # torch converts these (tests/test_torch_dtypes.py)
@@ -589,10 +598,7 @@ register(LossSpec(
     formula=("l = max(0, -y (x1 - x2) + margin) (torch's clamp_min: the gradient passes at a tie, "
              "z == 0 exactly). d l / d y = -(x1 - x2) where the hinge is active."),
     reference_name="torch.nn.functional.margin_ranking_loss (torch 2.13)",
-    notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
-           "torch promotes them; torch computes some steps in the integer dtype, where uint8 "
-           "wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
-           "loss of the values as floats. "
+    notes=(_CONVERTED_NOTE +
            f"{_BROADCAST_NOTE} A 0-d problem is allowed (loss of shape ()). A bool target "
            "raises TypeError, as torch (which cannot negate a bool tensor). jnp.maximum would "
            "split the gradient at a tie 0.5/0.5."),
@@ -619,12 +625,8 @@ register(LossSpec(
     formula=("l = [y != 1] max(0, margin - x) + [y != -1] x: a target outside {-1, 1} gets both "
              "terms. The gradient passes at margin - x == 0 exactly (torch's clamp_min)."),
     reference_name="torch.nn.functional.hinge_embedding_loss (torch 2.13)",
-    notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
-           "torch promotes them; torch computes some steps in the integer dtype, where uint8 "
-           "wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
-           "loss of the values as floats. "
-           "Mixed floating inputs are computed in their common dtype, which is the result's "
-           "dtype (torch's kernel returns the input's dtype here). "
+    notes=(_CONVERTED_NOTE +
+           _MIXED_NOTE +
            "torch broadcasts the target against the input (any ranks); multiloss raises. "
            "Integer and bool targets are compared as floats, as torch compares them (True "
            "is 1, False is 0: a False target gets both terms)."),
@@ -656,12 +658,8 @@ register(LossSpec(
              "l = 1 - cos where y == 1; max(0, cos - margin) where y == -1; 0 for any other "
              "target. A zero vector has cos = 0 and the finite gradient x2 / sqrt(e (|x2|^2 + e))."),
     reference_name="torch.nn.functional.cosine_embedding_loss (torch 2.13)",
-    notes=("Integer and bool inputs are converted to the floating dtype before the loss, as "
-           "torch promotes them; torch computes some steps in the integer dtype, where uint8 "
-           "wraps (a uint8 label 255 reads as -1, products overflow): multiloss gives the "
-           "loss of the values as floats. "
-           "Mixed floating inputs are computed in their common dtype, which is the result's "
-           "dtype (torch's kernel returns the input's dtype here). "
+    notes=(_CONVERTED_NOTE +
+           _MIXED_NOTE +
            f"{_BROADCAST_NOTE} The target must be (N,) for (N, D) inputs and 0-d for (D,) "
            "inputs (torch likewise). The loss's shape is the target's."),
     check=_cosine_embedding_check,
