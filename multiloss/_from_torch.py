@@ -54,7 +54,11 @@ def from_torch(criterion, backend: str = "jax"):
 
     ``criterion``: an instance of a ``torch.nn`` loss class (``CrossEntropyLoss``,
     ``MSELoss``, ... every one but ``LinearCrossEntropyLoss``), or of a subclass that does not
-    override ``forward``. Its options (``reduction``, ``weight`` and ``pos_weight`` buffers,
+    override ``forward``. ``torch.nn.AdaptiveLogSoftmaxWithLoss``, a module with parameters,
+    gives its ``multiloss.nn`` twin with the same arguments and parameter values (copied):
+    :class:`multiloss.nn.AdaptiveLogSoftmaxWithLoss` (flax.nnx) on "jax",
+    :class:`multiloss.nn.TorchAdaptiveLogSoftmaxWithLoss` on "torch"; called as torch's,
+    ``module(input, target)`` -> ``(output, loss)``. Its options (``reduction``, ``weight`` and ``pos_weight`` buffers,
     ``ignore_index``, ``label_smoothing``, ``margin``, ...) are copied: later changes to the
     criterion do not reach the returned loss. ``backend``: "jax" (default) or "torch" (a
     multiloss torch module with the same options, which adds ``sample_weight`` and the
@@ -73,6 +77,8 @@ def from_torch(criterion, backend: str = "jax"):
             "multiloss.from_torch needs torch: pip install 'multiloss[torch]'"
         ) from e
     cls = type(criterion)
+    if isinstance(criterion, torch.nn.AdaptiveLogSoftmaxWithLoss):
+        return _adaptive(criterion, backend)
     base = _torch_loss_base(cls, torch_losses) if isinstance(criterion, torch.nn.Module) else None
     if base is None:
         raise TypeError(
@@ -137,6 +143,27 @@ def from_torch(criterion, backend: str = "jax"):
             warnings.simplefilter("ignore", UserWarning)
             return _get(spec.name, backend, options)
     return _get(spec.name, backend, options)
+
+
+def _adaptive(module, backend):
+    """The multiloss.nn twin of a live torch.nn.AdaptiveLogSoftmaxWithLoss (parameters
+    copied)."""
+    from . import nn
+
+    cls = type(module)
+    if not (nn._is_plain_adaptive(module) or nn._is_torch(module)):
+        raise TypeError(
+            f"criterion: {cls.__qualname__} subclasses torch.nn.AdaptiveLogSoftmaxWithLoss; what "
+            f"it computes is unknown: convert a torch.nn.AdaptiveLogSoftmaxWithLoss (or "
+            f"multiloss.nn.TorchAdaptiveLogSoftmaxWithLoss) with the same parameters")
+    if backend not in ("jax", "torch"):
+        raise ValueError(f"backend: expected one of ['jax', 'torch'], got {backend!r}")
+    if backend == "jax":
+        return nn.from_torch(module)
+    twin = nn.TorchAdaptiveLogSoftmaxWithLoss(**nn._torch_config(module),
+                                              device=module.head.weight.device)
+    twin.load_state_dict(module.state_dict())
+    return twin
 
 
 def _get(name, backend, options):

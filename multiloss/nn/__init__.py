@@ -7,6 +7,11 @@
   class matrix ``W`` (embedding_size, num_classes) of the margin losses "arcface" and
   "cosface" as a learnable parameter, with pytorch-metric-learning's name, layout and N(0, 1)
   initialisation (docs/metric.md);
+- :class:`AdaptiveLogSoftmaxWithLoss` / :class:`TorchAdaptiveLogSoftmaxWithLoss`: torch's
+  ``nn.AdaptiveLogSoftmaxWithLoss`` (Grave et al. 2017), with torch's arguments, parameter
+  names and layout (``head.weight``, ``tail.0.0.weight``, ...); the torch twin is a subclass
+  of torch's module, and a plain ``torch.nn.AdaptiveLogSoftmaxWithLoss`` converts too
+  (docs/classification-extra.md);
 - :func:`to_torch` / :func:`from_torch`: a module's parameters to its twin on the other
   framework (a new twin, or loaded into an existing one after checking that the parameter
   trees match);
@@ -27,9 +32,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "ASMOutput",
+    "AdaptiveLogSoftmaxWithLoss",
     "ArcFace",
     "CombinedLoss",
     "CosFace",
+    "TorchAdaptiveLogSoftmaxWithLoss",
     "TorchArcFace",
     "TorchCombinedLoss",
     "TorchCosFace",
@@ -49,12 +57,27 @@ _LAZY = {
     "CosFace": ("._jax", "CosFace"),
     "TorchArcFace": ("._torch", "TorchArcFace"),
     "TorchCosFace": ("._torch", "TorchCosFace"),
+    "AdaptiveLogSoftmaxWithLoss": ("._jax", "AdaptiveLogSoftmaxWithLoss"),
+    "ASMOutput": ("._jax", "ASMOutput"),
+    "TorchAdaptiveLogSoftmaxWithLoss": ("._torch", "TorchAdaptiveLogSoftmaxWithLoss"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._jax import ArcFace, CombinedLoss, CosFace, UncertaintyWeighting
+    from ._jax import (
+        AdaptiveLogSoftmaxWithLoss,
+        ArcFace,
+        ASMOutput,
+        CombinedLoss,
+        CosFace,
+        UncertaintyWeighting,
+    )
     from ._torch import CombinedLoss as TorchCombinedLoss
-    from ._torch import TorchArcFace, TorchCosFace, TorchUncertaintyWeighting
+    from ._torch import (
+        TorchAdaptiveLogSoftmaxWithLoss,
+        TorchArcFace,
+        TorchCosFace,
+        TorchUncertaintyWeighting,
+    )
 
 
 def __getattr__(name: str):
@@ -85,6 +108,23 @@ def _is_torch(module) -> bool:
     return type(module).__module__ == "multiloss.nn._torch" and hasattr(module, "nnx_twin")
 
 
+def _is_plain_adaptive(module) -> bool:
+    """A plain ``torch.nn.AdaptiveLogSoftmaxWithLoss`` (torch's own class, not a subclass:
+    a subclass may compute something else), whose twin is the nnx adaptive softmax."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and type(module) is torch.nn.AdaptiveLogSoftmaxWithLoss
+
+
+def _torch_config(module) -> dict:
+    if _is_plain_adaptive(module):
+        from ._torch import adaptive_torch_config
+
+        return adaptive_torch_config(module)
+    return module.config()
+
+
 def _nnx_params(module) -> dict[str, Any]:
     """name -> nnx.Param, names joined with '.' as torch's ``named_parameters``."""
     from flax import nnx
@@ -113,8 +153,7 @@ def _check_trees(src: dict[str, tuple], dst: dict[str, tuple], src_name: str,
                          + "; ".join(bad))
 
 
-def _check_config(src, dst, src_name, dst_name):
-    a, b = src.config(), dst.config()
+def _check_config(a: dict, b: dict, src_name, dst_name):
     for key in ("tasks", "kinds"):
         if key in a and a.get(key) != b.get(key):
             raise ValueError(f"into: {key} differ: {src_name} has {a[key]!r}, {dst_name} has "
@@ -124,7 +163,9 @@ def _check_config(src, dst, src_name, dst_name):
 def to_torch(module, into=None):
     """The torch twin of a ``multiloss.nn`` flax.nnx module with the same parameter values
     (e.g. :class:`UncertaintyWeighting` -> :class:`TorchUncertaintyWeighting`,
-    :class:`ArcFace` -> :class:`TorchArcFace`).
+    :class:`ArcFace` -> :class:`TorchArcFace`, :class:`AdaptiveLogSoftmaxWithLoss` ->
+    :class:`TorchAdaptiveLogSoftmaxWithLoss`; ``into`` may also be a plain
+    ``torch.nn.AdaptiveLogSoftmaxWithLoss``).
 
     ``into``: an existing torch module to copy the parameters into (cast to its dtype, on its
     device) instead of building a new twin. Its parameter tree (names and shapes) and its task
@@ -136,7 +177,7 @@ def to_torch(module, into=None):
 
     if not _is_nnx(module):
         raise TypeError(f"module: expected a multiloss.nn flax.nnx module (UncertaintyWeighting, "
-                        f"ArcFace, CosFace), got "
+                        f"ArcFace, CosFace, AdaptiveLogSoftmaxWithLoss), got "
                         f"{type(module).__module__}.{type(module).__qualname__}")
     T = importlib.import_module("._torch", __name__)
     import torch
@@ -149,8 +190,8 @@ def to_torch(module, into=None):
     dst = dict(into.named_parameters())
     _check_trees({k: v.shape for k, v in src.items()}, {k: tuple(v.shape) for k, v in dst.items()},
                  "the nnx module", "into")
-    if _is_torch(into):
-        _check_config(module, into, "the nnx module", "into")
+    if _is_torch(into) or _is_plain_adaptive(into):
+        _check_config(module.config(), _torch_config(into), "the nnx module", "into")
     import numpy as np
 
     with torch.no_grad():
@@ -162,8 +203,10 @@ def to_torch(module, into=None):
 def from_torch(module, into=None):
     """The flax.nnx twin of a ``multiloss.nn`` torch module with the same parameter values
     (e.g. :class:`TorchUncertaintyWeighting` -> :class:`UncertaintyWeighting`,
-    :class:`TorchArcFace` -> :class:`ArcFace`; a new margin module's ``rngs`` is
-    ``nnx.Rngs(0)``, its draw overwritten).
+    :class:`TorchArcFace` -> :class:`ArcFace`; a new margin or adaptive softmax module's
+    ``rngs`` is ``nnx.Rngs(0)``, its draw overwritten). A plain
+    ``torch.nn.AdaptiveLogSoftmaxWithLoss`` (torch's class itself) converts to
+    :class:`AdaptiveLogSoftmaxWithLoss` with its arguments and parameters.
 
     ``into``: an existing nnx module to copy the parameters into (cast to its dtype) instead of
     building a new twin. Its parameter tree (names joined with ".", and shapes) and its task
@@ -176,17 +219,23 @@ def from_torch(module, into=None):
     """
     import importlib
 
-    if not _is_torch(module):
+    if not (_is_torch(module) or _is_plain_adaptive(module)):
         raise TypeError(f"module: expected a multiloss.nn torch module "
-                        f"(TorchUncertaintyWeighting, TorchArcFace, TorchCosFace), got "
+                        f"(TorchUncertaintyWeighting, TorchArcFace, TorchCosFace, "
+                        f"TorchAdaptiveLogSoftmaxWithLoss) or a torch.nn."
+                        f"AdaptiveLogSoftmaxWithLoss, got "
                         f"{type(module).__module__}.{type(module).__qualname__}")
     J = importlib.import_module("._jax", __name__)
     from flax import nnx
 
+    cfg = _torch_config(module)
     if into is None:
-        twin = getattr(J, module.nnx_twin)
-        extra = {"rngs": nnx.Rngs(0)} if issubclass(twin, J._MarginModule) else {}
-        into = twin(**module.config(), **extra)
+        twin = getattr(J, "AdaptiveLogSoftmaxWithLoss" if _is_plain_adaptive(module)
+                       else module.nnx_twin)
+        extra = ({"rngs": nnx.Rngs(0)} if issubclass(twin, (J._MarginModule,
+                                                             J.AdaptiveLogSoftmaxWithLoss))
+                 else {})
+        into = twin(**cfg, **extra)
     elif not isinstance(into, nnx.Module):
         raise TypeError(f"into: expected a flax.nnx.Module, got {type(into).__name__}")
     src = {k: v.detach().cpu().numpy() for k, v in module.named_parameters()}
@@ -194,7 +243,7 @@ def from_torch(module, into=None):
     _check_trees({k: v.shape for k, v in src.items()}, {k: v[...].shape for k, v in dst.items()},
                  "the torch module", "into")
     if _is_nnx(into):
-        _check_config(module, into, "the torch module", "into")
+        _check_config(cfg, into.config(), "the torch module", "into")
     import jax.numpy as jnp
 
     for k, v in src.items():

@@ -118,3 +118,99 @@ def margin_config(loss: str, embedding_size, num_classes, margin, scale, reducti
 
 
 LOSS_OPTIONS = ("margin", "scale", "reduction", "empty_reduction")
+
+
+# ---------------------------------------------------------------------------------------------
+# the adaptive softmax (torch.nn.AdaptiveLogSoftmaxWithLoss)
+
+
+def adaptive_config(in_features, n_classes, cutoffs, div_value, head_bias, dtype) -> dict:
+    """Validate the adaptive softmax's arguments as torch does (plus type checks naming the
+    argument): its config, the constructor arguments of a twin (``cutoffs`` without torch's
+    appended ``n_classes``)."""
+    sizes = {}
+    for name, v, lo in (("in_features", in_features, 1), ("n_classes", n_classes, 2)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name}: expected an int >= {lo}, got {type(v).__name__} {v!r}")
+        if v < lo:
+            raise ValueError(f"{name}: expected an int >= {lo}, got {v}")
+        sizes[name] = int(v)
+    if isinstance(cutoffs, (str, bytes)) or not isinstance(cutoffs, (Sequence, np.ndarray)):
+        raise TypeError(f"cutoffs: expected a sequence of ints, got {type(cutoffs).__name__}")
+    cut = list(cutoffs)
+    n = sizes["n_classes"]
+    if not cut:
+        raise ValueError("cutoffs: expected a sequence of length larger than 0 (torch's rule), "
+                         "got []")
+    for i, c in enumerate(cut):
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)):
+            raise TypeError(f"cutoffs[{i}]: expected an int, got {type(c).__name__} {c!r}")
+    if (cut != sorted(cut) or min(cut) <= 0 or max(cut) > n - 1 or len(set(cut)) != len(cut)
+            or any(int(c) != c for c in cut)):
+        raise ValueError(f"cutoffs: expected unique positive integers sorted in increasing "
+                         f"order, each between 1 and n_classes - 1 = {n - 1} (torch's rule), "
+                         f"got {cut}")
+    div = finite_real("div_value", div_value)
+    if not div > 0:
+        raise ValueError(f"div_value: expected a positive real number, got {div_value!r}")
+    if not isinstance(head_bias, (bool, np.bool_)):
+        raise TypeError(f"head_bias: expected a bool, got {type(head_bias).__name__} "
+                        f"{head_bias!r}")
+    return {**sizes, "cutoffs": tuple(int(c) for c in cut), "div_value": div,
+            "head_bias": bool(head_bias), "dtype": dtype_name(dtype)}
+
+
+def adaptive_shapes(cfg: Mapping) -> dict[str, tuple]:
+    """The parameter tree of the adaptive softmax, torch's names and (out, in) layout:
+    ``head.weight`` (shortlist + clusters, in_features), ``head.bias`` if ``head_bias``,
+    ``tail.i.0.weight`` (hsz_i, in_features), ``tail.i.1.weight`` (osz_i, hsz_i) with
+    torch's ``hsz_i = int(in_features // div_value ** (i + 1))`` (a float floor division)."""
+    cut = [*cfg["cutoffs"], cfg["n_classes"]]
+    d = cfg["in_features"]
+    out = {"head.weight": (cut[0] + len(cut) - 1, d)}
+    if cfg["head_bias"]:
+        out["head.bias"] = (cut[0] + len(cut) - 1,)
+    for i in range(len(cut) - 1):
+        hsz = int(d // (cfg["div_value"] ** (i + 1)))
+        out[f"tail.{i}.0.weight"] = (hsz, d)
+        out[f"tail.{i}.1.weight"] = (cut[i + 1] - cut[i], hsz)
+    return out
+
+
+def check_adaptive_inputs(in_features: int, input_shape: tuple, input_kind: str,
+                          target_shape: tuple | None, target_kind: str | None) -> None:
+    """torch's shape rules of AdaptiveLogSoftmaxWithLoss.forward (a 2-D input with a 1-D
+    target of the same batch size, or a 1-D input with a 0-D target), as errors naming the
+    argument; ``target_shape`` None: log_prob / predict (a 2-D input)."""
+    if input_kind != "f":
+        raise TypeError(f"input: expected a floating array, got kind {input_kind!r}")
+    if target_shape is None:
+        if len(input_shape) != 2 or input_shape[1] != in_features:
+            raise ValueError(f"input: expected shape (N, in_features={in_features}), got "
+                             f"{input_shape}")
+        return
+    if target_kind not in ("i", "u"):
+        raise TypeError(f"target: expected integer class indices, got kind {target_kind!r}")
+    if len(target_shape) == 1:
+        if len(input_shape) != 2 or input_shape[0] != target_shape[0]:
+            raise ValueError(f"input: expected shape (N={target_shape[0]}, "
+                             f"in_features={in_features}) with a target of shape "
+                             f"{target_shape}, got {input_shape}")
+    elif len(target_shape) == 0:
+        if len(input_shape) != 1:
+            raise ValueError(f"input: expected shape ({in_features},) with a 0-D target, got "
+                             f"{input_shape}")
+    else:
+        raise ValueError(f"target: expected a 0-D or 1-D array of class indices (torch: "
+                         f"multi-target not supported), got shape {target_shape}")
+    if input_shape[-1] != in_features:
+        raise ValueError(f"input: expected {in_features} features (in_features) in the last "
+                         f"dimension, got shape {input_shape}")
+
+
+def check_adaptive_targets(target: np.ndarray, n_classes: int) -> None:
+    """Target values in [0, n_classes - 1], as torch requires (its RuntimeError there)."""
+    t = np.asarray(target)
+    if t.size and (t.min() < 0 or t.max() > n_classes - 1):
+        raise ValueError(f"target: expected class indices in [0, {n_classes - 1}] "
+                         f"(n_classes={n_classes}), got values in [{t.min()}, {t.max()}]")

@@ -13,12 +13,15 @@ from ._common import (
     KINDS,
     LOSS_OPTIONS,
     MARGIN_LOSSES,
+    adaptive_config,
+    check_adaptive_inputs,
     margin_config,
     ordered_losses,
     uncertainty_config,
 )
 
-__all__ = ["CombinedLoss", "TorchArcFace", "TorchCosFace", "TorchUncertaintyWeighting"]
+__all__ = ["CombinedLoss", "TorchAdaptiveLogSoftmaxWithLoss", "TorchArcFace", "TorchCosFace",
+           "TorchUncertaintyWeighting"]
 
 
 def _ndim(x) -> int:
@@ -197,3 +200,74 @@ class TorchCosFace(_TorchMarginModule):
                  reduction="mean", empty_reduction="nan", dtype="float32", device=None):
         super().__init__(embedding_size, num_classes, margin, scale, reduction=reduction,
                          empty_reduction=empty_reduction, dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the adaptive softmax
+
+
+def _kind(x) -> str:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+    from .._registry import dtype_kind
+
+    return dtype_kind(x)
+
+
+class TorchAdaptiveLogSoftmaxWithLoss(torch.nn.AdaptiveLogSoftmaxWithLoss):
+    """``torch.nn.AdaptiveLogSoftmaxWithLoss`` (Grave et al. 2017) with multiloss's argument
+    checks: the twin of :class:`multiloss.nn.AdaptiveLogSoftmaxWithLoss` (same arguments,
+    parameter names and layout, values and gradients). A subclass of torch's module: its
+    ``forward``, ``log_prob`` and ``predict`` are torch's, after checks that name the argument
+    (torch's own target check is a RuntimeError "Target values should be in ..."; here a
+    ValueError "target: expected class indices in [0, n_classes - 1] ..."; skipped while
+    ``torch.compile`` traces). Its ``state_dict`` is torch's: it loads into a plain
+    ``torch.nn.AdaptiveLogSoftmaxWithLoss`` and back.
+
+    ``dtype`` may be a torch dtype or its name (default "float32"); ``device`` places the
+    parameters. The formula, the shapes and the outputs: see the nnx twin.
+    """
+
+    nnx_twin = "AdaptiveLogSoftmaxWithLoss"
+
+    def __init__(self, in_features, n_classes, cutoffs, div_value=4.0, head_bias=False, *,
+                 dtype="float32", device=None):
+        cfg = adaptive_config(in_features, n_classes, cutoffs, div_value, head_bias, dtype)
+        super().__init__(cfg["in_features"], cfg["n_classes"], list(cfg["cutoffs"]),
+                         div_value=cfg["div_value"], head_bias=cfg["head_bias"],
+                         device=device, dtype=getattr(torch, cfg["dtype"]))
+
+    def config(self) -> dict:
+        """The constructor arguments of a twin."""
+        return adaptive_torch_config(self)
+
+    def _check(self, input, target=None):
+        check_adaptive_inputs(self.in_features, tuple(input.shape), _kind(input),
+                              None if target is None else tuple(target.shape),
+                              None if target is None else _kind(target))
+        if target is not None and not torch.compiler.is_compiling() and target.numel():
+            lo, hi = int(target.min()), int(target.max())
+            if lo < 0 or hi > self.n_classes - 1:
+                raise ValueError(f"target: expected class indices in [0, {self.n_classes - 1}] "
+                                 f"(n_classes={self.n_classes}), got values in [{lo}, {hi}]")
+
+    def forward(self, input, target):
+        self._check(input, target)
+        return super().forward(input, target)
+
+    def log_prob(self, input):
+        self._check(input)
+        return super().log_prob(input)
+
+    def predict(self, input):
+        self._check(input)
+        return super().predict(input)
+
+
+def adaptive_torch_config(module) -> dict:
+    """The constructor arguments of the nnx twin of a (plain or multiloss)
+    ``torch.nn.AdaptiveLogSoftmaxWithLoss``."""
+    return {"in_features": module.in_features, "n_classes": module.n_classes,
+            "cutoffs": tuple(module.cutoffs[:-1]), "div_value": module.div_value,
+            "head_bias": module.head_bias,
+            "dtype": str(module.head.weight.dtype).replace("torch.", "")}
