@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from ..backends import BACKENDS
 from ..backends import load as _load_backend
-from . import schedules
+from . import schedules, swa  # swa: torch.optim.swa_utils (SWALR, AveragedModel)
 from ._registry import OptimizerSpec, available, info, resolve
 from .schedules import Schedule
 
@@ -42,6 +42,7 @@ __all__ = [
     "info",
     "resolve",
     "schedules",
+    "swa",
 ]
 
 _JAX_EXTRAS = ("schedule", "param_groups", "labels", "clip_grad_norm", "clip_norm_type",

@@ -96,6 +96,10 @@ def read_schedule(scheduler, optimizer):
 def _schedule(s, top=False):
     L = torch.optim.lr_scheduler
     name = type(s).__name__
+    if type(s) is torch.optim.swa_utils.SWALR:  # weight averaging: multiloss.optim.swa
+        from .swa import swalr_from_torch
+
+        return swalr_from_torch(s, top)
     if type(s) is L.StepLR:
         return S.StepLR(s.step_size, s.gamma)
     if type(s) is L.MultiStepLR:

@@ -400,13 +400,19 @@ class _SequentialBound(_Bound):
         super().__init__(schedule, base_lrs)
         self.stages = [s.bind(base_lrs) for s in schedule.schedulers]
 
-    def lrs(self, state, t):
+    def lrs(self, state, t, upto=None):
         jnp = _np()
         ms = self.schedule.milestones
         out = self.stages[0].lrs((), t)
-        for i, stage in enumerate(self.stages[1:]):
+        for i, stage in enumerate(self.stages[1:upto]):
             local = jnp.maximum(t - ms[i], 0.0)
-            vals = stage.lrs((), local)
+            if hasattr(stage, "lrs_from"):
+                # SWALR (multiloss.optim.swa) anneals from the lr it finds: the lr of the
+                # step before its milestone, as torch's SequentialLR steps it
+                found = self.lrs(state, jnp.asarray(max(ms[i] - 1, 0), t.dtype), upto=i + 1)
+                vals = stage.lrs_from(found, local)
+            else:
+                vals = stage.lrs((), local)
             out = [jnp.where(t >= ms[i], v, o) for v, o in zip(vals, out)]
         return out
 
