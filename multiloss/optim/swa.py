@@ -59,10 +59,11 @@ class SWALR(Schedule):
     - :func:`multiloss.optim.from_torch` of a torch SWALR reads ``swa_lr``, the strategy, the
       step count and ``base`` (recovered from the group's current lr), wherever it is.
 
-    torch's other recipe, stepping another scheduler until ``swa_start`` and SWALR after it
-    (two schedulers, one stepped per iteration), has no single torch scheduler object; write
-    it as the ``SequentialLR`` above (torch's SequentialLR gives the same lrs but one: it
-    repeats the last lr of the first stage at the milestone).
+    torch's documented recipe, stepping another scheduler until ``swa_start`` and SWALR
+    after it (two schedulers stepped by hand), is no single scheduler object and has no
+    multiloss schedule; ``SequentialLR`` with ``milestones=[swa_start + 2]`` gives the same
+    lrs up to the milestone, repeats the previous lr there, and then the hand-stepped lrs one
+    step later.
     """
 
     torch_name = "SWALR"
