@@ -100,9 +100,9 @@ def _run(case, dtype):
             {k: v.detach().numpy() for k, v in tr.items()})
 
 
-# float32: two cases (the tolerance of the registry's float32 parity)
+# float32: the first case (the tolerance of the registry's float32 parity)
 GRID = [pytest.param(c, "float64", id=f"{c[0]}-float64") for c in CASES] + [
-    pytest.param(c, "float32", id=f"{c[0]}-float32") for c in CASES[:2]]
+    pytest.param(c, "float32", id=f"{c[0]}-float32") for c in CASES[:1]]
 
 
 @pytest.mark.parametrize("case,dtype", GRID)
@@ -155,6 +155,12 @@ def test_twin_and_plain_module_agree_and_convert():
     mnn.from_torch(plain, into=other)
     np.testing.assert_allclose(other.tail[1][0].weight[...],
                                plain.tail[1][0].weight.detach().numpy(), rtol=1e-7)
+    # both modules pickle
+    import pickle
+
+    again = pickle.loads(pickle.dumps(head))
+    np.testing.assert_array_equal(again.log_prob(x.numpy()), head.log_prob(x.numpy()))
+    torch.testing.assert_close(pickle.loads(pickle.dumps(twin))(x, y).loss, twin(x, y).loss)
     with pytest.raises(ValueError, match=r"into: the parameter trees differ"):
         mnn.from_torch(plain, into=mnn.AdaptiveLogSoftmaxWithLoss(6, 9, [2, 5],
                                                                   rngs=nnx.Rngs(0)))
@@ -178,10 +184,11 @@ def test_jit_and_initialisation():
     assert w.shape == (5, 16) and 0.2 < np.abs(w).max() <= 0.25
     x = np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)
     y = np.array([0, 7, 19, 4])
-    loss = nnx.jit(lambda m, x, y: m(x, y).loss)(head, x, y)
-    np.testing.assert_allclose(loss, head(x, y).loss, rtol=1e-6)
-    probs = np.exp(np.asarray(head.log_prob(x), np.float64)).sum(1)
-    np.testing.assert_allclose(probs, 1.0, rtol=1e-5)
+    loss, lp = nnx.jit(lambda m, x, y: (m(x, y).loss, m.log_prob(x)))(head, x, y)
+    ref = mnn.to_torch(head)
+    np.testing.assert_allclose(loss, ref(torch.from_numpy(x), torch.from_numpy(y)).loss.item(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(np.exp(np.asarray(lp, np.float64)).sum(1), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
@@ -243,8 +250,7 @@ def test_every_torch_nn_loss_class_has_a_twin():
                 "LinearCrossEntropyLoss": (4, 3)}
     for name in names:
         cls = getattr(torch.nn, name)
-        with pytest.warns(FutureWarning) if name == "NLLLoss2d" else _nothing():
-            crit = cls(*required.get(name, ()))
+        crit = cls(*required.get(name, ()))
         if name == "LinearCrossEntropyLoss":
             with pytest.raises(ValueError, match=r"linear_cross_entropy"):
                 multiloss.from_torch(crit)  # the documented pointer to the functional form
@@ -255,10 +261,3 @@ def test_every_torch_nn_loss_class_has_a_twin():
         else:
             assert callable(got)
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

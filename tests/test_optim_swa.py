@@ -198,6 +198,17 @@ def test_averaged_model_from_torch_continues():
     s = ema.update(s, params)
     s = ema.update(s, jax.tree_util.tree_map(lambda x: x + 2.0, params))
     np.testing.assert_allclose(s.params["w"], 2.0)
+    # pickles (the averaging functions are small classes, not closures), as a SWALR transform
+    import pickle
+
+    again = pickle.loads(pickle.dumps(avg))
+    assert again.multi_avg_fn == avg.multi_avg_fn and again.use_buffers
+    tx = mo.get("sgd", lr=0.1, schedule=swa.SWALR(0.01, 3, "linear"))
+    st = tx.init(params)
+    tx2 = pickle.loads(pickle.dumps(tx))
+    u1, _ = tx.update(params, st, params)
+    u2, _ = tx2.update(params, tx2.init(params), params)
+    np.testing.assert_array_equal(u1["w"], u2["w"])
     with pytest.raises(ValueError, match=r"^multi_avg_fn: the torch callable"):
         swa.from_torch(swa_utils.AveragedModel(net, multi_avg_fn=lambda a, b, n: None))
 

@@ -151,30 +151,34 @@ def _check_decay(decay):
     return d
 
 
-def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable:
-    """torch's ``get_ema_multi_avg_fn``: ``ema <- lerp(ema, current, 1 - decay)`` on floating
-    leaves (torch's ``_foreach_lerp_``), ``ema * decay + current * (1 - decay)`` (truncated
-    to the integer dtype, as torch's ``copy_``) on the others. Called with lists of leaves
-    of one dtype and the number averaged; returns the new list."""
-    d = _check_decay(decay)
+class _AvgFn:
+    """An averaging function: a small class rather than torch's closure, so that it (and an
+    AveragedModel holding it) pickles."""
 
-    def ema_update(ema_list, current_list, num_averaged):
+    def __repr__(self):
+        d = getattr(self, "decay", None)
+        return f"{type(self).__name__.lstrip('_')}({'' if d is None else d})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(vars(self).items())))
+
+
+class _EMAMulti(_AvgFn):
+    def __init__(self, decay):
+        self.decay = decay
+
+    def __call__(self, ema_list, current_list, num_averaged):
+        d = self.decay
         if _is_float(ema_list[0]):
             return [_lerp(e, c, 1 - d) for e, c in zip(ema_list, current_list)]
         return [(e * d + c * (1 - d)).astype(e.dtype) for e, c in zip(ema_list, current_list)]
 
-    ema_update.decay = d
-    return ema_update
 
-
-def get_swa_multi_avg_fn() -> Callable:
-    """torch's ``get_swa_multi_avg_fn``: ``avg <- lerp(avg, current, 1 / (n + 1))`` (what
-    torch's default averaging runs on CUDA), with torch's weight: ``1 / (n + 1)`` rounded to
-    float32 (torch divides its long count tensor, which gives its default dtype; a float64
-    run differs from the exact average by up to 6e-8 relative, as torch's does); floating
-    leaves only."""
-
-    def swa_update(avg_list, current_list, num_averaged):
+class _SWAMulti(_AvgFn):
+    def __call__(self, avg_list, current_list, num_averaged):
         jnp = _np()
         # torch: 1 / (n_averaged + 1) of the long count tensor is a float32 (its default
         # dtype) 0-d tensor: the weight is rounded to float32 before the float64 lerp
@@ -185,28 +189,46 @@ def get_swa_multi_avg_fn() -> Callable:
             out.append(jnp.where(wt < 0.5, a + wt * (c - a), c - (c - a) * (1 - wt)))
         return out
 
-    return swa_update
+
+class _EMA(_AvgFn):
+    def __init__(self, decay):
+        self.decay = decay
+
+    def __call__(self, ema, current, num_averaged):
+        return self.decay * ema + (1 - self.decay) * current
+
+
+class _SWA(_AvgFn):
+    def __call__(self, avg, current, num_averaged):
+        return avg + (current - avg) / (num_averaged + 1)
+
+
+def get_ema_multi_avg_fn(decay: float = 0.999) -> Callable:
+    """torch's ``get_ema_multi_avg_fn``: ``ema <- lerp(ema, current, 1 - decay)`` on floating
+    leaves (torch's ``_foreach_lerp_``), ``ema * decay + current * (1 - decay)`` (truncated
+    to the integer dtype, as torch's ``copy_``) on the others. Called with lists of leaves
+    of one dtype and the number averaged; returns the new list."""
+    return _EMAMulti(_check_decay(decay))
+
+
+def get_swa_multi_avg_fn() -> Callable:
+    """torch's ``get_swa_multi_avg_fn``: ``avg <- lerp(avg, current, 1 / (n + 1))`` (what
+    torch's default averaging runs on CUDA), with torch's weight: ``1 / (n + 1)`` rounded to
+    float32 (torch divides its long count tensor, which gives its default dtype; a float64
+    run differs from the exact average by up to 6e-8 relative, as torch's does); floating
+    leaves only."""
+    return _SWAMulti()
 
 
 def get_ema_avg_fn(decay: float = 0.999) -> Callable:
     """torch's ``get_ema_avg_fn``: ``decay * ema + (1 - decay) * current``, per leaf."""
-    d = _check_decay(decay)
-
-    def ema_update(ema, current, num_averaged):
-        return d * ema + (1 - d) * current
-
-    ema_update.decay = d
-    return ema_update
+    return _EMA(_check_decay(decay))
 
 
 def get_swa_avg_fn() -> Callable:
     """torch's ``get_swa_avg_fn``: ``avg + (current - avg) / (n + 1)``, per leaf (torch's
     default averaging on the CPU)."""
-
-    def swa_update(avg, current, num_averaged):
-        return avg + (current - avg) / (num_averaged + 1)
-
-    return swa_update
+    return _SWA()
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,8 +356,7 @@ class AveragedModel:
         return fn(a, c, n)
 
     def __repr__(self):
-        fn = self.avg_fn or self.multi_avg_fn
-        return (f"AveragedModel(avg_fn={getattr(fn, '__qualname__', fn)!r}, "
+        return (f"AveragedModel(avg_fn={self.avg_fn!r}, multi_avg_fn={self.multi_avg_fn!r}, "
                 f"use_buffers={self.use_buffers})")
 
 
