@@ -22,10 +22,6 @@ jax.config.update("jax_enable_x64", True)
 SGD = {"lr": 0.05, "momentum": 0.9}
 
 
-def _swalr(**kw):
-    return lambda opt: swa_utils.SWALR(opt, **kw)
-
-
 def _seq(opt):
     L = torch.optim.lr_scheduler
     return L.SequentialLR(opt, [L.CosineAnnealingLR(opt, T_max=20),
@@ -33,38 +29,15 @@ def _seq(opt):
                                                 anneal_strategy="linear")], milestones=[12])
 
 
-def _groups(named):
-    return [{"params": [named["w"]]}, {"params": [named["b"]], "lr": 0.02}]
+# SWALR's trajectories (alone, per group, anneal_epochs=0, a SequentialLR stage, from_torch in
+# the middle of the annealing) are cases "swa/..." of multiloss/optim/testing.py, run by
+# tests/test_optim.py in float64 and float32
 
 
-CASES = [
-    T.Case("swa/SWALR-cos", "sgd", SGD, {"schedule": swa.SWALR(0.01, anneal_epochs=10)},
-           torch_schedule=_swalr(swa_lr=0.01, anneal_epochs=10), steps=30),
-    # per-group swa_lr with per-group lrs; anneal_epochs=0: swa_lr at once
-    T.Case("swa/SWALR-linear-groups", "sgd", SGD,
-           {"schedule": swa.SWALR([0.01, 0.1], 4, "linear"), "param_groups": [{}, {"lr": 0.02}],
-            "labels": {"w": 0, "b": 1}},
-           torch_groups=_groups,
-           torch_schedule=_swalr(swa_lr=[0.01, 0.1], anneal_epochs=4, anneal_strategy="linear"),
-           steps=20),
-    T.Case("swa/SWALR-anneal_epochs=0", "adam", {"lr": 0.05},
-           {"schedule": swa.SWALR(0.003, anneal_epochs=0)},
-           torch_schedule=_swalr(swa_lr=0.003, anneal_epochs=0), steps=10),
-    T.Case("swa/SequentialLR-cos-then-SWALR", "sgd", SGD,
-           {"schedule": S.SequentialLR([S.CosineAnnealingLR(20),
-                                        swa.SWALR(0.01, 5, "linear")], [12])},
-           torch_schedule=_seq, steps=30),
-    # from_torch in the middle of the annealing: the base lr recovered from the current lr
-    T.Case("swa/SWALR-from_torch", "sgd", SGD, {}, from_torch=True, convert_at=6,
-           torch_schedule=_swalr(swa_lr=0.01, anneal_epochs=10), steps=20),
-]
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_swalr_trajectory(case):
-    res = T.run_all(case, dtypes=("float64",))["float64"]
-    assert len(res.errors) == case.steps - case.convert_at
-    assert res.max_error <= 1e-12, res.max_error
+def test_swalr_cases_are_in_the_harness():
+    ids = [c.id for c in T.CASES if c.id.startswith("swa/")]
+    assert len(ids) == 5
+    assert T.case("swa/SWALR_from_torch_mid").convert_at == 6
 
 
 def test_swalr_lrs_and_sequential_semantics():

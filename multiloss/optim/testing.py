@@ -645,7 +645,58 @@ def _cases() -> list[Case]:
     return c
 
 
-CASES = _cases()
+# --------------------------------------------------------------------------------------------
+# weight averaging (multiloss.optim.swa): SWALR, alone, per group, as a SequentialLR stage and
+# from_torch mid-annealing; AveragedModel is compared in tests/test_optim_swa.py
+
+
+def _swalr(**kw):
+    def build(opt):
+        import torch
+
+        return torch.optim.swa_utils.SWALR(opt, **kw)
+
+    return build
+
+
+def _cos_then_swalr(opt):
+    import torch
+
+    L = torch.optim.lr_scheduler
+    return L.SequentialLR(opt, [L.CosineAnnealingLR(opt, T_max=20),
+                                torch.optim.swa_utils.SWALR(opt, swa_lr=0.01, anneal_epochs=5,
+                                                            anneal_strategy="linear")],
+                          milestones=[12])
+
+
+def _swa_cases() -> list[Case]:
+    from . import swa
+
+    sgd = {"lr": 0.05, "momentum": 0.9}
+    return [
+        Case("swa/SWALR", "sgd", sgd, {"schedule": swa.SWALR(0.01, anneal_epochs=10)},
+             torch_schedule=_swalr(swa_lr=0.01, anneal_epochs=10), steps=30),
+        # per-group swa_lr and lr; anneal_epochs=0: swa_lr at once
+        Case("swa/SWALR_linear_groups", "sgd", sgd,
+             {"schedule": swa.SWALR([0.01, 0.1], 4, "linear"), "param_groups": [{}, {"lr": 0.02}],
+              "labels": {"w": 0, "b": 1}},
+             torch_groups=_groups_wb({}, {"lr": 0.02}),
+             torch_schedule=_swalr(swa_lr=[0.01, 0.1], anneal_epochs=4,
+                                   anneal_strategy="linear"), steps=20),
+        Case("swa/SWALR_anneal_epochs=0", "adam", {"lr": 0.05},
+             {"schedule": swa.SWALR(0.003, anneal_epochs=0)},
+             torch_schedule=_swalr(swa_lr=0.003, anneal_epochs=0), steps=10),
+        Case("swa/SequentialLR_cos_then_SWALR", "sgd", sgd,
+             {"schedule": S.SequentialLR([S.CosineAnnealingLR(20),
+                                          swa.SWALR(0.01, 5, "linear")], [12])},
+             torch_schedule=_cos_then_swalr, steps=30),
+        # from_torch in the middle of the annealing: the base lr recovered from the current lr
+        Case("swa/SWALR_from_torch_mid", "sgd", sgd, from_torch=True, convert_at=6,
+             torch_schedule=_swalr(swa_lr=0.01, anneal_epochs=10), steps=20),
+    ]
+
+
+CASES = _cases() + _swa_cases()
 _BY_ID = {c.id: c for c in CASES}
 
 
