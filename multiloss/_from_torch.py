@@ -58,8 +58,9 @@ def from_torch(criterion, backend: str = "jax"):
     gives its ``multiloss.nn`` twin with the same arguments and parameter values (copied):
     :class:`multiloss.nn.AdaptiveLogSoftmaxWithLoss` (flax.nnx) on "jax",
     :class:`multiloss.nn.TorchAdaptiveLogSoftmaxWithLoss` on "torch"; called as torch's,
-    ``module(input, target)`` -> ``(output, loss)``. Its options (``reduction``, ``weight`` and ``pos_weight`` buffers,
-    ``ignore_index``, ``label_smoothing``, ``margin``, ...) are copied: later changes to the
+    ``module(input, target)`` -> ``(output, loss)``. Its options (``reduction``, ``weight``
+    and ``pos_weight`` buffers, ``ignore_index``, ``label_smoothing``, ``margin``, ...) are
+    copied: later changes to the
     criterion do not reach the returned loss. ``backend``: "jax" (default) or "torch" (a
     multiloss torch module with the same options, which adds ``sample_weight`` and the
     contract's reductions).
