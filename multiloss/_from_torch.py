@@ -60,10 +60,9 @@ def from_torch(criterion, backend: str = "jax"):
     :class:`multiloss.nn.TorchAdaptiveLogSoftmaxWithLoss` on "torch"; called as torch's,
     ``module(input, target)`` -> ``(output, loss)``. Its options (``reduction``, ``weight``
     and ``pos_weight`` buffers, ``ignore_index``, ``label_smoothing``, ``margin``, ...) are
-    copied: later changes to the
-    criterion do not reach the returned loss. ``backend``: "jax" (default) or "torch" (a
-    multiloss torch module with the same options, which adds ``sample_weight`` and the
-    contract's reductions).
+    copied: later changes to the criterion do not reach the returned loss. ``backend``: "jax"
+    (default) or "torch" (a multiloss torch module with the same options, which adds
+    ``sample_weight`` and the contract's reductions).
 
     Raises TypeError for an object that is not a torch loss module or a subclass with its own
     ``forward`` (what it computes is unknown), and ValueError for a loss class without a
