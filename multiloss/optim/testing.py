@@ -87,6 +87,7 @@ class Case:
     convert_at: int = 0  # from_torch after this many torch steps (its state converted)
     steps: int = STEPS
     seed: int = 0
+    zero_grad: Callable | None = None  # (step, name) -> bool mask: these entries' gradient is 0
 
 
 def tolerance(case: Case, dtype: str) -> float:
@@ -148,9 +149,10 @@ def _torch_loop(case, opt, sched, named, grad, loss, steps=None):
     for k in range(case.steps if steps is None else steps):
         def closure(k=k):
             p = {n: v.detach().numpy() for n, v in named.items()}
-            g = grad(p)
+            g = _zeroed(case, k, grad(p))
             for n, v in named.items():
-                v.grad = None if case.no_grad and case.no_grad(k, n) else torch.from_numpy(g[n])
+                v.grad = (None if case.no_grad and case.no_grad(k, n)
+                          else torch_grad(case.optimizer, torch.from_numpy(g[n])))
             if case.clip:
                 have = [v for v in named.values() if v.grad is not None]
                 if case.clip[0] == "norm":
@@ -171,6 +173,21 @@ def _torch_loop(case, opt, sched, named, grad, loss, steps=None):
                 sched.step()
         traj.append({n: v.detach().numpy().copy() for n, v in named.items()})
     return traj
+
+
+def torch_grad(optimizer: str, g):
+    """The gradient tensor torch's optimizer takes: sparse layout for SparseAdam (which raises
+    on dense gradients; ``to_sparse`` keeps the entries that are not 0, the entries the JAX
+    transform updates), dense otherwise."""
+    from ._registry import resolve
+
+    return g.to_sparse() if resolve(optimizer).name == "sparse_adam" else g
+
+
+def _zeroed(case, k, g):
+    if case.zero_grad is None:
+        return g
+    return {n: np.where(case.zero_grad(k, n), np.zeros_like(v), v) for n, v in g.items()}
 
 
 def _torch_class(name):
@@ -237,7 +254,7 @@ def _jax_loops(case, tx, dtypes, naive=False, start=None) -> dict:
         for d in dtypes:
             _, grad, loss = probs[d]
             p = {n: np.asarray(v) for n, v in params[d].items()}
-            g = grad(p)
+            g = _zeroed(case, k, grad(p))
             has_grad = None
             if case.no_grad:
                 miss = {n: bool(case.no_grad(k, n)) for n in g}
