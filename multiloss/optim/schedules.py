@@ -678,9 +678,13 @@ class _MultiplicativeBound(_Bound):
         jnp = _np()
         if self.schedule.traceable:
             k = t.astype("int32")
-            return [jax.lax.fori_loop(1, k + 1, lambda j, lr, f=f: lr * f(j),
-                                      jnp.asarray(base, t.dtype))
-                    for base, f in zip(self.base_lrs, self.fns)]
+
+            def product(base, f):
+                one = lambda k: jax.lax.fori_loop(  # noqa: E731
+                    1, k + 1, lambda j, lr: lr * f(j), jnp.asarray(base, t.dtype))
+                return jnp.vectorize(one)(k)  # any shape of counts (vmapped loop)
+
+            return [product(base, f) for base, f in zip(self.base_lrs, self.fns)]
         import numpy as np
 
         dt = t.dtype
