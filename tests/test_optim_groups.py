@@ -31,9 +31,9 @@ def _params():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta",
-                                  "adamax", "nadam", "radam"])
+                                  "adamax", "nadam", "radam", "asgd", "rprop", "sparse_adam"])
 def test_no_gradient_leaves_parameter_and_state_untouched(name):
-    hyper = {"weight_decay": 0.1}
+    hyper = {"weight_decay": 0.1} if "weight_decay" in mo.resolve(name).hyperparameters else {}
     if name == "sgd":
         hyper["momentum"] = 0.9
     tx = mo.get(name, lr=0.1, **hyper)

@@ -278,18 +278,25 @@ def _asgd(g, p, b, t, h, dt):
     return p, {"eta": new_eta.astype(edt), "mu": new_mu.astype(edt), "ax": ax}
 
 
+def _torch_sign(x):
+    """torch.sign on CPU: (x > 0) - (x < 0), so NaN -> 0 (jnp.sign(NaN) is NaN)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
 def _rprop(g, p, b, t, h, dt):
-    """torch's _single_tensor_rprop (capturable=False)."""
+    """torch's _single_tensor_rprop (capturable=False), with torch's sign (NaN -> 0: a NaN
+    gradient entry keeps its step size and does not move the parameter; torch's CUDA sign
+    may differ)."""
     if h["maximize"]:
         g = -g
     etaminus, etaplus = (_c(e, dt) for e in h["etas"])
     lo, hi = (_c(v, dt) for v in h["step_sizes"])
     step_size = _first_lr(t, b["step_size"], h["lr"], dt)
-    s = jnp.sign(g * b["prev"])
-    f = jnp.where(s > 0, etaplus, jnp.where(s < 0, etaminus, jnp.where(s == 0, _c(1, dt), s)))
+    s = _torch_sign(g * b["prev"])
+    f = jnp.where(s > 0, etaplus, jnp.where(s < 0, etaminus, _c(1, dt)))
     step_size = jnp.minimum(jnp.maximum(step_size * f, lo), hi)  # torch.clamp_(lo, hi)
     g = jnp.where(f == etaminus, jnp.zeros_like(g), g)
-    return p + _c(-1, dt) * jnp.sign(g) * step_size, {"prev": g, "step_size": step_size}
+    return p + _c(-1, dt) * _torch_sign(g) * step_size, {"prev": g, "step_size": step_size}
 
 
 def _sparse_adam(g, p, b, t, h, dt):

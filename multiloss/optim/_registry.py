@@ -600,7 +600,8 @@ register(OptimizerSpec(
 g = -grad if maximize else grad
 step_size = lr (every entry) on a parameter's first step: lr enters only there (a schedule
             changes nothing afterwards, as in torch)
-s = sign(g * prev);  f = etaplus if s > 0, etaminus if s < 0, 1 if s == 0 (NaN stays NaN)
+s = sign(g * prev);  f = etaplus if s > 0, etaminus if s < 0, else 1 (torch's CPU sign(NaN)
+    is 0: a NaN gradient entry keeps its step size and its parameter)
 step_size = clamp(step_size * f, min_step, max_step)
 g = 0 where f == etaminus
 p = p - sign(g) * step_size;  prev = g

@@ -145,6 +145,15 @@ def run_torch(case: Case, dtype: str, build_only=False):
 def _torch_loop(case, opt, sched, named, grad, loss, steps=None):
     import torch
 
+    if _torch_class(case.optimizer) == "SparseAdam" and torch.get_num_threads() > 1:
+        # torch's dense += sparse add_ starts its intra-op thread pool on every call: 15x
+        # slower on a loaded 2-core machine (4 s for 100 steps of 16 entries), same numbers
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _torch_loop(case, opt, sched, named, grad, loss, steps)
+        finally:
+            torch.set_num_threads(n)
     traj = []
     for k in range(case.steps if steps is None else steps):
         def closure(k=k):
