@@ -855,10 +855,19 @@ def provided(kind: str, torch_name: str) -> str | None:
     return None
 
 
+_SCHEDULER_NAMES: dict = {}
+
+
 def _scheduler_names(case: Case) -> set:
     """The torch scheduler classes a case runs (its torch scheduler and the ones inside it)."""
     if case.torch_schedule is None:
         return set()
+    if case.id not in _SCHEDULER_NAMES:
+        _SCHEDULER_NAMES[case.id] = _build_scheduler_names(case)
+    return _SCHEDULER_NAMES[case.id]
+
+
+def _build_scheduler_names(case: Case) -> set:
     _, sched, _ = run_torch(case, "float64", build_only=True)
     out, todo = set(), [sched]
     while todo:
