@@ -176,3 +176,39 @@ def test_sparse_adam_torch_backend_raises_on_dense_gradients_as_torch():
     w.grad = torch.ones(3)
     with pytest.raises(RuntimeError, match="SparseAdam does not support dense gradients"):
         opt.step()
+
+
+def test_asgd_scalar_dtype_follows_torch_default_dtype():
+    """torch keeps ASGD's eta and mu in its scalar dtype, float32 unless the default dtype is
+    float64, even for float64 parameters: scalar_dtype="float64" mirrors
+    torch.set_default_dtype(torch.float64), and from_torch reads it."""
+    case = T.case("asgd/lambd_alpha_t0")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        ref = T.run_torch(case, "float64")
+        opt, _, named = T.run_torch(case, "float64", build_only=True)
+        assert mo.from_torch(opt).transform.param_groups[0]["scalar_dtype"] == "float64"
+    finally:
+        torch.set_default_dtype(old)
+    err = {}
+    for dt in ("float32", "float64"):
+        ours = T._jax_loop(case, mo.get("asgd", scalar_dtype=dt, **case.hyper), "float64")
+        err[dt] = max(T._error(a, b) for a, b in zip(ours, ref))
+    assert err["float64"] <= 1e-12
+    assert err["float32"] > 1e-10  # float32 eta is visible in a float64 run
+
+
+def test_new_schedules_pickle_with_the_transform():
+    import pickle
+
+    for sched in (S.CyclicLR(0.01, 0.1, step_size_up=3, scale_fn=T._cyclic_scale),
+                  S.ChainedScheduler([S.ConstantLR(0.5, 4), S.MultiplicativeLR(T._lambda_b)])):
+        tx = mo.get("sgd", lr=0.1, momentum=0.9, schedule=sched)
+        tx2 = pickle.loads(pickle.dumps(tx))
+        p = {"w": jnp.arange(3.0)}
+        s, s2 = tx.init(p), tx2.init(p)
+        for _ in range(5):
+            u, s = tx.update(p, s, p)
+            u2, s2 = tx2.update(p, s2, p)
+            np.testing.assert_array_equal(np.asarray(u["w"]), np.asarray(u2["w"]))
