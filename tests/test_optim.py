@@ -28,7 +28,7 @@ from multiloss.optim._registry import TORCH_ONLY
 jax.config.update("jax_enable_x64", True)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam",
-              "radam", "lbfgs")
+              "radam", "lbfgs", "asgd", "rprop", "sparse_adam")
 CASES = [c.id for c in T.CASES]  # every optimizer, schedule, group, clipping and from_torch case
 NAIVE = [c for c in CASES if T.case(c).naive_gap is not None]
 
@@ -288,6 +288,15 @@ BAD_VALUES = [
     ("nadam", {"momentum_decay": -0.1}, r"nadam: momentum_decay: .*got -0.1"),
     ("radam", {"weight_decay": -0.1}, r"radam: weight_decay: .*got -0.1"),
     ("lbfgs", {"lr": -1.0}, r"lbfgs: lr: .*got -1.0"),
+    ("asgd", {"lr": -1.0}, r"asgd: lr: .*got -1.0"),
+    ("asgd", {"weight_decay": -0.1}, r"asgd: weight_decay: .*got -0.1"),
+    ("rprop", {"etas": (1.0, 1.2)}, r"rprop: etas: expected 0 < etas\[0\] < 1 < etas\[1\], "
+                                    r"got \(1.0, 1.2\)"),
+    ("rprop", {"etas": (0.5, 1.0)}, r"rprop: etas: .*got \(0.5, 1.0\)"),
+    ("rprop", {"lr": -0.1}, r"rprop: lr: .*got -0.1"),
+    ("sparse_adam", {"lr": 0.0}, r"sparse_adam: lr: expected a value in \(0.0, inf\], got 0.0"),
+    ("sparse_adam", {"eps": 0.0}, r"sparse_adam: eps: expected a value in \(0.0, inf\], got 0.0"),
+    ("sparse_adam", {"betas": (0.9, 1.0)}, r"sparse_adam: betas\[1\]: .*got 1.0"),
 ]
 
 

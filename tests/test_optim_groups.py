@@ -31,9 +31,9 @@ def _params():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta",
-                                  "adamax", "nadam", "radam"])
+                                  "adamax", "nadam", "radam", "asgd", "rprop", "sparse_adam"])
 def test_no_gradient_leaves_parameter_and_state_untouched(name):
-    hyper = {"weight_decay": 0.1}
+    hyper = {"weight_decay": 0.1} if "weight_decay" in mo.resolve(name).hyperparameters else {}
     if name == "sgd":
         hyper["momentum"] = 0.9
     tx = mo.get(name, lr=0.1, **hyper)
@@ -219,9 +219,12 @@ def test_from_torch_errors():
     w = torch.zeros(2, requires_grad=True)
     with pytest.raises(TypeError, match=r"optimizer: expected a torch.optim.Optimizer, got list"):
         mo.from_torch([w])
-    with pytest.raises(ValueError, match=r"optimizer: torch.optim.Rprop has no multiloss "
+    class Custom(torch.optim.SGD):  # a subclass may change the update: not converted
+        pass
+
+    with pytest.raises(ValueError, match=r"optimizer: torch.optim.Custom has no multiloss "
                                          r"equivalent"):
-        mo.from_torch(torch.optim.Rprop([w]))
+        mo.from_torch(Custom([w]))
     # stepped optimizers and schedulers convert with their state (test_optim_state.py)
     opt = torch.optim.SGD([w], lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, 3)
@@ -229,6 +232,13 @@ def test_from_torch_errors():
                                          r"optimizer"):
         mo.from_torch(torch.optim.SGD([w], lr=0.1), sched)
     opt = torch.optim.SGD([w], lr=0.1, momentum=0.9)
-    cyc = torch.optim.lr_scheduler.CyclicLR(opt, 0.01, 0.1)
-    with pytest.raises(ValueError, match=r"scheduler: CyclicLR has no multiloss equivalent"):
-        mo.from_torch(opt, cyc)
+    L = torch.optim.lr_scheduler
+
+    class MyStep(L.StepLR):
+        pass
+
+    with pytest.raises(ValueError, match=r"scheduler: MyStep has no multiloss equivalent"):
+        mo.from_torch(opt, MyStep(opt, 3))
+    chained = L.ChainedScheduler([L.StepLR(opt, 3), L.CosineAnnealingLR(opt, 10)])
+    with pytest.raises(ValueError, match=r"schedulers\[1\]: CosineAnnealingLR is not chainable"):
+        mo.from_torch(opt, chained)

@@ -23,6 +23,10 @@ jax.config.update("jax_enable_x64", True)
 L = torch.optim.lr_scheduler
 BASE = [0.05, 0.02]  # two parameter groups
 
+
+def _mult(epoch):  # MultiplicativeLR's factor, plain Python
+    return 0.95 if epoch % 3 else 1.02
+
 # The 100-step trajectories of every schedule against torch run in test_optim.py (all of
 # multiloss.optim.testing's cases).
 
@@ -96,6 +100,40 @@ SEQUENCES = [
                                                      div_factor=10.0, final_div_factor=100.0),
      lambda o: L.OneCycleLR(o, 0.1, epochs=10, steps_per_epoch=12, anneal_strategy="linear",
                             three_phase=True, div_factor=10.0, final_div_factor=100.0)),
+    # issue 18
+    ("MultiplicativeLR/list", S.MultiplicativeLR([_mult, lambda e: 0.99]),
+     lambda o: L.MultiplicativeLR(o, [_mult, lambda e: 0.99])),
+    ("MultiplicativeLR/traceable", S.MultiplicativeLR(lambda e: 0.97, traceable=True),
+     lambda o: L.MultiplicativeLR(o, lambda e: 0.97)),
+    ("CyclicLR/triangular_momentum", S.CyclicLR(0.01, 0.1, step_size_up=7, step_size_down=5),
+     lambda o: L.CyclicLR(o, 0.01, 0.1, step_size_up=7, step_size_down=5)),
+    ("CyclicLR/triangular2_lists", S.CyclicLR([0.01, 0.02], [0.1, 0.2], step_size_up=6,
+                                              mode="triangular2", base_momentum=[0.7, 0.8],
+                                              max_momentum=0.95),
+     lambda o: L.CyclicLR(o, [0.01, 0.02], [0.1, 0.2], step_size_up=6, mode="triangular2",
+                          base_momentum=[0.7, 0.8], max_momentum=0.95)),
+    ("CyclicLR/exp_range_down0", S.CyclicLR(0.01, 0.1, step_size_up=5, step_size_down=0,
+                                            mode="exp_range", gamma=0.98),
+     lambda o: L.CyclicLR(o, 0.01, 0.1, step_size_up=5, step_size_down=0, mode="exp_range",
+                          gamma=0.98)),
+    ("CyclicLR/scale_fn_cycle", S.CyclicLR(0.01, 0.1, step_size_up=4, step_size_down=3,
+                                           scale_fn=T._cyclic_scale),
+     lambda o: L.CyclicLR(o, 0.01, 0.1, step_size_up=4, step_size_down=3,
+                          scale_fn=T._cyclic_scale)),
+    ("CyclicLR/scale_fn_iterations_traceable",
+     S.CyclicLR(0.01, 0.1, step_size_up=9, scale_fn=lambda x: 0.99**x, scale_mode="iterations",
+                traceable=True),
+     lambda o: L.CyclicLR(o, 0.01, 0.1, step_size_up=9, scale_fn=lambda x: 0.99**x,
+                          scale_mode="iterations")),
+    ("ChainedScheduler", S.ChainedScheduler([S.ConstantLR(0.1, 20), S.ExponentialLR(0.9),
+                                             S.LinearLR(0.5, 1.0, 10), S.MultiplicativeLR(_mult)]),
+     lambda o: L.ChainedScheduler([L.ConstantLR(o, 0.1, 20), L.ExponentialLR(o, 0.9),
+                                   L.LinearLR(o, 0.5, 1.0, 10), L.MultiplicativeLR(o, _mult)])),
+    ("ChainedScheduler/step_milestone0_poly_nested",
+     S.ChainedScheduler([S.StepLR(7, 0.5), S.ChainedScheduler([S.MultiStepLR([0, 5, 30]),
+                                                               S.PolynomialLR(90, 1.5)])]),
+     lambda o: L.ChainedScheduler([L.StepLR(o, 7, 0.5), L.ChainedScheduler(
+         [L.MultiStepLR(o, [0, 5, 30]), L.PolynomialLR(o, 90, 1.5)])])),
 ]
 
 
@@ -223,6 +261,33 @@ def test_lambda_lr_runs_plain_python_under_jit():
      r"schedulers\[1\]: ReduceLROnPlateau cannot be a stage of SequentialLR"),
     (lambda: S.SequentialLR([S.StepLR(2), S.StepLR(3)], [3, 4]), ValueError,
      r"milestones: expected 1 milestones"),
+    # issue 18
+    (lambda: S.MultiplicativeLR(0.9), TypeError, r"lr_lambda: expected a callable"),
+    (lambda: S.CyclicLR(0.01, 0.1, mode="triangle"), ValueError,
+     r"mode: expected one of \['triangular', 'triangular2', 'exp_range'\] \(or a scale_fn\), "
+     r"got 'triangle'"),
+    (lambda: S.CyclicLR(0.01, 0.1, scale_fn=lambda x: 1.0, scale_mode="iter"), ValueError,
+     r"scale_mode: expected one of \['cycle', 'iterations'\], got 'iter'"),
+    (lambda: S.CyclicLR(0.01, 0.1, step_size_up=0), ValueError,
+     r"step_size_up: expected a value in \(0.0, inf\], got 0"),
+    (lambda: S.CyclicLR(0.01, 0.1, step_size_down=-1), ValueError,
+     r"step_size_down: expected a value in \[0.0, inf\], got -1"),
+    (lambda: S.CyclicLR("0.01", 0.1), TypeError, r"base_lr: expected a real number"),
+    (lambda: S.CyclicLR(0.01, [0.1, "x"]), TypeError, r"max_lr\[1\]: expected a real number"),
+    (lambda: S.CyclicLR(0.01, 0.1, scale_fn=3), TypeError, r"scale_fn: expected a callable"),
+    (lambda: S.ChainedScheduler([]), ValueError, r"schedulers: expected a non-empty list"),
+    (lambda: S.ChainedScheduler([S.StepLR(2), S.ReduceLROnPlateau()]), ValueError,
+     r"schedulers\[1\]: ChainedScheduler does not support ReduceLROnPlateau"),
+    (lambda: S.ChainedScheduler([S.CosineAnnealingLR(10)]), ValueError,
+     r"schedulers\[0\]: CosineAnnealingLR is not chainable here"),
+    (lambda: S.ChainedScheduler([S.StepLR(2), S.OneCycleLR(0.1, total_steps=5)]), ValueError,
+     r"schedulers\[1\]: OneCycleLR is not chainable here"),
+    (lambda: S.ChainedScheduler([lambda c: 0.1]), TypeError, r"schedulers\[0\]: expected a "
+                                                             r"multiloss.optim.schedules schedule"),
+    (lambda: S.SequentialLR([S.StepLR(2), S.MultiplicativeLR(_mult)], [3]), ValueError,
+     r"schedulers\[1\]: MultiplicativeLR cannot be a stage of SequentialLR"),
+    (lambda: S.SequentialLR([S.CyclicLR(0.1, 1.0), S.StepLR(2)], [3]), ValueError,
+     r"schedulers\[0\]: CyclicLR cannot be a stage of SequentialLR"),
 ])
 def test_bad_schedule_arguments(make, exc, msg):
     with pytest.raises(exc, match=msg):
@@ -235,7 +300,9 @@ def test_torch_rejects_the_same_values():
                   lambda: L.CosineAnnealingWarmRestarts(opt, 0),
                   lambda: L.OneCycleLR(opt, 0.1, total_steps=10, pct_start=1.5),
                   lambda: L.ReduceLROnPlateau(opt, factor=1.0),
-                  lambda: L.ReduceLROnPlateau(opt, mode="avg")):
+                  lambda: L.ReduceLROnPlateau(opt, mode="avg"),
+                  lambda: L.CyclicLR(opt, 0.01, 0.1, mode="triangle"),
+                  lambda: L.ChainedScheduler([L.StepLR(opt, 2), L.ReduceLROnPlateau(opt)])):
         with pytest.raises(ValueError):
             build()
 
@@ -251,6 +318,22 @@ def test_per_group_lists_must_match_the_groups():
                                          r"got 1"):
         mo.get("sgd", param_groups=groups, labels=labels,
                schedule=S.OneCycleLR([0.1], total_steps=10))
+
+
+def test_cyclic_momentum_cycling_needs_momentum_or_beta1():
+    """CyclicLR cycles SGD's momentum / Adam's beta1 (torch's default cycle_momentum=True),
+    and refuses optimizers without either, as torch does."""
+    for name in ("adagrad", "asgd", "rprop"):
+        with pytest.raises(ValueError, match=rf"schedule: CyclicLR cycles momentum but "
+                                             rf"{mo.resolve(name).torch_class} has no momentum"):
+            mo.get(name, schedule=S.CyclicLR(0.01, 0.1))
+        with pytest.raises(ValueError, match=r"optimizer must support momentum"):  # torch too
+            L.CyclicLR(getattr(torch.optim, mo.resolve(name).torch_class)(
+                [torch.zeros(1, requires_grad=True)]), 0.01, 0.1)
+    mo.get("adagrad", schedule=S.CyclicLR(0.01, 0.1, cycle_momentum=False))
+    _, moms = _ours(S.CyclicLR(0.01, 0.1, step_size_up=4), 9)
+    ref, ref_m = _torch_lrs(lambda o: L.CyclicLR(o, 0.01, 0.1, step_size_up=4), 9, kind="adam")
+    assert _rel(moms, ref_m) <= 1e-15 and ref_m[4, 0] == pytest.approx(0.8)  # beta1 at the peak
 
 
 def test_momentum_cycling_needs_momentum_or_beta1():

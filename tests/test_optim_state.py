@@ -38,6 +38,9 @@ FULL = {
     "nadam": {"lr": 0.05, "decoupled_weight_decay": True, "weight_decay": 0.1},
     "radam": {"lr": 0.05},
     "lbfgs": {"lr": 0.1, "max_iter": 1, "history_size": 3},
+    "asgd": {"lr": 0.05, "t0": 3.0, "weight_decay": 0.1},
+    "rprop": {"lr": 0.05, "etas": (0.4, 1.3)},
+    "sparse_adam": {"lr": 0.05},
 }
 
 
@@ -56,7 +59,7 @@ def _torch_opt(name, steps=0, seed=0):
     def closure():
         g = grad({k: v.detach().numpy() for k, v in named.items()})
         for k, v in named.items():
-            v.grad = torch.from_numpy(g[k])
+            v.grad = T.torch_grad(name, torch.from_numpy(g[k]))  # SparseAdam: sparse
         return loss({k: v.detach().numpy() for k, v in named.items()})
 
     for _ in range(steps):

@@ -286,7 +286,8 @@ def _transforms():
         out.append((f"{name}-groups-onecycle-clip", mo.get(
             name, param_groups=[{"lr": 0.01}, {"lr": 0.02}], labels={"w": 0, "b": 1},
             schedule=mo.schedules.OneCycleLR([0.05, 0.1], total_steps=10,
-                                             cycle_momentum=name not in ("adagrad", "adadelta")),
+                                             cycle_momentum=mo.resolve(name).momentum_key
+                                             is not None),
             clip_grad_norm=0.5)))
     out.append(("sgd-plateau", mo.get("sgd", lr=0.1, momentum=0.9,
                                       schedule=mo.schedules.ReduceLROnPlateau(patience=0))))

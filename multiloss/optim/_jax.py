@@ -250,6 +250,80 @@ KERNELS = {
 }
 
 
+# ---- ASGD, Rprop, SparseAdam (issue 18)
+
+
+def _first_lr(t, stored, lr, dt):
+    """torch fills a state entry with the group's lr when a parameter's state is created (its
+    first step, t == 1) and uses the stored value afterwards."""
+    return jnp.where(t == 1, jnp.asarray(lr, _sdt()).astype(dt), stored)
+
+
+def _asgd(g, p, b, t, h, dt):
+    """torch's _single_tensor_asgd (capturable=False): eta and mu are 0-dim tensors of torch's
+    scalar dtype, read as Python floats (``.item()``) and rewritten from Python doubles."""
+    g, _ = _grad(g, p, h, dt)
+    sdt = _sdt()
+    edt = b["eta"].dtype
+    lr, lambd, alpha, t0 = h["lr"], h["lambd"], h["alpha"], h["t0"]
+    eta = _first_lr(t, b["eta"], lr, edt).astype(sdt)
+    p = p * _c(1 - lambd * eta, dt)
+    p = p + _c(-eta, dt) * g
+    mu = b["mu"]
+    ax = jnp.where(mu == 1, p, b["ax"] + (p - b["ax"]) * mu.astype(dt))
+    lr = jnp.asarray(lr, sdt)
+    new_eta = lr / ((1 + lambd * lr * t) ** alpha)
+    d = t - t0
+    new_mu = 1 / jnp.where(d > 1, d, jnp.ones_like(d))  # Python's max(1, d): 1 unless d > 1
+    return p, {"eta": new_eta.astype(edt), "mu": new_mu.astype(edt), "ax": ax}
+
+
+def _torch_sign(x):
+    """torch.sign on CPU: (x > 0) - (x < 0), so NaN -> 0 (jnp.sign(NaN) is NaN)."""
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+def _rprop(g, p, b, t, h, dt):
+    """torch's _single_tensor_rprop (capturable=False), with torch's sign (NaN -> 0: a NaN
+    gradient entry keeps its step size and does not move the parameter; torch's CUDA sign
+    may differ)."""
+    if h["maximize"]:
+        g = -g
+    etaminus, etaplus = (_c(e, dt) for e in h["etas"])
+    lo, hi = (_c(v, dt) for v in h["step_sizes"])
+    step_size = _first_lr(t, b["step_size"], h["lr"], dt)
+    s = _torch_sign(g * b["prev"])
+    f = jnp.where(s > 0, etaplus, jnp.where(s < 0, etaminus, _c(1, dt)))
+    step_size = jnp.minimum(jnp.maximum(step_size * f, lo), hi)  # torch.clamp_(lo, hi)
+    g = jnp.where(f == etaminus, jnp.zeros_like(g), g)
+    return p + _c(-1, dt) * _torch_sign(g) * step_size, {"prev": g, "step_size": step_size}
+
+
+def _sparse_adam(g, p, b, t, h, dt):
+    """torch.optim._functional.sparse_adam on the entries of the gradient that are not 0 (the
+    dense counterpart of the indices of torch's coalesced sparse gradient); the others keep
+    their parameter and moments."""
+    if h["maximize"]:
+        g = -g
+    b1, b2 = h["beta1"], h["beta2"]
+    present = g != 0
+    m0, v0 = b["exp_avg"], b["exp_avg_sq"]
+    dm = (g - m0) * _c(1 - b1, dt)
+    dv = (g * g - v0) * _c(1 - b2, dt)
+    m = m0 + dm
+    v = v0 + dv
+    denom = jnp.sqrt(dv + v0) + _c(h["eps"], dt)
+    step_size = h["lr"] * jnp.sqrt(1 - b2**t) / (1 - b1**t)  # torch: math.sqrt
+    new_p = p + (dm + m0) / denom * _c(-step_size, dt)
+    return (jnp.where(present, new_p, p),
+            {"exp_avg": jnp.where(present, m, m0), "exp_avg_sq": jnp.where(present, v, v0)})
+
+
+KERNELS.update({"asgd": _asgd, "rprop": _rprop, "sparse_adam": _sparse_adam})
+#: per-parameter state entries that are 0-dim (not shaped like the parameter)
+_SCALAR_BUFFERS = ("mu_product", "eta", "mu")
+
+
 def _buffers_needed(spec: OptimizerSpec, groups: list[dict], cycles: bool) -> list[str]:
     need = []
     for key in spec.buffers:
@@ -389,7 +463,8 @@ def _check_state(spec, state, treedef, leaves, fields):
                 f"{spec.name}: state.{field_name}: built by tx.init for parameters of another "
                 f"structure ({jax.tree_util.tree_structure(tree)}; the parameters: {treedef}): "
                 "call tx.init(params) for these parameters") from None
-        if field_name == "step" or field_name.endswith("mu_product']"):
+        if field_name == "step" or any(field_name == f"buffers[{k!r}]"
+                                       for k in _SCALAR_BUFFERS):
             continue
         for i, (x, p) in enumerate(zip(flat, leaves)):
             if jnp.shape(x) != jnp.shape(p):
@@ -515,6 +590,9 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
         for key in needed:
             if key == "mu_product":
                 vals = [jnp.ones((), groups[gi[i]]["mu_product_dtype"]) for i in range(len(leaves))]
+            elif key in ("eta", "mu"):  # ASGD: 0-dim, torch's scalar dtype (eta set at t=1)
+                vals = [(jnp.ones if key == "mu" else jnp.zeros)((), groups[gi[i]]["scalar_dtype"])
+                        for i in range(len(leaves))]
             elif key == "sum":
                 vals = [jnp.full(jnp.shape(p), groups[gi[i]]["initial_accumulator_value"],
                                  jnp.result_type(p)) for i, p in enumerate(leaves)]

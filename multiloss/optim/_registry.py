@@ -521,6 +521,142 @@ p = p + t d  unless g.d > -tolerance_change
 
 
 # --------------------------------------------------------------------------------------------
+# ASGD, Rprop, SparseAdam (issue 18)
+
+
+def _etas_check(name, value):
+    """Rprop's ``etas``: a pair (etaminus, etaplus) with 0 < etaminus < 1 < etaplus (torch)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name}: expected a pair (etaminus, etaplus), got "
+                        f"{type(value).__name__} {value!r}")
+    lo, hi = (not_below()(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if not 0.0 < lo < 1.0 < hi:
+        raise ValueError(f"{name}: expected 0 < etas[0] < 1 < etas[1], got {tuple(value)!r}")
+    return (lo, hi)
+
+
+def _step_sizes_check(name, value):
+    """Rprop's ``step_sizes``: a pair (min, max) of reals, unchecked beyond that by torch (a min
+    above the max clamps every step size to the max, as torch.clamp does)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name}: expected a pair (min_step, max_step), got "
+                        f"{type(value).__name__} {value!r}")
+    return tuple(not_below()(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def _scalar_dtype_option(what):
+    return Option(
+        "scalar_dtype", "float32",
+        f"dtype of {what}. torch keeps it in torch.optim's _get_scalar_dtype(): float32 unless "
+        "torch.set_default_dtype(torch.float64), even for float64 parameters; 'float64' mirrors "
+        "a torch run under that default", dtype_name, allowed="'float32' | 'float64'")
+
+
+_positive = real(0.0, lo_open=True)
+
+register(OptimizerSpec(
+    name="asgd", torch_class="ASGD",
+    summary="averaged SGD (Polyak-Ruppert): a decaying step size eta and a running average ax",
+    options=(
+        _lr(1e-2),
+        # torch checks lr and weight_decay only: lambd, alpha, t0 take any float (NaN too)
+        Option("lambd", 1e-4, "decay term: p <- p (1 - lambd eta) and eta's decay rate",
+               not_below()),
+        Option("alpha", 0.75, "power of eta's decay", not_below()),
+        Option("t0", 1e6, "step at which averaging starts (mu = 1 / max(1, t - t0))",
+               not_below()),
+        WEIGHT_DECAY, FOREACH, MAXIMIZE, DIFFERENTIABLE, CAPTURABLE,
+    ),
+    jax_options=(_scalar_dtype_option("eta and mu (torch's 0-dim state tensors)"),),
+    formula="""
+g = -grad if maximize else grad;  g = g + weight_decay * p  if weight_decay != 0
+eta = lr on a parameter's first step (then the stored eta; eta and mu are kept in scalar_dtype)
+p = p * (1 - lambd * eta);  p = p - eta * g
+ax = p if mu == 1 else ax + (p - ax) * mu
+eta = lr / (1 + lambd * lr * t) ** alpha;  mu = 1 / max(1, t - t0)
+""",
+    optax="no optax block (optax has no ASGD); ax is torch's state['ax'], the averaged "
+          "parameters, in state.buffers['ax']",
+    differences=(("optax has no ASGD", "optimizer"),),
+    buffers=("eta", "mu", "ax"),
+    notes=("The averaged parameters torch keeps in state['ax'] are state.buffers['ax'] on JAX "
+           "(torch never copies them into the parameters; neither does multiloss). eta and mu "
+           "are float32 as in torch (scalar_dtype), so a float64 run follows torch only with "
+           "that rounding, as NAdam's mu_product."),
+))
+
+register(OptimizerSpec(
+    name="rprop", torch_class="Rprop",
+    summary="resilient backpropagation (Rprop without weight backtracking, torch's variant)",
+    options=(
+        _lr(1e-2),
+        Option("etas", (0.5, 1.2), "(etaminus, etaplus): step-size factors after a sign "
+               "change / no change", _etas_check, allowed="0 < etaminus < 1 < etaplus"),
+        Option("step_sizes", (1e-6, 50), "(min, max) bounds of the per-entry step size",
+               _step_sizes_check, allowed="a pair of reals"),
+        CAPTURABLE, FOREACH, MAXIMIZE, DIFFERENTIABLE,
+    ),
+    formula="""
+g = -grad if maximize else grad
+step_size = lr (every entry) on a parameter's first step: lr enters only there (a schedule
+            changes nothing afterwards, as in torch)
+s = sign(g * prev);  f = etaplus if s > 0, etaminus if s < 0, else 1 (torch's CPU sign(NaN)
+    is 0: a NaN gradient entry keeps its step size and its parameter)
+step_size = clamp(step_size * f, min_step, max_step)
+g = 0 where f == etaminus
+p = p - sign(g) * step_size;  prev = g
+""",
+    optax="scale_by_rprop(lr, eta_minus, eta_plus, min_step_size, max_step_size) -> "
+          "scale(-1) (= optax.rprop); see the differences",
+    differences=(
+        ("optax.rprop (0.2.8) returns the previous step's update (its first update is 0: "
+         "one step behind torch) and skips the clamp where g * prev == 0 (torch clamps "
+         "lr itself on the first step)", "trajectory"),
+        ("no maximize in optax", "maximize"),
+    ),
+    buffers=("prev", "step_size"),
+))
+
+register(OptimizerSpec(
+    name="sparse_adam", torch_class="SparseAdam", aliases=("sparseadam",),
+    summary="Adam on the entries with a gradient only (torch: sparse gradients; JAX: the "
+            "nonzero entries of a dense gradient)",
+    options=(
+        Option("lr", 1e-3, "learning rate (a schedule scales it, see multiloss.optim.schedules)",
+               _positive, allowed="> 0"),
+        BETAS,
+        Option("eps", 1e-8, "added to the denominator", _positive, allowed="> 0"),
+        MAXIMIZE,
+    ),
+    formula="""
+g = -grad if maximize else grad;  on the entries where g != 0 only (torch: the indices of
+the coalesced sparse gradient); every other entry of p, m and v is left untouched
+m = m + (g - m) * (1 - beta1);  v = v + (g^2 - v) * (1 - beta2)
+p = p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+t counts the steps in which the parameter had a gradient (even one with no nonzero entry)
+""",
+    optax="no optax block: optax.adam updates every entry (masking it with "
+          "optax.masked is per parameter, not per entry)",
+    differences=(
+        ("optax.adam moves every entry: the moments of entries without a gradient decay and "
+         "those entries keep moving", "trajectory"),
+        ("torch needs sparse-layout gradients (RuntimeError on dense ones); on JAX the "
+         "gradient is dense and the entries that are exactly 0 count as absent: an entry "
+         "torch's sparse gradient materializes with the value 0 is updated by torch, not "
+         "here", "mask"),
+        ("cost: torch touches only the nnz materialized entries; the JAX transform reads and "
+         "writes every entry of p, m and v (a masked dense update, Adam's memory traffic)",
+         "cost"),
+    ),
+    momentum_key="betas", buffers=("exp_avg", "exp_avg_sq"),
+    notes=("torch backend: torch.optim.SparseAdam itself, which raises RuntimeError on a dense "
+           "gradient (use nn.Embedding(sparse=True) or grad.to_sparse(); for dense gradients "
+           "use adam). JAX backend: dense gradients; an entry with gradient exactly 0 is left "
+           "alone, as torch leaves an entry absent from a sparse gradient."),
+))
+
+
+# --------------------------------------------------------------------------------------------
 # lookup
 
 

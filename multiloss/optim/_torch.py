@@ -73,6 +73,8 @@ def read_groups(spec: OptimizerSpec, optimizer, scheduler) -> list[dict]:
                 h["betas"] = (g["max_momentum"], h["betas"][1])
         if spec.name == "nadam":
             h["mu_product_dtype"] = str(torch.get_default_dtype()).replace("torch.", "")
+        if spec.name == "asgd":  # eta and mu: torch's _get_scalar_dtype()
+            h["scalar_dtype"] = str(torch.get_default_dtype()).replace("torch.", "")
         groups.append(h)
     return groups
 
@@ -138,10 +140,26 @@ def _schedule(s, top=False):
                         "base_m": g.get("base_momentum"), "max_m": g.get("max_momentum")}
                        for g in groups]
         return out
+    if type(s) is L.MultiplicativeLR:
+        return S.MultiplicativeLR(list(s.lr_lambdas))
+    if type(s) is L.ChainedScheduler:
+        return S.ChainedScheduler([_schedule(x) for x in s._schedulers])
+    if type(s) is L.CyclicLR and top:
+        up = s.total_size * s.step_ratio
+        cyc = s.cycle_momentum
+        out = S.CyclicLR(
+            list(s.base_lrs), list(s.max_lrs), step_size_up=up,
+            step_size_down=max(0.0, s.total_size - up), mode=s.mode, gamma=s.gamma,
+            scale_fn=s._scale_fn_custom, scale_mode=s.scale_mode, cycle_momentum=cyc,
+            base_momentum=list(s.base_momentums) if cyc else 0.8,
+            max_momentum=list(s.max_momentums) if cyc else 0.9)
+        out._total, out._ratio = s.total_size, s.step_ratio  # torch's own numbers
+        return out
     raise ValueError(f"scheduler: {name} has no multiloss equivalent here; supported: StepLR, "
                      "MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, "
-                     "CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, SequentialLR, "
-                     "OneCycleLR, ReduceLROnPlateau")
+                     "CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, "
+                     "MultiplicativeLR, SequentialLR, ChainedScheduler (of the chainable "
+                     "ones), OneCycleLR, CyclicLR, ReduceLROnPlateau")
 
 
 _ONECYCLE_KEYS = {"initial_lr": "initial", "max_lr": "max", "min_lr": "min",
@@ -227,7 +245,11 @@ def read_state(spec: OptimizerSpec, optimizer, scheduler, params=None) -> dict:
                 steps.append(int(float(entry["step"])))
         out["count"] = max(steps, default=0)
     if scheduler is not None:
-        out["count"] = int(scheduler.last_epoch)
+        # ChainedScheduler keeps no step count of its own: its schedulers' (stepped together)
+        last = scheduler
+        while isinstance(last, torch.optim.lr_scheduler.ChainedScheduler):
+            last = last._schedulers[0]
+        out["count"] = int(last.last_epoch)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             out["plateau"] = {
                 "lrs": [_scalar(g["lr"]) for g in optimizer.param_groups],

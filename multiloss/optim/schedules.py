@@ -39,13 +39,16 @@ from typing import Any, NamedTuple
 from .._registry import boolean, integer, real
 
 __all__ = [
+    "ChainedScheduler",
     "ConstantLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
+    "CyclicLR",
     "ExponentialLR",
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",
+    "MultiplicativeLR",
     "OneCycleLR",
     "PolynomialLR",
     "ReduceLROnPlateau",
@@ -376,6 +379,12 @@ class SequentialLR(Schedule):
                 raise ValueError(f"schedulers[{i}]: {s.torch_name} cannot be a stage of "
                                  "SequentialLR (torch rejects ReduceLROnPlateau and cannot "
                                  "restart SequentialLR; OneCycleLR overwrites the base lrs)")
+            if isinstance(s, (MultiplicativeLR, ChainedScheduler, CyclicLR)):
+                raise ValueError(
+                    f"schedulers[{i}]: {s.torch_name} cannot be a stage of SequentialLR here "
+                    "(torch restarts a stage with step(0): MultiplicativeLR then multiplies "
+                    "the previous stage's lr by lr_lambda(0), ChainedScheduler.step takes no "
+                    "epoch, CyclicLR overwrites the base lrs)")
         if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
             raise ValueError(f"milestones: expected {len(schedulers) - 1} milestones (one fewer "
                              f"than schedulers), got {milestones!r}")
@@ -635,3 +644,253 @@ class _PlateauBound(_Bound):
         return PlateauState(lrs, best, bad.astype("int32"), cooldown.astype("int32"),
                             state.last_epoch + 1)
 
+
+
+# --------------------------------------------------------------------------------------------
+# MultiplicativeLR, CyclicLR, ChainedScheduler (issue 18)
+
+
+class MultiplicativeLR(LambdaLR):
+    """torch.optim.lr_scheduler.MultiplicativeLR: lr_0 = base, lr_t = lr_{t-1} * lr_lambda(t),
+    i.e. base * lr_lambda(1) * ... * lr_lambda(t), one callable or one per group.
+
+    By default the callables run on the host with a Python int, exactly as torch calls them,
+    each once per step in order (cached: the products are torch's, multiplied in torch's
+    order, bit for bit); ``traceable=True`` calls them on a traced int32 step instead, in a
+    ``fori_loop`` over the steps so far (O(t) work per update)."""
+
+    torch_name = "MultiplicativeLR"
+
+    def bind(self, base_lrs):
+        fns = super().bind(base_lrs).fns
+        return _MultiplicativeBound(self, base_lrs, fns)
+
+
+class _MultiplicativeBound(_Bound):
+    def __init__(self, schedule, base_lrs, fns):
+        super().__init__(schedule, base_lrs)
+        self.fns = fns
+        self._lrs = [[float(b) for b in self.base_lrs]]  # torch's lr per step, per group
+
+    def _host_lrs(self, k: int) -> list:
+        while len(self._lrs) <= k:
+            e = len(self._lrs)
+            self._lrs.append([lr * f(e) for lr, f in zip(self._lrs[-1], self.fns)])
+        return self._lrs[k]
+
+    def lrs(self, state, t):
+        import jax
+
+        jnp = _np()
+        if self.schedule.traceable:
+            k = t.astype("int32")
+
+            def product(base, f):
+                one = lambda k: jax.lax.fori_loop(  # noqa: E731
+                    1, k + 1, lambda j, lr: lr * f(j), jnp.asarray(base, t.dtype))
+                return jnp.vectorize(one)(k)  # any shape of counts (vmapped loop)
+
+            return [product(base, f) for base, f in zip(self.base_lrs, self.fns)]
+        import numpy as np
+
+        dt = t.dtype
+
+        def host(count):
+            counts = np.asarray(count)
+            out = [[float(v) for v in self._host_lrs(int(k))] for k in counts.reshape(-1)]
+            return np.asarray(out, dtype=dt).reshape(counts.shape + (self.n,))
+
+        lrs = jax.pure_callback(host, jax.ShapeDtypeStruct(t.shape + (self.n,), dt), t,
+                                vmap_method="sequential")
+        return [lrs[..., g] for g in range(self.n)]
+
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+def _nonneg_real(name, value):
+    return real(0.0)(name, value)
+
+
+class CyclicLR(Schedule):
+    """torch.optim.lr_scheduler.CyclicLR (the CLR policy), with torch's momentum (SGD,
+    RMSprop) / beta1 (Adam family) cycling when ``cycle_momentum`` (torch's default), as
+    OneCycleLR's.
+
+    At step t: cycle = floor(1 + t / (up + down)), x = 1 + t / (up + down) - cycle,
+    s = x / r if x <= r else (x - 1) / (r - 1) with r = up / (up + down);
+    lr = base_lr + (max_lr - base_lr) * s * f, momentum = max_momentum - (max_momentum -
+    base_momentum) * s * f, where f = scale_fn(cycle) (scale_mode "cycle") or scale_fn(t)
+    ("iterations"); the built-in modes: triangular f = 1, triangular2 f = 1 / 2^(cycle - 1)
+    (both per cycle), exp_range f = gamma^t (per iteration). The lr starts at base_lr
+    whatever the optimizer's lr (torch overwrites it). ``scale_fn`` runs on the host with a
+    Python int as torch calls it (``traceable=True``: on the traced count, written with jnp).
+    Differences: ``scale_mode`` must be 'cycle' or 'iterations' (torch treats any other value
+    as 'iterations'); ``step_size_up`` must be > 0 and ``step_size_down`` >= 0 (torch divides
+    by zero or cycles backwards)."""
+
+    torch_name = "CyclicLR"
+    _args = ("base_lr", "max_lr", "step_size_up", "step_size_down", "mode", "gamma",
+             "scale_fn", "scale_mode", "cycle_momentum", "base_momentum", "max_momentum")
+
+    def __init__(self, base_lr: float | Sequence[float], max_lr: float | Sequence[float],
+                 step_size_up: float = 2000, step_size_down: float | None = None,
+                 mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float | Sequence[float] = 0.8,
+                 max_momentum: float | Sequence[float] = 0.9, traceable: bool = False):
+        for name, v in (("base_lr", base_lr), ("max_lr", max_lr),
+                        ("base_momentum", base_momentum), ("max_momentum", max_momentum)):
+            for i, x in enumerate(v if isinstance(v, (list, tuple)) else [v]):
+                real()(f"{name}[{i}]" if isinstance(v, (list, tuple)) else name, x)
+        self.base_lr, self.max_lr = base_lr, max_lr
+        self.base_momentum, self.max_momentum = base_momentum, max_momentum
+        self.step_size_up = real(0.0, lo_open=True)("step_size_up", step_size_up)
+        self.step_size_down = (None if step_size_down is None
+                               else _nonneg_real("step_size_down", step_size_down))
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"scale_fn: expected a callable or None, got "
+                            f"{type(scale_fn).__name__}")
+        if mode not in _CYCLIC_MODES and scale_fn is None:
+            raise ValueError(f"mode: expected one of {list(_CYCLIC_MODES)} (or a scale_fn), "
+                             f"got {mode!r}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"scale_mode: expected one of ['cycle', 'iterations'], got "
+                             f"{scale_mode!r}")
+        self.mode, self.scale_fn, self.scale_mode = mode, scale_fn, scale_mode
+        self.gamma = real()("gamma", gamma)
+        self.cycle_momentum = boolean("cycle_momentum", cycle_momentum)
+        self.traceable = boolean("traceable", traceable)
+        up = self.step_size_up
+        down = self.step_size_down if self.step_size_down is not None else up
+        self._total = up + down  # torch's total_size and step_ratio (from_torch: torch's own)
+        self._ratio = up / self._total
+
+    @property
+    def cycles_momentum(self) -> bool:
+        return self.cycle_momentum
+
+    def bind(self, base_lrs):
+        return _CyclicBound(self, base_lrs)
+
+    def _effective(self):
+        """(scale function kind, scale mode) as torch's _init_scale_fn sets them."""
+        if self.scale_fn is not None:
+            return "custom", self.scale_mode
+        return self.mode, "iterations" if self.mode == "exp_range" else "cycle"
+
+    def _factors(self, t):
+        """(scale_factor, f) at the steps t."""
+        jnp = _np()
+        cycle = jnp.floor(1 + t / self._total)
+        x = 1.0 + t / self._total - cycle
+        r = self._ratio
+        up = x / r
+        down = (x - 1) / (r - 1) if r != 1 else x  # r == 1 (step_size_down=0): never taken
+        scale = jnp.where(x <= r, up, down)
+        kind, mode = self._effective()
+        arg = cycle if mode == "cycle" else t
+        if kind == "triangular":
+            f = jnp.ones_like(t)
+        elif kind == "triangular2":
+            f = 1 / (2.0 ** (arg - 1))
+        elif kind == "exp_range":
+            f = self.gamma ** arg
+        elif self.traceable:
+            f = jnp.asarray(self.scale_fn(arg.astype("int32")), t.dtype)
+        else:
+            import jax
+            import numpy as np
+
+            fn, dt = self.scale_fn, t.dtype
+
+            def host(a):
+                a = np.asarray(a)
+                out = [float(fn(int(v))) for v in a.reshape(-1)]
+                return np.asarray(out, dtype=dt).reshape(a.shape)
+
+            f = jax.pure_callback(host, jax.ShapeDtypeStruct(t.shape, dt), arg,
+                                  vmap_method="sequential")
+        return scale, f
+
+    def _torch_kwargs(self, optimizer):
+        return {k: getattr(self, k) for k in self._args}
+
+
+class _CyclicBound(_Bound):
+    def __init__(self, schedule, base_lrs):
+        super().__init__(schedule, base_lrs)
+        s = schedule
+        self.lo = _per_group("base_lr", s.base_lr, self.n, real())
+        self.hi = _per_group("max_lr", s.max_lr, self.n, real())
+        self.m_lo = _per_group("base_momentum", s.base_momentum, self.n, real())
+        self.m_hi = _per_group("max_momentum", s.max_momentum, self.n, real())
+
+    def lrs(self, state, t):
+        scale, f = self.schedule._factors(t)
+        return [lo + (hi - lo) * scale * f for lo, hi in zip(self.lo, self.hi)]
+
+    def momenta(self, state, t):
+        if not self.schedule.cycle_momentum:
+            return None
+        scale, f = self.schedule._factors(t)
+        return [hi - (hi - lo) * scale * f for lo, hi in zip(self.m_lo, self.m_hi)]
+
+
+class ChainedScheduler(Schedule):
+    """torch.optim.lr_scheduler.ChainedScheduler: every scheduler steps once per step, each
+    multiplying the lr by its own ratio, so lr_t = base * F_1(t) * ... * F_n(t) with F_i
+    scheduler i's closed form for a base lr of 1.
+
+    Chainable here: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR,
+    MultiplicativeLR and ChainedScheduler, the schedulers whose torch step multiplies the
+    current lr by a factor. Refused (ValueError): ReduceLROnPlateau (torch refuses it too);
+    LambdaLR, CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR and SequentialLR, which set
+    the lr from the base lrs and discard the other schedulers' factors; CosineAnnealingLR,
+    whose torch step is affine (eta_min + ratio (lr - eta_min), and additive at each
+    restart), not a product of closed forms."""
+
+    torch_name = "ChainedScheduler"
+    _args = ("schedulers",)
+
+    def __init__(self, schedulers: Sequence[Schedule]):
+        if not isinstance(schedulers, (list, tuple)) or not schedulers:
+            raise ValueError("schedulers: expected a non-empty list of schedules, got "
+                             f"{schedulers!r}")
+        chainable = (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR,
+                     MultiplicativeLR, ChainedScheduler)
+        for i, s in enumerate(schedulers):
+            if not isinstance(s, Schedule):
+                raise TypeError(f"schedulers[{i}]: expected a multiloss.optim.schedules "
+                                f"schedule, got {type(s).__name__}")
+            if isinstance(s, ReduceLROnPlateau):
+                raise ValueError(f"schedulers[{i}]: ChainedScheduler does not support "
+                                 "ReduceLROnPlateau (torch refuses it too)")
+            if not isinstance(s, chainable):
+                raise ValueError(
+                    f"schedulers[{i}]: {s.torch_name} is not chainable here: expected one of "
+                    "StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, "
+                    "MultiplicativeLR, ChainedScheduler (schedulers whose step multiplies the "
+                    "lr by a factor); see ChainedScheduler's docstring")
+        self.schedulers = list(schedulers)
+
+    def bind(self, base_lrs):
+        return _ChainedBound(self, base_lrs)
+
+    def torch(self, optimizer):
+        import torch
+
+        inner = [s.torch(optimizer) for s in self.schedulers]
+        return torch.optim.lr_scheduler.ChainedScheduler(inner, optimizer)
+
+
+class _ChainedBound(_Bound):
+    def __init__(self, schedule, base_lrs):
+        super().__init__(schedule, base_lrs)
+        self.stages = [s.bind([1.0] * self.n) for s in schedule.schedulers]
+
+    def lrs(self, state, t):
+        out = [base * 1.0 for base in self.base_lrs]
+        for stage in self.stages:
+            out = [o * f for o, f in zip(out, stage.lrs((), t))]
+        return out

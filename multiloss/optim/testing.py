@@ -87,6 +87,7 @@ class Case:
     convert_at: int = 0  # from_torch after this many torch steps (its state converted)
     steps: int = STEPS
     seed: int = 0
+    zero_grad: Callable | None = None  # (step, name) -> bool mask: these entries' gradient is 0
 
 
 def tolerance(case: Case, dtype: str) -> float:
@@ -144,13 +145,23 @@ def run_torch(case: Case, dtype: str, build_only=False):
 def _torch_loop(case, opt, sched, named, grad, loss, steps=None):
     import torch
 
+    if _torch_class(case.optimizer) == "SparseAdam" and torch.get_num_threads() > 1:
+        # torch's dense += sparse add_ starts its intra-op thread pool on every call: 15x
+        # slower on a loaded 2-core machine (4 s for 100 steps of 16 entries), same numbers
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _torch_loop(case, opt, sched, named, grad, loss, steps)
+        finally:
+            torch.set_num_threads(n)
     traj = []
     for k in range(case.steps if steps is None else steps):
         def closure(k=k):
             p = {n: v.detach().numpy() for n, v in named.items()}
-            g = grad(p)
+            g = _zeroed(case, k, grad(p))
             for n, v in named.items():
-                v.grad = None if case.no_grad and case.no_grad(k, n) else torch.from_numpy(g[n])
+                v.grad = (None if case.no_grad and case.no_grad(k, n)
+                          else torch_grad(case.optimizer, torch.from_numpy(g[n])))
             if case.clip:
                 have = [v for v in named.values() if v.grad is not None]
                 if case.clip[0] == "norm":
@@ -171,6 +182,21 @@ def _torch_loop(case, opt, sched, named, grad, loss, steps=None):
                 sched.step()
         traj.append({n: v.detach().numpy().copy() for n, v in named.items()})
     return traj
+
+
+def torch_grad(optimizer: str, g):
+    """The gradient tensor torch's optimizer takes: sparse layout for SparseAdam (which raises
+    on dense gradients; ``to_sparse`` keeps the entries that are not 0, the entries the JAX
+    transform updates), dense otherwise."""
+    from ._registry import resolve
+
+    return g.to_sparse() if resolve(optimizer).name == "sparse_adam" else g
+
+
+def _zeroed(case, k, g):
+    if case.zero_grad is None:
+        return g
+    return {n: np.where(case.zero_grad(k, n), np.zeros_like(v), v) for n, v in g.items()}
 
 
 def _torch_class(name):
@@ -237,7 +263,7 @@ def _jax_loops(case, tx, dtypes, naive=False, start=None) -> dict:
         for d in dtypes:
             _, grad, loss = probs[d]
             p = {n: np.asarray(v) for n, v in params[d].items()}
-            g = grad(p)
+            g = _zeroed(case, k, grad(p))
             has_grad = None
             if case.no_grad:
                 miss = {n: bool(case.no_grad(k, n)) for n in g}
@@ -642,7 +668,124 @@ def _cases() -> list[Case]:
         k=3, steps=12)
     mid("sgd_warm_restarts", "sgd", {"lr": 0.05, "momentum": 0.9},
         torch_schedule=_sched("CosineAnnealingWarmRestarts", T_0=4, T_mult=2), k=9)
+    _cases_issue18(add, mid, sch)
     return c
+
+
+def _absent_rows(k, name):
+    """SparseAdam's gradients: embedding-like rows of w without a gradient (a different third
+    of the rows each step), half of b's entries, and every 10th step none of b at all (an
+    empty sparse gradient: torch counts the step and updates nothing)."""
+    if name == "w":
+        return np.broadcast_to(((k + np.arange(3)) % 3 == 0)[:, None], SHAPES["w"])
+    return ((k + np.arange(4)) % 4 < 2) | (k % 10 == 5)
+
+
+def _cyclic_scale(x):  # a custom CyclicLR scale_fn (plain Python, as a torch user writes it)
+    return 1.0 / (1.0 + 0.1 * x)
+
+
+def _cases_issue18(add, mid, sch):
+    """ASGD, Rprop, SparseAdam; MultiplicativeLR, CyclicLR, ChainedScheduler (issue 18)."""
+    ox = _optax
+    # ---- ASGD (no optax counterpart)
+    add("asgd/defaults", "asgd")
+    add("asgd/lambd_alpha_t0", "asgd", {"lr": 0.05, "lambd": 1e-2, "alpha": 0.6, "t0": 20.0})
+    add("asgd/weight_decay_maximize", "asgd", {"lr": 0.01, "weight_decay": 0.1, "t0": 5.0,
+                                               "maximize": True})
+    # ---- Rprop
+    add("rprop/defaults", "rprop", naive=lambda: ox().rprop(1e-2), naive_gap=1e-3)
+    add("rprop/etas_step_sizes", "rprop", {"lr": 0.05, "etas": (0.3, 1.5),
+                                           "step_sizes": (1e-3, 0.2)},
+        naive=lambda: ox().rprop(0.05, 0.3, 1.5, 1e-3, 0.2), naive_gap=1e-3)
+    add("rprop/maximize", "rprop", {"lr": 0.05, "maximize": True, "step_sizes": (1e-4, 0.5)})
+    # ---- SparseAdam (torch: sparse gradients; both sides: the same absent entries)
+    add("sparse_adam/defaults", "sparse_adam", zero_grad=_absent_rows,
+        naive=lambda: ox().adam(1e-3), naive_gap=1e-4)
+    add("sparse_adam/betas_eps_maximize", "sparse_adam",
+        {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-3, "maximize": True},
+        zero_grad=_absent_rows, naive=lambda: ox().adam(-0.05, 0.8, 0.99, 1e-3),
+        naive_gap=1e-2)
+    add("sparse_adam/dense_gradient", "sparse_adam", {"lr": 0.05},
+        naive=lambda: ox().adam(0.05))  # no zero entry: Adam's update (naive equal)
+    # ---- schedules
+    sgd = {"lr": 0.05, "momentum": 0.9}
+
+    def mult(epoch):
+        return 0.95 if epoch % 3 else 1.02
+
+    sch("MultiplicativeLR", S.MultiplicativeLR(mult), _sched("MultiplicativeLR", lr_lambda=mult),
+        lambda: ox().exponential_decay(0.05, 1, 0.95 ** (2 / 3) * 1.02 ** (1 / 3)),
+        naive_gap=1e-3)
+    sch("MultiplicativeLR/traceable_asgd", S.MultiplicativeLR(lambda e: 0.98, traceable=True),
+        _sched("MultiplicativeLR", lr_lambda=lambda e: 0.98), optimizer="asgd",
+        hyper={"lr": 0.05, "t0": 10.0})
+    sch("CyclicLR/sgd", S.CyclicLR(0.01, 0.1, step_size_up=15, step_size_down=10),
+        _sched("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=15, step_size_down=10),
+        optimizer="sgd", hyper=dict(sgd))
+    sch("CyclicLR/triangular2_adam", S.CyclicLR(0.01, 0.05, step_size_up=10, mode="triangular2",
+                                                base_momentum=0.8, max_momentum=0.9),
+        _sched("CyclicLR", base_lr=0.01, max_lr=0.05, step_size_up=10, mode="triangular2",
+               base_momentum=0.8, max_momentum=0.9), optimizer="adam", hyper={"lr": 0.05})
+    sch("CyclicLR/exp_range_no_momentum", S.CyclicLR(0.01, 0.1, step_size_up=8, mode="exp_range",
+                                                     gamma=0.99, cycle_momentum=False),
+        _sched("CyclicLR", base_lr=0.01, max_lr=0.1, step_size_up=8, mode="exp_range",
+               gamma=0.99, cycle_momentum=False), optimizer="adagrad", hyper={"lr": 0.05})
+    sch("CyclicLR/scale_fn_sparse_adam", S.CyclicLR(0.01, 0.05, step_size_up=6, step_size_down=0,
+                                                    scale_fn=_cyclic_scale,
+                                                    scale_mode="iterations"),
+        _sched("CyclicLR", base_lr=0.01, max_lr=0.05, step_size_up=6, step_size_down=0,
+               scale_fn=_cyclic_scale, scale_mode="iterations"),
+        optimizer="sparse_adam", hyper={"lr": 0.05}, zero_grad=_absent_rows)
+    sch("ChainedScheduler", S.ChainedScheduler([S.ConstantLR(0.1, 20), S.ExponentialLR(0.97),
+                                                S.MultiplicativeLR(mult)]),
+        lambda o: _chained(o, [("ConstantLR", {"factor": 0.1, "total_iters": 20}),
+                               ("ExponentialLR", {"gamma": 0.97}),
+                               ("MultiplicativeLR", {"lr_lambda": mult})]),
+        lambda: ox().join_schedules([ox().constant_schedule(0.005),
+                                    ox().exponential_decay(0.05 * 0.97**20, 1, 0.97)], [20]),
+        naive_gap=1e-3)
+    sch("ChainedScheduler/rprop", S.ChainedScheduler([S.LinearLR(0.5, 1.0, 10),
+                                                      S.StepLR(15, 0.5)]),
+        lambda o: _chained(o, [("LinearLR", {"start_factor": 0.5, "total_iters": 10}),
+                               ("StepLR", {"step_size": 15, "gamma": 0.5})]),
+        optimizer="rprop", hyper={"lr": 0.05})  # Rprop reads lr only on its first step
+    add("groups/CyclicLR_per_group", "sgd", dict(sgd),
+        {"param_groups": [{}, {"lr": 0.02}], "labels": _LABELS,
+         "schedule": S.CyclicLR([0.01, 0.02], [0.1, 0.05], step_size_up=12,
+                                base_momentum=[0.8, 0.7], max_momentum=[0.9, 0.95])},
+        torch_groups=_groups_wb({}, {"lr": 0.02}),
+        torch_schedule=_sched("CyclicLR", base_lr=[0.01, 0.02], max_lr=[0.1, 0.05],
+                              step_size_up=12, base_momentum=[0.8, 0.7],
+                              max_momentum=[0.9, 0.95]))
+    # ---- from_torch (fresh, and mid-training with the state converted)
+    add("from_torch/asgd_multiplicative", "asgd", {"lr": 0.05, "t0": 10.0},
+        torch_schedule=_sched("MultiplicativeLR", lr_lambda=mult), from_torch=True)
+    add("from_torch/sparse_adam_cyclic", "sparse_adam", {"lr": 0.05},
+        torch_schedule=_sched("CyclicLR", base_lr=0.01, max_lr=0.05, step_size_up=7,
+                              mode="exp_range", gamma=0.99),
+        zero_grad=_absent_rows, from_torch=True)
+    add("from_torch/rprop_chained", "rprop", {"lr": 0.05, "etas": (0.4, 1.3)},
+        torch_schedule=lambda o: _chained(o, [("ExponentialLR", {"gamma": 0.9}),
+                                              ("ConstantLR", {"factor": 0.5})]),
+        from_torch=True)
+    mid("asgd", "asgd", {"lr": 0.05, "t0": 4.0, "weight_decay": 0.1},
+        torch_schedule=_sched("MultiplicativeLR", lr_lambda=mult))  # averaging under way
+    mid("rprop", "rprop", {"lr": 0.05, "step_sizes": (1e-3, 0.3)})
+    mid("sparse_adam_cyclic", "sparse_adam", {"lr": 0.05, "betas": (0.85, 0.99)},
+        torch_schedule=_sched("CyclicLR", base_lr=0.01, max_lr=0.05, step_size_up=4),
+        zero_grad=_absent_rows, k=13)
+    mid("sgd_chained", "sgd", {"lr": 0.05, "momentum": 0.9},
+        torch_schedule=lambda o: _chained(o, [("LinearLR", {"start_factor": 0.2}),
+                                              ("ExponentialLR", {"gamma": 0.95})]), k=7)
+
+
+def _chained(opt, parts):
+    """torch's ChainedScheduler of torch's own schedulers (built in order, as a user does)."""
+    import torch
+
+    L = torch.optim.lr_scheduler
+    return L.ChainedScheduler([getattr(L, n)(opt, **kw) for n, kw in parts], opt)
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,15 +847,121 @@ def case(case_id: str) -> Case:
     return _BY_ID[case_id]
 
 
-def table(dtypes=("float64", "float32")) -> str:
+def table(dtypes=("float64", "float32"), results: dict | None = None) -> str:
     """The markdown table of docs/optim.md: largest error per case and dtype, and the naive
-    optax port's (float64)."""
+    optax port's (float64). ``results``: case id -> :func:`run_all`'s output (else run)."""
     rows = ["| case | float64 | float32 | naive optax (float64) |", "|---|---|---|---|"]
     for c in CASES:
-        res = run_all(c, dtypes, naive=True)
+        res = results[c.id] if results is not None else run_all(c, dtypes, naive=True)
         naive = res["float64"].naive_max if "float64" in res else None
         rows.append(f"| {c.id} | " + " | ".join(f"{res[d].max_error:.1e}" for d in dtypes)
                     + f" | {'' if naive is None else f'{naive:.1e}'} |")
+    return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# coverage of torch.optim: every optimizer and scheduler class torch has, enumerated from torch
+
+#: torch's classes multiloss does not provide, each with the reason. tests/test_optim_coverage.py
+#: fails when torch has a class that is neither provided (with a trajectory case) nor listed
+#: here, and when a class listed here is provided (then remove it from this list).
+NOT_PROVIDED = {
+    "Muon": "task F of issue 18 adds it (remove at merge)",
+    "Adafactor": "task F of issue 18 adds it (remove at merge)",
+}
+
+#: abstract bases torch exports beside the schedulers (not schedulers themselves)
+BASE_CLASSES = {"LRScheduler": "the base class", "_LRScheduler": "the deprecated base alias"}
+
+
+def torch_classes() -> dict:
+    """``{"optimizer": [...], "scheduler": [...]}``: the names of every ``torch.optim.Optimizer``
+    subclass in ``torch.optim`` and every ``LRScheduler`` subclass in
+    ``torch.optim.lr_scheduler`` and ``torch.optim.swa_utils`` (bases aside), from torch."""
+    import inspect
+
+    import torch
+
+    opt = {n for n, c in vars(torch.optim).items()
+           if inspect.isclass(c) and issubclass(c, torch.optim.Optimizer)
+           and c is not torch.optim.Optimizer}
+    base = torch.optim.lr_scheduler.LRScheduler
+    sched = {n for mod in (torch.optim.lr_scheduler, torch.optim.swa_utils)
+             for n, c in vars(mod).items()
+             if inspect.isclass(c) and issubclass(c, base) and n not in BASE_CLASSES}
+    return {"optimizer": sorted(opt), "scheduler": sorted(sched)}
+
+
+def provided(kind: str, torch_name: str) -> str | None:
+    """multiloss's name for torch's class (an optimizer name, or the schedule class of
+    ``multiloss.optim.schedules``), None when not provided."""
+    if kind == "optimizer":
+        from ._registry import _SPECS
+
+        return next((s.name for s in _SPECS.values() if s.torch_class == torch_name), None)
+    from . import swa
+
+    for mod, prefix in ((S, "schedules"), (swa, "swa")):  # SWALR is multiloss.optim.swa's
+        cls = getattr(mod, torch_name, None)
+        if isinstance(cls, type) and issubclass(cls, S.Schedule) and cls.torch_name == torch_name:
+            return f"{prefix}.{torch_name}"
+    return None
+
+
+_SCHEDULER_NAMES: dict = {}
+
+
+def _scheduler_names(case: Case) -> set:
+    """The torch scheduler classes a case runs (its torch scheduler and the ones inside it)."""
+    if case.torch_schedule is None:
+        return set()
+    if case.id not in _SCHEDULER_NAMES:
+        _SCHEDULER_NAMES[case.id] = _build_scheduler_names(case)
+    return _SCHEDULER_NAMES[case.id]
+
+
+def _build_scheduler_names(case: Case) -> set:
+    _, sched, _ = run_torch(case, "float64", build_only=True)
+    out, todo = set(), [sched]
+    while todo:
+        s = todo.pop()
+        out.add(type(s).__name__)
+        todo.extend(getattr(s, "_schedulers", []))
+    return out
+
+
+def cases_of(kind: str, torch_name: str) -> list:
+    """The trajectory cases that run torch's class ``torch_name``."""
+    if kind == "optimizer":
+        return [c for c in CASES if _torch_class(c.optimizer) == torch_name]
+    return [c for c in CASES if torch_name in _scheduler_names(c)]
+
+
+def coverage_table(results: dict | None = None) -> str:
+    """Every optimizer and scheduler class of torch (enumerated from torch) with multiloss's
+    counterpart and its largest gap to torch over the trajectory cases that run it (float64,
+    float32); "missing" with the reason where multiloss has none."""
+    import torch
+
+    rows = ["| torch | multiloss | cases | float64 | float32 |", "|---|---|---|---|---|"]
+    for kind, names in torch_classes().items():
+        for name in names:
+            mod = ("torch.optim." if kind == "optimizer" else
+                   "torch.optim.lr_scheduler." if hasattr(torch.optim.lr_scheduler, name) else
+                   "torch.optim.swa_utils.")
+            ours = provided(kind, name)
+            if ours is None:
+                why = NOT_PROVIDED.get(name, "not listed in NOT_PROVIDED: a test fails")
+                rows.append(f"| `{mod}{name}` | missing: {why} | 0 | | |")
+                continue
+            cs = cases_of(kind, name)
+            errs = {}
+            for d in ("float64", "float32"):
+                vals = [(results[c.id] if results is not None else run_all(c))[d].max_error
+                        for c in cs]
+                errs[d] = f"{max(vals):.1e}" if vals else "no case"
+            rows.append(f"| `{mod}{name}` | `{ours}` | {len(cs)} | {errs['float64']} | "
+                        f"{errs['float32']} |")
     return "\n".join(rows)
 
 
@@ -720,4 +969,7 @@ if __name__ == "__main__":
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    print(table())
+    _all = {c.id: run_all(c, naive=True) for c in CASES}
+    print(table(results=_all))
+    print()
+    print(coverage_table(_all))
