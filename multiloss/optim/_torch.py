@@ -159,7 +159,7 @@ def _schedule(s, top=False):
                      "MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, "
                      "CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, "
                      "MultiplicativeLR, SequentialLR, ChainedScheduler (of the chainable "
-                     "ones), OneCycleLR, CyclicLR, ReduceLROnPlateau")
+                     "ones), OneCycleLR, CyclicLR, ReduceLROnPlateau, SWALR")
 
 
 _ONECYCLE_KEYS = {"initial_lr": "initial", "max_lr": "max", "min_lr": "min",
