@@ -601,6 +601,12 @@ def resolve(name: str) -> LossSpec:
     key = name if name in _NAMES else _norm(name)
     if key in _NAMES:
         return _SPECS[_NAMES[key]]
+    for torch_name, (ours, where) in MODULE_LOSSES.items():
+        if _norm(name) in (_norm(torch_name), _norm(ours)):
+            raise ValueError(
+                f"name: {name!r} is a module with parameters (torch's {torch_name}), not a "
+                f"function of its inputs: use {where}, or multiloss.from_torch of a live "
+                f"torch.nn.{torch_name}")
     every = sorted({n for s in _SPECS.values() for n in (s.name, *s.aliases)})
     close = difflib.get_close_matches(name, every, n=5, cutoff=0.5)
     if not close:
@@ -610,10 +616,28 @@ def resolve(name: str) -> LossSpec:
                      f"multiloss.available()) lists every loss")
 
 
-def available(family: str | None = None) -> list[str]:
-    """The canonical names of the registered losses (optionally of one task family)."""
+#: torch.nn's loss classes that are modules with parameters, not functions of their inputs:
+#: each is a module pair in ``multiloss.nn`` (and ``multiloss.from_torch`` converts a live one)
+#: rather than a registry loss. torch name -> (multiloss name, where it is).
+MODULE_LOSSES = {
+    "AdaptiveLogSoftmaxWithLoss": (
+        "adaptive_log_softmax",
+        "multiloss.nn.AdaptiveLogSoftmaxWithLoss (flax.nnx) and "
+        "multiloss.nn.TorchAdaptiveLogSoftmaxWithLoss (torch)"),
+}
+
+
+def available(family: str | None = None, modules: bool = False) -> list[str]:
+    """The canonical names of the registered losses (optionally of one task family).
+
+    ``modules=True`` adds the losses that are modules with parameters (torch's
+    ``AdaptiveLogSoftmaxWithLoss``: ``"adaptive_log_softmax"``, the module pair of
+    ``multiloss.nn``; ``MODULE_LOSSES``), which ``multiloss.get`` does not build."""
     _load()
-    return sorted(n for n, s in _SPECS.items() if family is None or s.family == family)
+    names = [n for n, s in _SPECS.items() if family is None or s.family == family]
+    if modules and family in (None, "modules"):
+        names += [n for n, _ in MODULE_LOSSES.values()]
+    return sorted(names)
 
 
 def specs() -> Iterator[LossSpec]:

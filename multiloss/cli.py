@@ -36,6 +36,9 @@ def _cmd_list(args) -> int:
     print(f"{'loss':{width}}  {'family':{fam}}  aliases")
     for name, family, aliases in rows:
         print(f"{name:{width}}  {family:{fam}}  {aliases}")
+    print("\nmodules with parameters (multiloss.nn, not multiloss.get):")
+    for torch_name, (name, where) in _registry.MODULE_LOSSES.items():
+        print(f"{name:{width}}  {torch_name}: {where}")
     return 0
 
 

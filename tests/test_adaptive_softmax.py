@@ -233,9 +233,12 @@ def test_every_torch_nn_loss_class_has_a_twin():
                    and inspect.isclass(getattr(torch.nn, n)))
     assert len(names) >= 23 and "AdaptiveLogSoftmaxWithLoss" in names
     available = set(multiloss.available())
+    assert "adaptive_log_softmax" in set(multiloss.available(modules=True)) - available
     missing = []
     for name in names:
         if name in modules:
+            with pytest.raises(ValueError, match=r"module with parameters.*multiloss\.nn\."):
+                multiloss.get(name)  # the pointer to the module pair
             continue
         try:
             spec = multiloss.resolve(name)
