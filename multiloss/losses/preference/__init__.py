@@ -277,9 +277,10 @@ def _metrics():
     return defaultdict(lambda: defaultdict(list))
 
 
-def dpo_reference_terms(torch, inputs, opts):
+def dpo_reference_terms(torch, inputs, opts, metrics=None):
     """TRL 1.16's per-pair DPO loss (``DPOTrainer._compute_loss``), combined over the loss
-    types with ``loss_weights``: (per-pair loss, TRL's returned loss)."""
+    types with ``loss_weights``: (per-pair loss, TRL's returned loss). ``metrics``: a
+    ``defaultdict(lambda: defaultdict(list))`` TRL logs into (``rewards/chosen``, ...)."""
     trainer = _trl("trl.trainer.dpo_trainer").DPOTrainer
     c, r, rc, rr = inputs
     n = c.shape[0]
@@ -292,7 +293,8 @@ def dpo_reference_terms(torch, inputs, opts):
         f_divergence_type=opts["f_divergence_type"], f_alpha_divergence_coef=0.5,
         loss_types=types, loss_weights=weights, beta=opts["beta"],
         label_smoothing=opts["label_smoothing"], use_weighting=False,
-        args=SimpleNamespace(discopop_tau=opts["discopop_tau"]), _metrics=_metrics(),
+        args=SimpleNamespace(discopop_tau=opts["discopop_tau"]),
+        _metrics=_metrics() if metrics is None else metrics,
         _total_train_tokens=0, _tp_size=1)
     batch = {"input_ids": torch.zeros((2 * n, 2), dtype=torch.long),
              "attention_mask": torch.ones((2 * n, 2), dtype=torch.long),
@@ -314,9 +316,10 @@ def dpo_reference_terms(torch, inputs, opts):
     return per_pair, loss
 
 
-def kto_reference_terms(torch, inputs, opts):
+def kto_reference_terms(torch, inputs, opts, metrics=None):
     """TRL 1.16's per-example KTO loss (``KTOTrainer._compute_loss``, its ``losses`` put back
-    in the input order): (per-example loss, TRL's returned loss, a nanmean)."""
+    in the input order): (per-example loss, TRL's returned loss, a nanmean). ``metrics``: as
+    in ``dpo_reference_terms``."""
     mod = _trl("trl.trainer.kto_trainer")
     logps, ref_logps, labels, kl = inputs
     n = logps.shape[0]
@@ -326,7 +329,8 @@ def kto_reference_terms(torch, inputs, opts):
         aux_loss_enabled=False, precompute_ref_logps=True, calculate_KL=calculate_kl,
         loss_type=opts["loss_type"], beta=opts["beta"],
         desirable_weight=opts["desirable_weight"],
-        undesirable_weight=opts["undesirable_weight"], _metrics=_metrics(),
+        undesirable_weight=opts["undesirable_weight"],
+        _metrics=_metrics() if metrics is None else metrics,
         _total_train_tokens=0, _tp_size=1)
     self._compute_kl_logps = lambda m, b: mod.KTOTrainer._compute_kl_logps(self, m, b)
     kl_ids = torch.zeros((1, 2), dtype=torch.long)  # one KL sequence: its mean is kl exactly
@@ -888,9 +892,11 @@ preference_spec(
                    f"(and nll - losses.mean() as its get_batch_loss_metrics)",
     notes="TRL casts the log-probs to float32 (.float()) before the odds ratio: float64 "
     "inputs are computed in float64 here (the float64 reference keeps TRL's code at float64); "
-    "float16/bfloat16 in float32 (TRL returns float32, multiloss the input's dtype). At c = 0 "
+    "float16/bfloat16 log-probs are upcast to float32 and the loss is float32, as TRL's. At c = 0 "
     "exactly (p = 1) the odds are infinite: loss -beta*0, gradient NaN as in TRL.",
     check=_check_pair_nll,
+    # TRL's .float(): float16/bfloat16 log-probs computed and returned in float32
+    converts={"chosen_logps": ("f", "float32+"), "rejected_logps": ("f", "float32+")},
     samples=_orpo_samples,
     random_sample=_orpo_random,
 )
