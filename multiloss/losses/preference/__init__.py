@@ -486,7 +486,6 @@ def _cast(dtype, *xs):
     return tuple(np.asarray(x, dtype=dtype) for x in xs)
 
 
-_FDIV_MIX = ("sigmoid", "hinge", "exo_pair", "robust", "discopop")
 _SIG_MIX = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
             "sppo_hard", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
 
@@ -497,31 +496,27 @@ def _dpo_samples(rng, dtype):
     base = _cast(dtype, c, r, rc, rr)
     sw = loss_shape_weight(rng, (n,), dtype)
     yield Sample("dpo[defaults]", base, {})
-    w3 = (0.5, 1.0, 2.0)
-    yield Sample("dpo[hinge+ipo+exo_pair,weights,ls=1e-3,none,sw]", base,
-                 {"loss_type": ("hinge", "ipo", "exo_pair"), "loss_weights": w3,
-                  "label_smoothing": 1e-3, "reduction": "none", "beta": 0.3}, sw)
-    yield Sample("dpo[nca_pair+robust+bco_pair+sppo_hard,ls=0.1,sum]", base,
-                 {"loss_type": ("nca_pair", "robust", "bco_pair", "sppo_hard"),
-                  "label_smoothing": 0.1, "reduction": "sum"})
-    yield Sample("dpo[apo_zero+apo_down+discopop+sigmoid_norm,none]", base,
-                 {"loss_type": ("apo_zero", "apo_down", "discopop", "sigmoid_norm"),
-                  "discopop_tau": 0.2, "reduction": "none", "beta": 0.5})
+    # the types' options and reductions (every type is also in the edge cases below)
+    yield Sample("dpo[hinge+ipo+exo_pair+sppo_hard,weights,ls=1e-3,none,sw]", base,
+                 {"loss_type": ("hinge", "ipo", "exo_pair", "sppo_hard"),
+                  "loss_weights": (0.5, 1.0, 2.0, 0.25), "label_smoothing": 1e-3,
+                  "reduction": "none", "beta": 0.3}, sw)
     yield Sample("dpo[aot,ls=0.1,mean]", base, {"loss_type": "aot", "label_smoothing": 0.1})
     yield Sample("dpo[aot_unpaired,none,sw]", base,
                  {"loss_type": "aot_unpaired", "reduction": "none", "beta": 0.2}, sw)
-    for f in ("forward_kl", "js_divergence"):
-        yield Sample(f"dpo[f={f},sigmoid+hinge+exo_pair+robust+discopop,none]", base,
-                     {"f_divergence_type": f, "loss_type": _FDIV_MIX,
-                      "label_smoothing": 0.05, "reduction": "none"})
+    for f, types in (("forward_kl", ("sigmoid", "robust", "discopop")),
+                     ("js_divergence", ("hinge", "exo_pair", "robust"))):
+        yield Sample(f"dpo[f={f},{'+'.join(types)},sum]", base,
+                     {"f_divergence_type": f, "loss_type": types, "label_smoothing": 0.05,
+                      "reduction": "sum", "discopop_tau": 0.3})
     # equal chosen and rejected log-probs (a tie: zero margin), and beta = 0
     tie = _cast(dtype, c, c, rc, rc)
     yield Sample("dpo[tie-equal-chosen-rejected,every-type,none]", tie,
                  {"loss_type": _SIG_MIX, "label_smoothing": 0.1, "reduction": "none"})
-    yield Sample("dpo[zero-beta,none]", base,
+    yield Sample("dpo[zero-beta,sum]", base,
                  {"loss_type": ("sigmoid", "hinge", "nca_pair", "bco_pair", "apo_zero",
                                 "apo_down", "discopop", "robust", "aot"),
-                  "beta": 0.0, "label_smoothing": 0.2, "reduction": "none"})
+                  "beta": 0.0, "label_smoothing": 0.2, "reduction": "sum"})
     # saturation: margins of +-1e3 nats (beta * margin far past logsigmoid's range)
     big = np.array([1e3, -1e3, 50.0, -50.0, 400.0, -400.0])
     sat = _cast(dtype, c + big, c, rc, c)
