@@ -205,3 +205,57 @@ def test_every_loss_type_alone_against_trl(name, options, dtype):
                         None if red == "mean" else rng.uniform(0, 2, n).astype(dtype))
         result = testing.compare(resolve(name), sample, dtype)
         assert result.ok, (result.errors, result.message)
+
+
+def test_liger_kernel_chunked_losses_as_the_docs_say():
+    """docs/post-training.md's table: Liger-Kernel 0.8.5's plain-torch preference functions
+    (liger_kernel.chunked_loss, run on CPU) give TRL's numbers, except ORPO near logp = 0."""
+    cl = pytest.importorskip("liger_kernel.chunked_loss")
+    from liger_kernel.chunked_loss import cpo_loss, dpo_loss, kto_loss, orpo_loss, simpo_loss
+
+    del cl
+    T = torch.from_numpy
+    c, r, rc, rr = _pairs(8)
+    full = torch.zeros(16, 3)
+
+    def ours(name, *x, **o):
+        return float(multiloss.get(name, "torch", **o)(*map(T, x)))
+
+    dpo = dpo_loss.LigerFusedLinearDPOFunction.preference_loss_fn
+    eps = dpo(T(c), T(r), full, T(rc), T(rr), loss_type="exo_pair", label_smoothing=0.1)[0]
+    # exo_pair's epsilon is made in torch's default dtype (as TRL's): float64 needs it set
+    assert abs(float(eps) / ours("dpo", c, r, rc, rr, loss_type="exo_pair",
+                                 label_smoothing=0.1) - 1) > 1e-9
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        exo = float(dpo(T(c), T(r), full, T(rc), T(rr), loss_type="exo_pair",
+                        label_smoothing=0.1)[0])
+    finally:
+        torch.set_default_dtype(old)
+    assert exo == pytest.approx(ours("dpo", c, r, rc, rr, loss_type="exo_pair",
+                                     label_smoothing=0.1), rel=1e-14)
+    for t in ("sigmoid", "hinge", "nca_pair", "robust", "bco_pair", "sppo_hard",
+              "apo_zero", "apo_down", "discopop"):
+        ls = 0.1 if t in ("robust", "exo_pair") else 0.0
+        liger = float(dpo(T(c), T(r), full, T(rc), T(rr), beta=0.1, loss_type=t,
+                          label_smoothing=ls)[0])
+        assert liger == pytest.approx(ours("dpo", c, r, rc, rr, loss_type=t,
+                                           label_smoothing=ls), rel=1e-14), t
+    ca, ra = c / 20, r / 20
+    liger = float(cpo_loss.LigerFusedLinearCPOFunction.preference_loss_fn(
+        T(ca), T(ra), full, beta=0.1, label_smoothing=0.1)[0])
+    assert liger == pytest.approx(ours("cpo", ca, ra, ca * 0, label_smoothing=0.1,
+                                       cpo_alpha=0.0), rel=1e-14)
+    liger = float(simpo_loss.LigerFusedLinearSimPOFunction.preference_loss_fn(
+        T(ca), T(ra), full, beta=2.0, gamma=0.5)[0])
+    assert liger == pytest.approx(ours("simpo", ca, ra, beta=2.0), rel=1e-14)
+    labels = np.array([True, False] * 4)
+    liger = float(kto_loss.LigerFusedLinearKTOFunction.preference_loss_fn(
+        T(c), T(labels), torch.zeros(8, 3), T(rc), beta=0.1, kl=torch.tensor(0.3))[0])
+    assert liger == pytest.approx(ours("kto", c, rc, labels, np.asarray(0.3)), rel=1e-14)
+    orpo = orpo_loss.LigerFusedLinearORPOFunction.preference_loss_fn
+    near = (np.array([-1e-9, -1e-12, -3e-8, -0.5]), np.array([-2.0, -1e-7, -1.0, -1e-10]))
+    liger = float(orpo(*map(T, near), torch.zeros(8, 3), beta=0.1)[0])
+    err = abs(liger - ours("orpo", *near, near[0] * 0)) / abs(liger)
+    assert 1e-10 < err < 1e-7  # Liger's log1p(-exp(x)) loses digits near 0; TRL's does not

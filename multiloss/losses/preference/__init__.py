@@ -704,7 +704,8 @@ _NOTES_COMMON = (
     "linear_<loss> compute them). reduction='mean' is TRL's mean over the batch (with "
     "sample_weight: the weighted mean; normalizer: the global pair count for gradient "
     "accumulation); 'none' gives TRL's per-pair losses. float16/bfloat16 inputs are computed "
-    "in float32 and rounded to their dtype (TRL computes in the model's dtype). "
+    "in float32 and rounded to their dtype (TRL computes in the model's dtype; orpo returns "
+    "float32, as TRL's). "
     "Liger-Kernel's chunked losses (liger_kernel.chunked_loss) compute the same formulas "
     "from the hidden states: docs/post-training.md.")
 
