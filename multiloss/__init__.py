@@ -21,7 +21,7 @@ from .backends import load as _load_backend
 
 __version__ = "0.1.0"
 __all__ = ["LossParts", "available", "combine", "from_torch", "get", "info", "nn", "optim",
-           "resolve", "__version__"]
+           "preference_rewards", "resolve", "__version__"]
 
 
 def get(name: str, backend: str = "jax", **options):
@@ -40,3 +40,13 @@ def get(name: str, backend: str = "jax", **options):
     spec = resolve(name)
     bound = spec.bind(options)
     return _load_backend(backend).make(spec, bound)
+
+
+def preference_rewards(loss, *inputs, **named):
+    """The chosen and rejected rewards TRL logs for a preference loss (dpo, cpo, simpo, orpo,
+    kto) made by :func:`get`, on that loss's inputs and backend, without gradient:
+    ``(chosen_rewards, rejected_rewards)``, each of shape (N,).
+    See ``multiloss.losses.preference.preference_rewards``."""
+    from .losses.preference import preference_rewards as rewards
+
+    return rewards(loss, *inputs, **named)
