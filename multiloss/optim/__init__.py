@@ -40,6 +40,7 @@ __all__ = [
     "from_torch",
     "get",
     "info",
+    "muon_labels",
     "resolve",
     "schedules",
 ]
@@ -115,6 +116,9 @@ def _groups(spec: OptimizerSpec, defaults: dict, param_groups) -> tuple[list, li
         if "params" in item:
             raise TypeError(f"param_groups[{k!r}]: 'params' is not a key here: on JAX the "
                             "parameters of each group are chosen with labels=")
+        if "optimizer" in item:
+            out.append(_foreign_group(spec, k, item))
+            continue
         try:
             over = spec.bind(item, partial=True)
         except (TypeError, ValueError) as e:
@@ -126,6 +130,44 @@ def _groups(spec: OptimizerSpec, defaults: dict, param_groups) -> tuple[list, li
             raise type(e)(f"param_groups[{k!r}]: {e}") from None
         out.append(group)
     return out, keys
+
+
+def _foreign_group(spec: OptimizerSpec, k, item: Mapping) -> dict:
+    """A parameter group stepped by another optimizer (``{"optimizer": "adamw", ...}``, the
+    Muon recipe): that optimizer's torch defaults overridden by the group's keys (the
+    top-level hyperparameters are ``spec``'s and do not reach it), as a second torch
+    optimizer over these parameters would have."""
+    name = item["optimizer"]
+    try:
+        other = resolve(name)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"param_groups[{k!r}]: optimizer: {e}") from None
+    if not other.supports_groups or not spec.supports_groups:
+        raise ValueError(f"param_groups[{k!r}]: optimizer: {other.torch_class} cannot share a "
+                         f"transform with {spec.torch_class} (LBFGS steps all parameters as "
+                         "one vector)")
+    try:
+        group = other.bind({key: v for key, v in item.items() if key != "optimizer"})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"param_groups[{k!r}]: {e}") from None
+    if other.name != spec.name:
+        group["optimizer"] = other.name
+    return group
+
+
+def muon_labels(params, use_muon: Callable[[Any, Any], bool] | None = None, muon="muon",
+                other="adamw"):
+    """Labels for Muon's usual recipe: ``muon`` for the 2-D parameters, ``other`` for the rest
+    (biases, norm scales, convolution kernels, scalars), as torch's Muon docstring splits
+    ``model.parameters()`` by ``p.ndim == 2``. ``use_muon(path, leaf)`` overrides the rule (many
+    recipes also keep the embedding and the output head on AdamW). Use with
+    ``get("muon", ..., param_groups={"muon": {}, "adamw": {"optimizer": "adamw", "lr": ...}},
+    labels=muon_labels)``."""
+    import jax
+
+    rule = use_muon or (lambda path, p: len(getattr(p, "shape", ())) == 2)
+    return jax.tree_util.tree_map_with_path(lambda path, p: muon if rule(path, p) else other,
+                                            params)
 
 
 def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | None = None,
@@ -143,6 +185,9 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
                     (update k uses the lr torch uses after k ``sched.step()`` calls).
     param_groups    torch's param groups without "params": a list of dicts (labels 0, 1, ...)
                     or a dict label -> dict; each overrides the top-level hyperparameters.
+                    A group with an "optimizer" key is stepped by that optimizer instead,
+                    from its own torch defaults (a second torch optimizer over those
+                    parameters; Muon's recipe: {"optimizer": "adamw", "lr": 3e-4}).
     labels          which group each parameter is in: a pytree like the parameters, a function
                     params -> that pytree, or a list of labels in leaf order
                     (see ``decay_labels`` for the no-decay-on-biases-and-norms recipe).
@@ -184,10 +229,12 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule: expected a multiloss.optim.schedules schedule, got "
                             f"{type(schedule).__name__}")
-        if schedule.cycles_momentum and spec.momentum_key is None:
-            raise ValueError(f"schedule: {type(schedule).__name__} cycles momentum but "
-                             f"{spec.torch_class} has no momentum or beta1 (torch raises the "
-                             "same); pass cycle_momentum=False")
+        for s_ in {spec.name: spec, **{g["optimizer"]: resolve(g["optimizer"])
+                                        for g in groups if "optimizer" in g}}.values():
+            if schedule.cycles_momentum and s_.momentum_key is None:
+                raise ValueError(f"schedule: {type(schedule).__name__} cycles momentum but "
+                                 f"{s_.torch_class} has no momentum or beta1 (torch raises "
+                                 "the same); pass cycle_momentum=False")
         schedule.bind([g["lr"] for g in groups])  # per-group list lengths are checked now
     if clip_grad_norm is not None and clip_grad_value is not None:
         raise ValueError("clip_grad_norm, clip_grad_value: give one; for both, chain "
