@@ -334,8 +334,17 @@ def from_torch(optimizer, scheduler=None, params=None, **extras) -> FromTorch:
     ``optimizer.param_groups``, matching JAX parameters whose leaves come in that order.
     ``extras`` go to :func:`get` (``clip_grad_norm=...``; torch's clipping is not part of its
     optimizer).
+
+    ``optimizer`` may be a list of torch optimizers over disjoint parameters, stepped together
+    (Muon's recipe: ``[torch.optim.Muon(matrices), torch.optim.AdamW(others)]``): one
+    transform whose parameter groups are all their groups in that order, the groups of an
+    optimizer of another class than the first's stepped by that optimizer
+    (``{"optimizer": "adamw", ...}``); ``scheduler`` is then None or one scheduler per
+    optimizer, all the same schedule (the same class and arguments).
     """
     T = _backend("torch")
+    if isinstance(optimizer, (list, tuple)):
+        return _from_torch_many(T, list(optimizer), scheduler, params, extras)
     spec = T.spec_of(optimizer)
     schedule = T.read_schedule(scheduler, optimizer)
     groups = T.read_groups(spec, optimizer, scheduler)
@@ -345,5 +354,68 @@ def from_torch(optimizer, scheduler=None, params=None, **extras) -> FromTorch:
         tx = get(spec.name, backend="jax", schedule=schedule, **groups[0], **extras)
     else:
         tx = get(spec.name, backend="jax", schedule=schedule, param_groups=groups,
+                 labels=labels, **extras)
+    return FromTorch(_backend("jax").with_torch_state(tx, snap), labels)
+
+
+def _from_torch_many(T, optimizers, schedulers, params, extras) -> FromTorch:
+    """:func:`from_torch` of several torch optimizers stepped together (see there)."""
+    if not optimizers:
+        raise ValueError("optimizer: expected a torch optimizer or a non-empty list of them, "
+                         "got an empty list")
+    specs_ = [T.spec_of(o) for o in optimizers]
+    if any(s_.name == "lbfgs" for s_ in specs_) and len(optimizers) > 1:
+        raise ValueError("optimizer: LBFGS steps all its parameters as one vector and cannot "
+                         "share a transform with other optimizers")
+    seen = set()
+    for i, o in enumerate(optimizers):
+        for g in o.param_groups:
+            for p in g["params"]:
+                if id(p) in seen:
+                    raise ValueError(f"optimizer[{i}]: a parameter of shape {tuple(p.shape)} "
+                                     "is also in an earlier optimizer; expected disjoint "
+                                     "parameters")
+                seen.add(id(p))
+    if schedulers is None:
+        schedulers = [None] * len(optimizers)
+    elif not isinstance(schedulers, (list, tuple)) or len(schedulers) != len(optimizers):
+        raise ValueError(f"scheduler: expected None or a list of {len(optimizers)} schedulers, "
+                         f"one per optimizer, got {schedulers!r}")
+    scheds = [T.read_schedule(s_, o) for s_, o in zip(schedulers, optimizers)]
+    if len({repr(s_) for s_ in scheds}) > 1:
+        raise ValueError("scheduler: the optimizers' schedulers differ "
+                         f"({', '.join(repr(s_) for s_ in scheds)}); one transform takes one "
+                         "schedule: give each optimizer the same scheduler class and arguments")
+    if any(type(s_).__name__ in ("OneCycleLR", "ReduceLROnPlateau") for s_ in scheds):
+        raise ValueError("scheduler: OneCycleLR and ReduceLROnPlateau keep per-optimizer "
+                         "numbers; from_torch of several optimizers takes the other schedules")
+    first = specs_[0]
+    groups, labels, snaps, offset = [], None, [], 0
+    for o, s_, sch in zip(optimizers, specs_, schedulers):
+        gs = T.read_groups(s_, o, sch)
+        if s_.name != first.name:
+            gs = [{**g, "optimizer": s_.name} for g in gs]
+        lab = T.read_labels(o, params)
+        if isinstance(lab, dict):
+            lab = {k: v + offset for k, v in lab.items()}
+            labels = {**(labels or {}), **lab}
+        else:
+            if isinstance(labels, dict):
+                raise ValueError("params: the parameter names of some optimizers are known and "
+                                 "of others not: pass params= (the module or (name, tensor) "
+                                 "pairs)")
+            labels = (labels or []) + [v + offset for v in lab]
+        groups += gs
+        offset += len(gs)
+        snaps.append(T.read_state(s_, o, sch, params))
+    names = [n for sn in snaps for n in (sn["names"] or [None] * len(sn["shapes"]))]
+    snap = {"shapes": [x for sn in snaps for x in sn["shapes"]],
+            "params": [x for sn in snaps for x in sn["params"]], "lbfgs": None,
+            "count": max(sn["count"] for sn in snaps), "plateau": None,
+            "names": None if None in names else names}
+    if len(groups) == 1:
+        tx = get(first.name, backend="jax", schedule=scheds[0], **groups[0], **extras)
+    else:
+        tx = get(first.name, backend="jax", schedule=scheds[0], param_groups=groups,
                  labels=labels, **extras)
     return FromTorch(_backend("jax").with_torch_state(tx, snap), labels)

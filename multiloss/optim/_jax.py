@@ -277,10 +277,12 @@ def _newton_schulz(u, coefficients, steps, eps):
     norm = _bf16(jnp.sqrt(jnp.sum(jnp.square(x.astype(_sdt())))).astype(f32))
     norm = jnp.maximum(norm, _bf16(_c(eps, f32)))  # clamp(min=eps) on a bfloat16 tensor
     x = _bf16(x / norm)
-    for _ in range(steps):
+    def body(_, x):
         gram = _bf16(_bf16_dot(x, x.T))
         upd = _bf16(b * gram + c * _bf16_dot(gram, gram))
-        x = _bf16(a * x + _bf16_dot(upd, x))
+        return _bf16(a * x + _bf16_dot(upd, x))
+
+    x = jax.lax.fori_loop(0, steps, body, x)
     return x.T if tall else x
 
 
