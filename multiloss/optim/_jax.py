@@ -678,12 +678,12 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
         grads = _flat(treedef, updates, "updates", leaves, who=who)
         masks = _flat(treedef, has_grad, "has_grad", leaves, shape="scalar", who=who)
         gi = _group_index(labels, params, treedef, keys)
+        _check_muon_rank(spec.name, leaves, gi, gspecs, treedef)
         _check_state(spec, state, treedef, leaves,
                      [("step", state.step)]
                      + [(f"buffers[{k!r}]", v) for k, v in state.buffers.items()],
                      shapes={f"buffers[{k!r}]": [slot(i, k, p, gi) for i, p in enumerate(leaves)]
                              for k in state.buffers if k in needed})
-        _check_muon_rank(spec.name, leaves, gi, gspecs, treedef)
         grads = _clip(grads, masks, clip)
         sdt = _sdt()
         t_sched = state.count.astype(sdt)
