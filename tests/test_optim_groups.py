@@ -31,7 +31,7 @@ def _params():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta",
-                                  "adamax", "nadam", "radam"])
+                                  "adamax", "nadam", "radam", "adafactor"])
 def test_no_gradient_leaves_parameter_and_state_untouched(name):
     hyper = {"weight_decay": 0.1}
     if name == "sgd":
