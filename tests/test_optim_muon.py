@@ -229,7 +229,23 @@ def test_bad_types_name_the_argument():
 # the gap where float32 sums round differently (larger matrices): measured, MULTILOSS_LONG
 
 
+def _avx512_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False
+
+
 @pytest.mark.skipif(not LONG, reason="MULTILOSS_LONG=1: 100-step Muon gaps on larger matrices")
-def test_muon_gap_on_larger_matrices_is_small():
-    for row in T.muon_gaps():
-        assert row["float64"] < 1e-3, row
+def test_muon_gap_on_larger_matrices():
+    """Measured (docs/optim.md): "exact" sums part from torch by 1e-4..1e-3 on matrices whose
+    float32 sums torch rounds differently; "torch_cpu" (torch's order on AVX512-BF16 CPUs)
+    follows torch to 1e-14 there except on the contiguous wide matrix."""
+    rows = T.muon_gaps()
+    for row in rows:
+        assert row["float64"] < 5e-3, row
+    if _avx512_bf16():
+        for row in rows:
+            if row["ns_accumulation"] == "torch_cpu" and "wide" not in row["shapes"]:
+                assert row["float64"] < 1e-12, row

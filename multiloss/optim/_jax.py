@@ -264,11 +264,32 @@ def _bf16_dot(a, b):
                       precision=jax.lax.Precision.HIGHEST).astype(jnp.float32)
 
 
-def _newton_schulz(u, coefficients, steps, eps):
+def _bf16_dot_torch_cpu(a, b):
+    """torch's CPU bfloat16 matmul as oneDNN computes it on AVX512-BF16 machines (measured on
+    torch 2.13): float32 sums, sequential over k in pairs (k + 1, k) (vdpbf16ps). Sequential:
+    slow for large k, an option for bit parity with such a torch run."""
+    k = a.shape[1]
+    order = [j for i in range(0, k, 2) for j in ((i + 1, i) if i + 1 < k else (i,))]
+    a_ = a[:, jnp.asarray(order, jnp.int32)].T if k else a.T
+    b_ = b[jnp.asarray(order, jnp.int32), :] if k else b
+
+    def body(acc, xy):
+        x, y = xy
+        return acc + x[:, None] * y[None, :], None
+
+    acc, _ = jax.lax.scan(body, jnp.zeros((a.shape[0], b.shape[1]), jnp.float32), (a_, b_))
+    return acc
+
+
+def _newton_schulz(u, coefficients, steps, eps, accumulation="exact"):
     """torch.optim._muon._zeropower_via_newtonschulz with torch's bfloat16 rounding: its
     bfloat16 ops compute in float32 and round once to bfloat16 (addmm: beta * C + alpha *
-    (A @ B) in float32, one rounding), a float64 input reaches bfloat16 through float32."""
+    (A @ B) in float32, one rounding), a float64 input reaches bfloat16 through float32.
+    ``accumulation``: "exact" (each float32 sum correctly rounded; any summation order that
+    is exact agrees) or "torch_cpu" (torch's order on AVX512-BF16 CPUs, see
+    ``_bf16_dot_torch_cpu``)."""
     f32 = jnp.float32
+    dot = _bf16_dot_torch_cpu if accumulation == "torch_cpu" else _bf16_dot
     a, b, c = (_c(v, f32) for v in coefficients)
     x = _bf16(u.astype(f32))
     tall = u.shape[0] > u.shape[1]
@@ -277,10 +298,20 @@ def _newton_schulz(u, coefficients, steps, eps):
     norm = _bf16(jnp.sqrt(jnp.sum(jnp.square(x.astype(_sdt())))).astype(f32))
     norm = jnp.maximum(norm, _bf16(_c(eps, f32)))  # clamp(min=eps) on a bfloat16 tensor
     x = _bf16(x / norm)
+    def addmm(beta, m, alpha, acc):
+        """torch's CPU bfloat16 addmm before its rounding to bfloat16: fma(beta, M, alpha *
+        acc) in float32 (oneDNN's sum post-op; measured), the fused multiply-add emulated in
+        float64 (exact: a float32 times a bfloat16 fits in 53 bits) under x64."""
+        scaled = acc if alpha is None else alpha * acc
+        if _sdt() == jnp.float64:
+            return (beta.astype(jnp.float64) * m.astype(jnp.float64)
+                    + scaled.astype(jnp.float64)).astype(f32)
+        return beta * m + scaled
+
     def body(_, x):
-        gram = _bf16(_bf16_dot(x, x.T))
-        upd = _bf16(b * gram + c * _bf16_dot(gram, gram))
-        return _bf16(a * x + _bf16_dot(upd, x))
+        gram = _bf16(dot(x, x.T))
+        upd = _bf16(addmm(b, gram, c, dot(gram, gram)))
+        return _bf16(addmm(a, x, None, dot(upd, x)))
 
     x = jax.lax.fori_loop(0, steps, body, x)
     return x.T if tall else x
@@ -290,7 +321,8 @@ def _muon(g, p, b, t, h, dt):
     mom = h["momentum"]
     buf = _lerp(b["momentum_buffer"], g, 1 - mom, dt)
     u = _lerp(g, buf, mom, dt) if h["nesterov"] else buf
-    o = _newton_schulz(u, h["ns_coefficients"], h["ns_steps"], h["eps"])
+    o = _newton_schulz(u, h["ns_coefficients"], h["ns_steps"], h["eps"],
+                       h.get("ns_accumulation", "exact"))
     A, B = p.shape[:2]
     fn = h["adjust_lr_fn"]
     ratio = 0.2 * math.sqrt(max(A, B)) if fn == "match_rms_adamw" else math.sqrt(max(1, A / B))

@@ -553,6 +553,12 @@ def _adjust_lr_fn(name, value):
     return value
 
 
+def _ns_accumulation(name, value):
+    if value not in ("exact", "torch_cpu"):
+        raise ValueError(f"{name}: expected one of ['exact', 'torch_cpu'], got {value!r}")
+    return value
+
+
 register(OptimizerSpec(
     name="muon", torch_class="Muon",
     summary="Muon: momentum, then Newton-Schulz orthogonalisation in bfloat16 (2-D parameters "
@@ -586,13 +592,23 @@ adjusted_lr = lr * sqrt(max(1, A / B))  |  lr * 0.2 * sqrt(max(A, B))  (match_rm
     optax="no exact block: optax.contrib.muon differs (see differences); multiloss emulates "
           "torch's bfloat16 Newton-Schulz with lax.reduce_precision",
     differences=(
-        ("optax.contrib.muon orthogonalises in the parameter's dtype (torch: bfloat16), "
-         "normalises by the Frobenius norm + eps (torch: max(norm, eps)), uses Nesterov "
-         "momentum as optax.trace (b = mu b + g; torch: lerp, i.e. an EMA), scales the update "
-         "by sqrt(max(1, A / B)) only as an option and applies weight decay to the "
-         "orthogonalised update; and it steps non-2-D parameters with Adam (torch raises)",
-         "trajectory"),
+        ("optax.contrib.muon orthogonalises in the parameter's dtype (torch: bfloat16 "
+         "arithmetic) and divides by |X|_F + eps (torch: max(|X|_F, eps); eps 1e-8 vs 1e-7)",
+         "Newton-Schulz"),
+        ("optax bias-corrects its momentum (EMA, as torch's lerp) and its Nesterov term; torch "
+         "does not", "momentum"),
+        ("optax scales by sqrt(max(1, fan_out / fan_in)) with fan_in = shape[0] (JAX's (in, "
+         "out) layout), torch by sqrt(max(1, A / B)) of its (out, in) = (A, B) weight: the "
+         "same array gets the reciprocal scale when not square", "adjust_lr"),
+        ("optax's default weight_decay is 0 (torch 0.1); optax steps the non-2-D parameters "
+         "with its own AdamW (torch raises)", "defaults"),
     ),
+    jax_options=(Option(
+        "ns_accumulation", "exact",
+        "float32 sums of the bfloat16 matmuls: 'exact' (correctly rounded: torch's whenever its "
+        "order sums exactly, always on small matrices) or 'torch_cpu' (torch's CPU order on "
+        "AVX512-BF16 machines, sequential over k: bit parity with such a run, slow for large "
+        "matrices)", _ns_accumulation, allowed="'exact' | 'torch_cpu'"),),
     momentum_key="momentum", buffers=("momentum_buffer",),
     notes=("Only 2-D parameters, as torch.optim.Muon: on JAX a parameter of another rank "
            "raises a ValueError naming its path and shape. The usual recipe, Muon for the "
@@ -644,16 +660,19 @@ p = p * (1 - lr * weight_decay)
 else:    V = lerp(V, g * g, w)
 U = g / sqrt(max(V, eps1^2));  p = p - alpha / max(1, RMS(U) / d) * U
 """,
-    optax="no exact block: optax.adafactor (Shazeer and Stern's variant, via "
-          "scale_by_factored_rms) differs; see differences",
+    optax="no exact block: optax.adafactor(lr, min_dim_size_to_factor=1) comes closest "
+          "(scale_by_factored_rms -> clip_by_block_rms(d) -> scale(lr) -> "
+          "scale_by_param_block_rms(eps2))",
     differences=(
-        ("optax.adafactor adds eps (1e-30) to g^2 before the factored averages (torch: "
-         "eps1 floors the estimate and the variance afterwards), uses decay_rate 0.8 as "
-         "1 - t^-0.8 (torch the same) but with its own step count offset, multiplies by "
-         "learning_rate (torch: relative step min(lr, 1/sqrt(t)) times max(eps2, RMS(p))), "
-         "factors only parameters with both of the last two dimensions >= 128 "
-         "(min_dim_size_to_factor; torch factors every >= 2-D parameter), clips at "
-         "RMS(U) / 1.0 and has momentum / weight decay options of its own", "trajectory"),
+        ("optax.adafactor factors only parameters whose two largest dimensions are >= 128 "
+         "(min_dim_size_to_factor; torch factors every >= 2-D parameter, over its last two "
+         "dimensions)", "factoring"),
+        ("optax adds eps=1e-30 to g^2 inside the running averages; torch floors mean(R) and "
+         "the estimate V with eps1 (machine epsilon) afterwards", "eps"),
+        ("optax computes 1 - beta2_t = t^-0.8 in float32 even under x64", "decay"),
+        ("optax multiplies by learning_rate; torch's step is min(lr, 1/sqrt(t)) (equal while "
+         "lr <= 1/sqrt(t)); optax's weight_decay_rate adds wd * p unscaled by lr (torch: "
+         "p * (1 - lr * weight_decay)); no maximize", "lr, weight_decay"),
     ),
     buffers=("row_var", "col_var", "variance"),
     notes=("foreach is accepted and has no effect on JAX (torch's foreach kernel gives the "

@@ -758,6 +758,34 @@ def case(case_id: str) -> Case:
     return _BY_ID[case_id]
 
 
+#: Muon on larger matrices (tall, wide, square): where torch's float32 sums in its bfloat16
+#: matmul, ordered by its CPU kernel, round to another bfloat16 than the correctly rounded
+#: sum does, the trajectories part (docs/optim.md reports these gaps)
+MUON_GAP_SHAPES = ({"tall": (32, 8)}, {"wide": (8, 32)}, {"square": (24, 24)},
+                   {"w": (48, 64), "t": (64, 16)})
+MUON_GAP_OPTIONS = ({"lr": 0.02}, {"lr": 0.02, "nesterov": False, "momentum": 0.9,
+                                   "adjust_lr_fn": "match_rms_adamw", "weight_decay": 0.01})
+
+
+def muon_gaps(dtypes=("float64",), accumulations=("exact", "torch_cpu")) -> list[dict]:
+    """Muon's 100-step gap to torch on the larger matrices of ``MUON_GAP_SHAPES`` with each of
+    ``MUON_GAP_OPTIONS`` and each ``ns_accumulation``: per dtype the largest relative error,
+    and the first step whose error in ``dtypes[0]`` exceeds 1e-12 (None: none)."""
+    rows = []
+    for acc in accumulations:
+        for shapes in MUON_GAP_SHAPES:
+            for hyper in MUON_GAP_OPTIONS:
+                c = Case("muon/gap", "muon", dict(hyper), {"ns_accumulation": acc},
+                         shapes=shapes)
+                res = run_all(c, dtypes)
+                errs = res[dtypes[0]].errors
+                first = next((k + 1 for k, e in enumerate(errs) if e > 1e-12), None)
+                rows.append({"ns_accumulation": acc, "shapes": shapes, "hyper": hyper,
+                             "first_step_over_1e-12": first,
+                             **{d: res[d].max_error for d in dtypes}})
+    return rows
+
+
 def table(dtypes=("float64", "float32")) -> str:
     """The markdown table of docs/optim.md: largest error per case and dtype, and the naive
     optax port's (float64)."""
@@ -775,3 +803,7 @@ if __name__ == "__main__":
 
     jax.config.update("jax_enable_x64", True)
     print(table())
+    print()
+    print("Muon on larger matrices (torch's bfloat16 sums in another order):")
+    for row in muon_gaps():
+        print(row)
