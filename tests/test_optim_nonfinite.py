@@ -193,8 +193,9 @@ def _option_cases():
                     "max_iter", "max_eval", "history_size"):
                 continue  # booleans, the kernel choices, line_search_fn
             for v in VALUES:
-                if o.name == "betas":
-                    out += [(name, "betas", (v, 0.999)), (name, "betas", (0.9, v))]
+                if isinstance(o.default, tuple):  # betas, Adafactor's eps, Muon's coefficients
+                    out += [(name, o.name, o.default[:i] + (v,) + o.default[i + 1:])
+                            for i in range(len(o.default))]
                 else:
                     out.append((name, o.name, v))
     return out
@@ -220,7 +221,7 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
     for name, key, v in OPTION_CASES:
         base = {"max_iter": 1} if name == "lbfgs" and key != "max_iter" else {}
         hyper = {**base, key: v}
-        w = torch.zeros(2, requires_grad=True)
+        w = torch.zeros((2, 2) if name == "muon" else 2, requires_grad=True)  # Muon: 2-D only
         ref = _build(getattr(torch.optim, mo.resolve(name).torch_class), [w], **hyper)
         ours_t = _build(mo.get, name, backend="torch", params=[w], **hyper)
         ours_j = _build(mo.get, name, backend="jax", **hyper)
@@ -234,7 +235,7 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
                 mo.get(name, backend="jax", **hyper)
             continue
         accepted += 1
-        p0, grads = _problem(1)
+        p0, grads = _problem(1, (5, 2) if name == "muon" else (5,))
         ref_traj = _reference_run(name, hyper, p0, grads)
         what = f"{name} {key}={v}"
         _assert_same(_torch_run(name, hyper, p0, grads), ref_traj, what + " (torch backend)",
@@ -244,9 +245,13 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
     # torch accepts: inf lr / eps / weight_decay everywhere, NaN in SGD's and LBFGS's
     # unchecked options, ...; the count keeps the sweep from silently shrinking
     assert accepted >= 40, accepted
-    # the one place an additive update cannot follow torch: AdamW's p * (1 - lr * wd) < 0
+    # the one place an additive update cannot follow torch: decoupled decay p * (1 - lr * wd)
+    # < 0 (AdamW, Muon, Adafactor; Muon's default weight_decay is 0.1, Adafactor's 0)
     assert {w for w, _ in FLIPS} == {"adamw lr=inf (jax backend)",
-                                     "adamw weight_decay=inf (jax backend)"}, FLIPS
+                                     "adamw weight_decay=inf (jax backend)",
+                                     "muon lr=inf (jax backend)",
+                                     "muon weight_decay=inf (jax backend)",
+                                     "adafactor weight_decay=inf (jax backend)"}, FLIPS
 
 
 @pytest.mark.parametrize("clip", [("norm", 2.0), ("norm", "inf"), ("norm", 1.0), ("value", None)],

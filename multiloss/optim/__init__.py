@@ -363,6 +363,13 @@ def _from_torch_many(T, optimizers, schedulers, params, extras) -> FromTorch:
     if not optimizers:
         raise ValueError("optimizer: expected a torch optimizer or a non-empty list of them, "
                          "got an empty list")
+    import torch
+
+    for i, o in enumerate(optimizers):
+        if not isinstance(o, torch.optim.Optimizer):
+            raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got list with "
+                            f"{type(o).__name__} at [{i}] (a list holds torch optimizers "
+                            "stepped together, e.g. [Muon(matrices), AdamW(others)])")
     specs_ = [T.spec_of(o) for o in optimizers]
     if any(s_.name == "lbfgs" for s_ in specs_) and len(optimizers) > 1:
         raise ValueError("optimizer: LBFGS steps all its parameters as one vector and cannot "
