@@ -607,8 +607,9 @@ adjusted_lr = lr * sqrt(max(1, A / B))  |  lr * 0.2 * sqrt(max(A, B))  (match_rm
         "ns_accumulation", "exact",
         "float32 sums of the bfloat16 matmuls: 'exact' (correctly rounded: torch's whenever its "
         "order sums exactly, always on small matrices) or 'torch_cpu' (torch's CPU order on "
-        "AVX512-BF16 machines, sequential over k: bit parity with such a run, slow for large "
-        "matrices)", _ns_accumulation, allowed="'exact' | 'torch_cpu'"),),
+        "AVX512-BF16 machines, sequential over k, slow for large matrices: 1e-15 of such a "
+        "run on the larger matrices measured but one, docs/optim.md)", _ns_accumulation,
+        allowed="'exact' | 'torch_cpu'"),),
     momentum_key="momentum", buffers=("momentum_buffer",),
     notes=("Only 2-D parameters, as torch.optim.Muon: on JAX a parameter of another rank "
            "raises a ValueError naming its path and shape. The usual recipe, Muon for the "
