@@ -194,8 +194,9 @@ def _option_cases():
                 continue  # booleans, the kernel choices, line_search_fn
             for v in VALUES:
                 if isinstance(o.default, tuple):  # betas, Adafactor's eps, Muon's coefficients
+                    # (Muon's three coefficients take one code path: the first only, CI time)
                     out += [(name, o.name, o.default[:i] + (v,) + o.default[i + 1:])
-                            for i in range(len(o.default))]
+                            for i in range(len(o.default) if len(o.default) == 2 else 1)]
                 else:
                     out.append((name, o.name, v))
     return out
