@@ -73,6 +73,9 @@ def main(argv=None) -> int:
         schedule = mo.schedules.OneCycleLR(0.1, total_steps=10, cycle_momentum=False)
         for name in mo.available():
             extra = {"max_iter": 1} if name == "lbfgs" else {}
+            if name == "muon":  # 2-D parameters only: its recipe, AdamW for "b"
+                extra = {"labels": mo.muon_labels,
+                         "param_groups": {"muon": {}, "adamw": {"optimizer": "adamw"}}}
             for kw in ({}, {"schedule": schedule, "clip_grad_norm": 1.0}):
                 try:
                     tx = mo.get(name, lr=0.01, **extra, **kw)

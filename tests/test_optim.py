@@ -9,6 +9,7 @@ test_optim_groups.py."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -28,8 +29,10 @@ from multiloss.optim._registry import TORCH_ONLY
 jax.config.update("jax_enable_x64", True)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "adamax", "nadam",
-              "radam", "lbfgs", "asgd", "rprop", "sparse_adam")
-CASES = [c.id for c in T.CASES]  # every optimizer, schedule, group, clipping and from_torch case
+              "radam", "lbfgs", "asgd", "rprop", "sparse_adam", "muon", "adafactor")
+LONG = os.environ.get("MULTILOSS_LONG") == "1"  # also the cases marked long (CI time)
+# every optimizer, schedule, group, clipping and from_torch case
+CASES = [c.id for c in T.CASES if LONG or not c.long]
 NAIVE = [c for c in CASES if T.case(c).naive_gap is not None]
 
 

@@ -31,7 +31,8 @@ def _params():
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta",
-                                  "adamax", "nadam", "radam", "asgd", "rprop", "sparse_adam"])
+                                  "adamax", "nadam", "radam", "asgd", "rprop", "sparse_adam",
+                                  "adafactor"])
 def test_no_gradient_leaves_parameter_and_state_untouched(name):
     hyper = {"weight_decay": 0.1} if "weight_decay" in mo.resolve(name).hyperparameters else {}
     if name == "sgd":

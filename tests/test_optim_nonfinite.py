@@ -57,13 +57,18 @@ CONFIGS = [
     ("asgd", {"lr": 0.1, "t0": 1.0, "weight_decay": 0.1}),
     ("rprop", {"lr": 0.1}),
     ("sparse_adam", {"lr": 0.1, "maximize": True}),
+    ("adafactor", {"lr": 0.1}),
+    ("adafactor", {"lr": 0.1, "weight_decay": 0.1, "maximize": True, "eps": (1e-6, 1e-2),
+                   "d": 1.5}),
+    ("muon", {"lr": 0.1}),  # a (5, 2) matrix: Muon takes 2-D parameters only
+    ("muon", {"lr": 0.1, "nesterov": False, "adjust_lr_fn": "match_rms_adamw"}),
 ]
 VALUES = (math.nan, math.inf, -math.inf)
 
 
-def _problem(seed=0):
+def _problem(seed=0, shape=(5,)):
     rng = np.random.default_rng(seed)
-    return rng.normal(size=5), [rng.normal(size=5) for _ in range(STEPS)]
+    return rng.normal(size=shape), [rng.normal(size=shape) for _ in range(STEPS)]
 
 
 def _torch_run(name, hyper, p0, grads):
@@ -146,14 +151,24 @@ def _ids(config):
 def test_nonfinite_gradients_and_parameters_propagate_as_in_torch(config):
     name, hyper = config
     jax_run = _jax_runner(name, hyper)
+    threads = torch.get_num_threads()
+    if name == "muon":  # torch's bfloat16 matmul: ~30 ms a call with 2 threads, us with one
+        torch.set_num_threads(1)
+    try:
+        _nonfinite(name, hyper, jax_run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _nonfinite(name, hyper, jax_run):
     n = 0
     for v in VALUES:
         for where in ("grad@1", "grad@3", "param"):
-            p0, grads = _problem()
+            p0, grads = _problem(shape=(5, 2) if name == "muon" else (5,))
             if where == "param":
-                p0[1] = v
+                p0.flat[1] = v
             else:
-                grads[int(where[-1]) - 1][1] = v
+                grads[int(where[-1]) - 1].flat[1] = v
             ref = _reference_run(name, hyper, p0, grads)
             what = f"{name} {hyper} {v} in {where}"
             _assert_same(_torch_run(name, hyper, p0, grads), ref, what + " (torch backend)", p0,
@@ -182,9 +197,11 @@ def _option_cases():
                     "max_iter", "max_eval", "history_size"):
                 continue  # booleans, the kernel choices, line_search_fn
             for v in VALUES:
-                if isinstance(o.default, tuple):  # betas, Rprop's etas and step_sizes
-                    a, b = o.default
-                    out += [(name, o.name, (v, b)), (name, o.name, (a, v))]
+                if isinstance(o.default, tuple):  # betas, Rprop's etas and step_sizes,
+                    # Adafactor's eps, Muon's coefficients
+                    # (Muon's three coefficients take one code path: the first only, CI time)
+                    out += [(name, o.name, o.default[:i] + (v,) + o.default[i + 1:])
+                            for i in range(len(o.default) if len(o.default) == 2 else 1)]
                 else:
                     out.append((name, o.name, v))
     return out
@@ -211,7 +228,7 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
     for name, key, v in OPTION_CASES:
         base = {"max_iter": 1} if name == "lbfgs" and key != "max_iter" else {}
         hyper = {**base, key: v}
-        w = torch.zeros(2, requires_grad=True)
+        w = torch.zeros((2, 2) if name == "muon" else 2, requires_grad=True)  # Muon: 2-D only
         ref = _build(getattr(torch.optim, mo.resolve(name).torch_class), [w], **hyper)
         ours_t = _build(mo.get, name, backend="torch", params=[w], **hyper)
         ours_j = _build(mo.get, name, backend="jax", **hyper)
@@ -225,7 +242,7 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
                 mo.get(name, backend="jax", **hyper)
             continue
         accepted += 1
-        p0, grads = _problem(1)
+        p0, grads = _problem(1, (5, 2) if name == "muon" else (5,))
         try:
             ref_traj = _reference_run(name, hyper, p0, grads)
         except ZeroDivisionError:
@@ -242,9 +259,13 @@ def test_nonfinite_options_are_accepted_where_torch_accepts_them_and_give_torchs
     # unchecked options, ...; the count keeps the sweep from silently shrinking
     assert accepted >= 40, accepted
     assert crashes == [("asgd", "alpha", -math.inf)], crashes
-    # the one place an additive update cannot follow torch: AdamW's p * (1 - lr * wd) < 0
+    # the one place an additive update cannot follow torch: decoupled decay p * (1 - lr * wd)
+    # < 0 (AdamW, Muon, Adafactor; Muon's default weight_decay is 0.1, Adafactor's 0)
     assert {w for w, _ in FLIPS} == {"adamw lr=inf (jax backend)",
-                                     "adamw weight_decay=inf (jax backend)"}, FLIPS
+                                     "adamw weight_decay=inf (jax backend)",
+                                     "muon lr=inf (jax backend)",
+                                     "muon weight_decay=inf (jax backend)",
+                                     "adafactor weight_decay=inf (jax backend)"}, FLIPS
 
 
 @pytest.mark.parametrize("clip", [("norm", 2.0), ("norm", "inf"), ("norm", 1.0), ("value", None)],

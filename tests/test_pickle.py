@@ -282,9 +282,13 @@ def _transforms():
             out.append((name, mo.get(name, lr=0.5,
                                      schedule=mo.schedules.StepLR(step_size=2))))
             continue
-        out.append((f"{name}-plain", mo.get(name)))
+        # Muon takes 2-D parameters only: "b" goes to AdamW (its recipe)
+        other = {"optimizer": "adamw"} if name == "muon" else {}
+        plain = ({"param_groups": {"muon": {}, "adamw": other}, "labels": mo.muon_labels}
+                 if name == "muon" else {})
+        out.append((f"{name}-plain", mo.get(name, **plain)))
         out.append((f"{name}-groups-onecycle-clip", mo.get(
-            name, param_groups=[{"lr": 0.01}, {"lr": 0.02}], labels={"w": 0, "b": 1},
+            name, param_groups=[{"lr": 0.01}, {"lr": 0.02, **other}], labels={"w": 0, "b": 1},
             schedule=mo.schedules.OneCycleLR([0.05, 0.1], total_steps=10,
                                              cycle_momentum=mo.resolve(name).momentum_key
                                              is not None),

@@ -40,6 +40,7 @@ __all__ = [
     "from_torch",
     "get",
     "info",
+    "muon_labels",
     "resolve",
     "schedules",
     "swa",
@@ -116,6 +117,9 @@ def _groups(spec: OptimizerSpec, defaults: dict, param_groups) -> tuple[list, li
         if "params" in item:
             raise TypeError(f"param_groups[{k!r}]: 'params' is not a key here: on JAX the "
                             "parameters of each group are chosen with labels=")
+        if "optimizer" in item:
+            out.append(_foreign_group(spec, k, item))
+            continue
         try:
             over = spec.bind(item, partial=True)
         except (TypeError, ValueError) as e:
@@ -127,6 +131,44 @@ def _groups(spec: OptimizerSpec, defaults: dict, param_groups) -> tuple[list, li
             raise type(e)(f"param_groups[{k!r}]: {e}") from None
         out.append(group)
     return out, keys
+
+
+def _foreign_group(spec: OptimizerSpec, k, item: Mapping) -> dict:
+    """A parameter group stepped by another optimizer (``{"optimizer": "adamw", ...}``, the
+    Muon recipe): that optimizer's torch defaults overridden by the group's keys (the
+    top-level hyperparameters are ``spec``'s and do not reach it), as a second torch
+    optimizer over these parameters would have."""
+    name = item["optimizer"]
+    try:
+        other = resolve(name)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"param_groups[{k!r}]: optimizer: {e}") from None
+    if not other.supports_groups or not spec.supports_groups:
+        raise ValueError(f"param_groups[{k!r}]: optimizer: {other.torch_class} cannot share a "
+                         f"transform with {spec.torch_class} (LBFGS steps all parameters as "
+                         "one vector)")
+    try:
+        group = other.bind({key: v for key, v in item.items() if key != "optimizer"})
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"param_groups[{k!r}]: {e}") from None
+    if other.name != spec.name:
+        group["optimizer"] = other.name
+    return group
+
+
+def muon_labels(params, use_muon: Callable[[Any, Any], bool] | None = None, muon="muon",
+                other="adamw"):
+    """Labels for Muon's usual recipe: ``muon`` for the 2-D parameters, ``other`` for the rest
+    (biases, norm scales, convolution kernels, scalars), as torch's Muon docstring splits
+    ``model.parameters()`` by ``p.ndim == 2``. ``use_muon(path, leaf)`` overrides the rule (many
+    recipes also keep the embedding and the output head on AdamW). Use with
+    ``get("muon", ..., param_groups={"muon": {}, "adamw": {"optimizer": "adamw", "lr": ...}},
+    labels=muon_labels)``."""
+    import jax
+
+    rule = use_muon or (lambda path, p: len(getattr(p, "shape", ())) == 2)
+    return jax.tree_util.tree_map_with_path(lambda path, p: muon if rule(path, p) else other,
+                                            params)
 
 
 def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | None = None,
@@ -144,6 +186,9 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
                     (update k uses the lr torch uses after k ``sched.step()`` calls).
     param_groups    torch's param groups without "params": a list of dicts (labels 0, 1, ...)
                     or a dict label -> dict; each overrides the top-level hyperparameters.
+                    A group with an "optimizer" key is stepped by that optimizer instead,
+                    from its own torch defaults (a second torch optimizer over those
+                    parameters; Muon's recipe: {"optimizer": "adamw", "lr": 3e-4}).
     labels          which group each parameter is in: a pytree like the parameters, a function
                     params -> that pytree, or a list of labels in leaf order
                     (see ``decay_labels`` for the no-decay-on-biases-and-norms recipe).
@@ -185,10 +230,12 @@ def get(name: str, backend: str = "jax", params=None, *, schedule: Schedule | No
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule: expected a multiloss.optim.schedules schedule, got "
                             f"{type(schedule).__name__}")
-        if schedule.cycles_momentum and spec.momentum_key is None:
-            raise ValueError(f"schedule: {type(schedule).__name__} cycles momentum but "
-                             f"{spec.torch_class} has no momentum or beta1 (torch raises the "
-                             "same); pass cycle_momentum=False")
+        for s_ in {spec.name: spec, **{g["optimizer"]: resolve(g["optimizer"])
+                                        for g in groups if "optimizer" in g}}.values():
+            if schedule.cycles_momentum and s_.momentum_key is None:
+                raise ValueError(f"schedule: {type(schedule).__name__} cycles momentum but "
+                                 f"{s_.torch_class} has no momentum or beta1 (torch raises "
+                                 "the same); pass cycle_momentum=False")
         schedule.bind([g["lr"] for g in groups])  # per-group list lengths are checked now
     if clip_grad_norm is not None and clip_grad_value is not None:
         raise ValueError("clip_grad_norm, clip_grad_value: give one; for both, chain "
@@ -288,8 +335,17 @@ def from_torch(optimizer, scheduler=None, params=None, **extras) -> FromTorch:
     ``optimizer.param_groups``, matching JAX parameters whose leaves come in that order.
     ``extras`` go to :func:`get` (``clip_grad_norm=...``; torch's clipping is not part of its
     optimizer).
+
+    ``optimizer`` may be a list of torch optimizers over disjoint parameters, stepped together
+    (Muon's recipe: ``[torch.optim.Muon(matrices), torch.optim.AdamW(others)]``): one
+    transform whose parameter groups are all their groups in that order, the groups of an
+    optimizer of another class than the first's stepped by that optimizer
+    (``{"optimizer": "adamw", ...}``); ``scheduler`` is then None or one scheduler per
+    optimizer, all the same schedule (the same class and arguments).
     """
     T = _backend("torch")
+    if isinstance(optimizer, (list, tuple)):
+        return _from_torch_many(T, list(optimizer), scheduler, params, extras)
     spec = T.spec_of(optimizer)
     schedule = T.read_schedule(scheduler, optimizer)
     groups = T.read_groups(spec, optimizer, scheduler)
@@ -299,5 +355,75 @@ def from_torch(optimizer, scheduler=None, params=None, **extras) -> FromTorch:
         tx = get(spec.name, backend="jax", schedule=schedule, **groups[0], **extras)
     else:
         tx = get(spec.name, backend="jax", schedule=schedule, param_groups=groups,
+                 labels=labels, **extras)
+    return FromTorch(_backend("jax").with_torch_state(tx, snap), labels)
+
+
+def _from_torch_many(T, optimizers, schedulers, params, extras) -> FromTorch:
+    """:func:`from_torch` of several torch optimizers stepped together (see there)."""
+    if not optimizers:
+        raise ValueError("optimizer: expected a torch optimizer or a non-empty list of them, "
+                         "got an empty list")
+    import torch
+
+    for i, o in enumerate(optimizers):
+        if not isinstance(o, torch.optim.Optimizer):
+            raise TypeError(f"optimizer: expected a torch.optim.Optimizer, got list with "
+                            f"{type(o).__name__} at [{i}] (a list holds torch optimizers "
+                            "stepped together, e.g. [Muon(matrices), AdamW(others)])")
+    specs_ = [T.spec_of(o) for o in optimizers]
+    if any(s_.name == "lbfgs" for s_ in specs_) and len(optimizers) > 1:
+        raise ValueError("optimizer: LBFGS steps all its parameters as one vector and cannot "
+                         "share a transform with other optimizers")
+    seen = set()
+    for i, o in enumerate(optimizers):
+        for g in o.param_groups:
+            for p in g["params"]:
+                if id(p) in seen:
+                    raise ValueError(f"optimizer[{i}]: a parameter of shape {tuple(p.shape)} "
+                                     "is also in an earlier optimizer; expected disjoint "
+                                     "parameters")
+                seen.add(id(p))
+    if schedulers is None:
+        schedulers = [None] * len(optimizers)
+    elif not isinstance(schedulers, (list, tuple)) or len(schedulers) != len(optimizers):
+        raise ValueError(f"scheduler: expected None or a list of {len(optimizers)} schedulers, "
+                         f"one per optimizer, got {schedulers!r}")
+    scheds = [T.read_schedule(s_, o) for s_, o in zip(schedulers, optimizers)]
+    if len({repr(s_) for s_ in scheds}) > 1:
+        raise ValueError("scheduler: the optimizers' schedulers differ "
+                         f"({', '.join(repr(s_) for s_ in scheds)}); one transform takes one "
+                         "schedule: give each optimizer the same scheduler class and arguments")
+    if any(type(s_).__name__ in ("OneCycleLR", "ReduceLROnPlateau") for s_ in scheds):
+        raise ValueError("scheduler: OneCycleLR and ReduceLROnPlateau keep per-optimizer "
+                         "numbers; from_torch of several optimizers takes the other schedules")
+    first = specs_[0]
+    groups, labels, snaps, offset = [], None, [], 0
+    for o, s_, sch in zip(optimizers, specs_, schedulers):
+        gs = T.read_groups(s_, o, sch)
+        if s_.name != first.name:
+            gs = [{**g, "optimizer": s_.name} for g in gs]
+        lab = T.read_labels(o, params)
+        if isinstance(lab, dict):
+            lab = {k: v + offset for k, v in lab.items()}
+            labels = {**(labels or {}), **lab}
+        else:
+            if isinstance(labels, dict):
+                raise ValueError("params: the parameter names of some optimizers are known and "
+                                 "of others not: pass params= (the module or (name, tensor) "
+                                 "pairs)")
+            labels = (labels or []) + [v + offset for v in lab]
+        groups += gs
+        offset += len(gs)
+        snaps.append(T.read_state(s_, o, sch, params))
+    names = [n for sn in snaps for n in (sn["names"] or [None] * len(sn["shapes"]))]
+    snap = {"shapes": [x for sn in snaps for x in sn["shapes"]],
+            "params": [x for sn in snaps for x in sn["params"]], "lbfgs": None,
+            "count": max(sn["count"] for sn in snaps), "plateau": None,
+            "names": None if None in names else names}
+    if len(groups) == 1:
+        tx = get(first.name, backend="jax", schedule=scheds[0], **groups[0], **extras)
+    else:
+        tx = get(first.name, backend="jax", schedule=scheds[0], param_groups=groups,
                  labels=labels, **extras)
     return FromTorch(_backend("jax").with_torch_state(tx, snap), labels)

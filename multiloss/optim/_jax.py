@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from ._registry import OptimizerSpec
+from ._registry import resolve as _resolve
 
 __all__ = ["LBFGSState", "TorchOptState", "clip_grad_norm", "clip_grad_value", "make"]
 
@@ -244,9 +245,163 @@ def _radam(g, p, b, t, h, dt):
     return jnp.where(rho_t > 5.0, rectified, plain), {"exp_avg": m, "exp_avg_sq": v}
 
 
+# ---- Muon and Adafactor (issue 18)
+
+
+def _bf16(x):
+    """Round a float32 array to bfloat16 (round to nearest even), keeping float32: where torch
+    stores a bfloat16 result. ``reduce_precision`` survives XLA's fusion (a float32 ->
+    bfloat16 -> float32 convert pair may be elided under jit: xla_allow_excess_precision)."""
+    return jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+
+
+def _bf16_dot(a, b):
+    """torch's CPU bfloat16 matmul: exact products, float32 sums (here summed in float64 under
+    x64, then rounded to float32: the correctly rounded sum, which torch's float32 sum equals
+    unless its order rounds differently)."""
+    acc = _sdt()
+    return jnp.matmul(a.astype(acc), b.astype(acc),
+                      precision=jax.lax.Precision.HIGHEST).astype(jnp.float32)
+
+
+def _bf16_dot_torch_cpu(a, b):
+    """torch's CPU bfloat16 matmul as oneDNN computes it on AVX512-BF16 machines (measured on
+    torch 2.13): float32 sums, sequential over k in pairs (k + 1, k) (vdpbf16ps). Sequential:
+    slow for large k, an option for bit parity with such a torch run."""
+    k = a.shape[1]
+    order = [j for i in range(0, k, 2) for j in ((i + 1, i) if i + 1 < k else (i,))]
+    a_ = a[:, jnp.asarray(order, jnp.int32)].T if k else a.T
+    b_ = b[jnp.asarray(order, jnp.int32), :] if k else b
+
+    def body(acc, xy):
+        x, y = xy
+        return acc + x[:, None] * y[None, :], None
+
+    acc, _ = jax.lax.scan(body, jnp.zeros((a.shape[0], b.shape[1]), jnp.float32), (a_, b_))
+    return acc
+
+
+def _newton_schulz(u, coefficients, steps, eps, accumulation="exact"):
+    """torch.optim._muon._zeropower_via_newtonschulz with torch's bfloat16 rounding: its
+    bfloat16 ops compute in float32 and round once to bfloat16 (addmm: beta * C + alpha *
+    (A @ B) in float32, one rounding), a float64 input reaches bfloat16 through float32.
+    ``accumulation``: "exact" (each float32 sum correctly rounded; any summation order that
+    is exact agrees) or "torch_cpu" (torch's order on AVX512-BF16 CPUs, see
+    ``_bf16_dot_torch_cpu``)."""
+    f32 = jnp.float32
+    dot = _bf16_dot_torch_cpu if accumulation == "torch_cpu" else _bf16_dot
+    a, b, c = (_c(v, f32) for v in coefficients)
+    x = _bf16(u.astype(f32))
+    tall = u.shape[0] > u.shape[1]
+    if tall:
+        x = x.T
+    norm = _bf16(jnp.sqrt(jnp.sum(jnp.square(x.astype(_sdt())))).astype(f32))
+    norm = jnp.maximum(norm, _bf16(_c(eps, f32)))  # clamp(min=eps) on a bfloat16 tensor
+    x = _bf16(x / norm)
+    def addmm(beta, m, alpha, acc):
+        """torch's CPU bfloat16 addmm before its rounding to bfloat16: fma(beta, M, alpha *
+        acc) in float32 (oneDNN's sum post-op; measured), the fused multiply-add emulated in
+        float64 (exact: a float32 times a bfloat16 fits in 53 bits) under x64."""
+        scaled = acc if alpha is None else alpha * acc
+        if _sdt() == jnp.float64:
+            return (beta.astype(jnp.float64) * m.astype(jnp.float64)
+                    + scaled.astype(jnp.float64)).astype(f32)
+        return beta * m + scaled
+
+    def body(_, x):
+        gram = _bf16(dot(x, x.T))
+        upd = _bf16(addmm(b, gram, c, dot(gram, gram)))
+        return _bf16(addmm(a, x, None, dot(upd, x)))
+
+    x = jax.lax.fori_loop(0, steps, body, x)
+    return x.T if tall else x
+
+
+def _muon(g, p, b, t, h, dt):
+    mom = h["momentum"]
+    buf = _lerp(b["momentum_buffer"], g, 1 - mom, dt)
+    u = _lerp(g, buf, mom, dt) if h["nesterov"] else buf
+    o = _newton_schulz(u, h["ns_coefficients"], h["ns_steps"], h["eps"],
+                       h.get("ns_accumulation", "exact"))
+    A, B = p.shape[:2]
+    fn = h["adjust_lr_fn"]
+    ratio = 0.2 * math.sqrt(max(A, B)) if fn == "match_rms_adamw" else math.sqrt(max(1, A / B))
+    lr = h["lr"]
+    p = p * _c(1 - lr * h["weight_decay"], dt)
+    return p + _c(-(lr * ratio), dt) * o.astype(dt), {"momentum_buffer": buf}
+
+
+def _py_min(a, b):
+    """Python's min(a, b): b only if b < a (NaN b: a)."""
+    return jnp.where(b < a, b, a)
+
+
+def _py_max(a, b):
+    """Python's max(a, b): b only if b > a (NaN b: a)."""
+    return jnp.where(b > a, b, a)
+
+
+def _adafactor(g, p, b, t, h, dt):
+    if h["maximize"]:
+        g = -g
+    sdt = _sdt()
+    eps1, eps2 = h["eps"]
+    if eps1 is None:
+        eps1 = float(jnp.finfo(dt).eps)
+    w = t ** h["beta2_decay"]  # 1 - beta2_t, a Python double in torch
+    lr = h["lr"]
+    rho = _py_min(_c(lr, sdt), 1 / t**0.5)
+    n = math.prod(p.shape)
+    rms_p = jnp.sqrt(jnp.sum(p * p)).astype(sdt) / n**0.5
+    alpha = _py_max(_c(eps2, sdt), rms_p) * rho
+    wd = h["weight_decay"]
+    if wd != 0:
+        p = p * _c(1 - lr * wd, dt)
+    out = {}
+    if g.ndim > 1:
+        row = jnp.square(jnp.sqrt(jnp.sum(g * g, axis=-1, keepdims=True))) / _c(g.shape[-1], dt)
+        col = jnp.square(jnp.sqrt(jnp.sum(g * g, axis=-2, keepdims=True))) / _c(g.shape[-2], dt)
+        r = _lerp(b["row_var"], row, w, dt)
+        cv = _lerp(b["col_var"], col, w, dt)
+        out = {"row_var": r, "col_var": cv}
+        var = (r * cv) / jnp.maximum(jnp.mean(r, axis=-2, keepdims=True), _c(eps1, dt))
+    else:
+        var = _lerp(b["variance"], g * g, w, dt)
+        out = {"variance": var}
+    upd = (_c(1.0, dt) / jnp.sqrt(jnp.maximum(var, _c(eps1 * eps1, dt)))) * g
+    rms_u = jnp.sqrt(jnp.sum(upd * upd)).astype(sdt) / (n**0.5 * h["d"])
+    denom = _py_max(_c(1.0, sdt), rms_u)
+    return p + (-alpha / denom).astype(dt) * upd, out
+
+
+def _slot_shape(name: str, key: str, shape: tuple) -> tuple:
+    """The shape of buffer ``key`` of a parameter of ``shape`` stepped by optimizer ``name``
+    (torch's state shapes); ``(0,)``: the parameter has no such buffer (a placeholder, e.g.
+    Adafactor's ``variance`` of a matrix, or another optimizer's buffer in a parameter group
+    of a mixed transform)."""
+    if name == "adafactor":
+        if len(shape) > 1:
+            return {"row_var": (*shape[:-1], 1), "col_var": (*shape[:-2], 1, shape[-1])}.get(
+                key, (0,))
+        return tuple(shape) if key == "variance" else (0,)
+    return tuple(shape)
+
+
+def _check_muon_rank(name, leaves, gi, gspecs, treedef):
+    for i, p in enumerate(leaves):
+        if gspecs[gi[i]].name == "muon" and jnp.ndim(p) != 2:
+            path = _paths(jax.tree_util.tree_unflatten(treedef, [0] * treedef.num_leaves))[i]
+            raise ValueError(
+                f"{name}: params{path}: torch.optim.Muon only supports 2-D parameters, got "
+                f"shape {tuple(jnp.shape(p))}; step the others with another optimizer in a "
+                "parameter group of its own, e.g. param_groups={'muon': {}, 'adamw': "
+                "{'optimizer': 'adamw'}}, labels=multiloss.optim.muon_labels")
+
+
 KERNELS = {
     "sgd": _sgd, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad,
     "adadelta": _adadelta, "adamax": _adamax, "nadam": _nadam, "radam": _radam,
+    "muon": _muon, "adafactor": _adafactor,
 }
 
 
@@ -453,7 +608,7 @@ def _flat(treedef, tree, name, like=None, shape="same", who=""):
     return flat
 
 
-def _check_state(spec, state, treedef, leaves, fields):
+def _check_state(spec, state, treedef, leaves, fields, shapes=None):
     """The state was built by ``init`` for parameters of this structure and these shapes."""
     for field_name, tree in fields:
         try:
@@ -466,14 +621,17 @@ def _check_state(spec, state, treedef, leaves, fields):
         if field_name == "step" or any(field_name == f"buffers[{k!r}]"
                                        for k in _SCALAR_BUFFERS):
             continue
+        want = (shapes or {}).get(field_name) or [jnp.shape(p) for p in leaves]
         for i, (x, p) in enumerate(zip(flat, leaves)):
-            if jnp.shape(x) != jnp.shape(p):
+            if jnp.shape(x) != tuple(want[i]):
                 path = _paths(jax.tree_util.tree_unflatten(treedef,
                                                            [0] * treedef.num_leaves))[i]
+                expect = ("" if tuple(want[i]) == jnp.shape(p)
+                          else f" (its buffer's shape is {tuple(want[i])})")
                 raise ValueError(
                     f"{spec.name}: state.{field_name}{path}: shape {jnp.shape(x)} was built by "
-                    f"tx.init for another parameter; params{path} has shape {jnp.shape(p)}: "
-                    "call tx.init(params) for these parameters")
+                    f"tx.init for another parameter; params{path} has shape {jnp.shape(p)}"
+                    f"{expect}: call tx.init(params) for these parameters")
 
 
 def _standalone_clip(clip):
@@ -568,10 +726,15 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
     dicts), group labels ``keys``, leaf ``labels``, a schedule and a clip spec."""
     if spec.name == "lbfgs":
         return _make_lbfgs(spec, groups, keys, labels, schedule, clip)
-    kernel = KERNELS[spec.name]
+    # a group may name another optimizer ({"optimizer": "adamw", ...}: Muon's recipe)
+    gspecs = [_resolve(g["optimizer"]) if "optimizer" in g else spec for g in groups]
     cycles = schedule is not None and schedule.cycles_momentum
     bound = schedule.bind([g["lr"] for g in groups]) if schedule is not None else None
-    needed = _buffers_needed(spec, groups, cycles)
+    own = {}  # optimizer name -> the buffers its groups need
+    for s_ in dict.fromkeys(gspecs):
+        own[s_.name] = _buffers_needed(s_, [g for g, gs in zip(groups, gspecs) if gs is s_],
+                                       cycles)
+    needed = list(dict.fromkeys(k for ks in own.values() for k in ks))
 
     def hyper(g, lrs, moms):
         h = dict(groups[g])
@@ -579,25 +742,38 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
         if "betas" in h:
             h["beta1"], h["beta2"] = h["betas"]
         if moms is not None:
-            h["beta1" if spec.momentum_key == "betas" else "momentum"] = moms[g]
+            h["beta1" if gspecs[g].momentum_key == "betas" else "momentum"] = moms[g]
         return h
+
+    def slot(i, key, p, gi):
+        """Buffer ``key``'s shape for leaf ``i`` (``(0,)``: a placeholder, not its buffer)."""
+        name = gspecs[gi[i]].name
+        if key not in own[name]:
+            return (0,)
+        return _slot_shape(name, key, tuple(jnp.shape(p)))
 
     def init(params):
         leaves, treedef = jax.tree_util.tree_flatten(params)
         _check_real(spec, leaves)
         gi = _group_index(labels, params, treedef, keys)
+        _check_muon_rank(spec.name, leaves, gi, gspecs, treedef)
         buffers = {}
         for key in needed:
             if key == "mu_product":
-                vals = [jnp.ones((), groups[gi[i]]["mu_product_dtype"]) for i in range(len(leaves))]
+                vals = [jnp.ones((), groups[gi[i]]["mu_product_dtype"])
+                        if key in own[gspecs[gi[i]].name] else jnp.zeros((0,), jnp.float32)
+                        for i in range(len(leaves))]
             elif key in ("eta", "mu"):  # ASGD: 0-dim, torch's scalar dtype (eta set at t=1)
                 vals = [(jnp.ones if key == "mu" else jnp.zeros)((), groups[gi[i]]["scalar_dtype"])
+                        if key in own[gspecs[gi[i]].name] else jnp.zeros((0,), jnp.float32)
                         for i in range(len(leaves))]
             elif key == "sum":
-                vals = [jnp.full(jnp.shape(p), groups[gi[i]]["initial_accumulator_value"],
+                vals = [jnp.full(slot(i, key, p, gi),
+                                 groups[gi[i]].get("initial_accumulator_value", 0.0),
                                  jnp.result_type(p)) for i, p in enumerate(leaves)]
             else:
-                vals = [jnp.zeros_like(p) for p in leaves]
+                vals = [jnp.zeros(slot(i, key, p, gi), jnp.result_type(p))
+                        for i, p in enumerate(leaves)]
             buffers[key] = jax.tree_util.tree_unflatten(treedef, vals)
         steps = jax.tree_util.tree_unflatten(treedef, [jnp.zeros((), jnp.int32) for _ in leaves])
         sched = bound.init(_sdt()) if bound is not None else ()
@@ -612,10 +788,13 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
         who = f"{spec.name}: "
         grads = _flat(treedef, updates, "updates", leaves, who=who)
         masks = _flat(treedef, has_grad, "has_grad", leaves, shape="scalar", who=who)
+        gi = _group_index(labels, params, treedef, keys)
+        _check_muon_rank(spec.name, leaves, gi, gspecs, treedef)
         _check_state(spec, state, treedef, leaves,
                      [("step", state.step)]
-                     + [(f"buffers[{k!r}]", v) for k, v in state.buffers.items()])
-        gi = _group_index(labels, params, treedef, keys)
+                     + [(f"buffers[{k!r}]", v) for k, v in state.buffers.items()],
+                     shapes={f"buffers[{k!r}]": [slot(i, k, p, gi) for i, p in enumerate(leaves)]
+                             for k in state.buffers if k in needed})
         grads = _clip(grads, masks, clip)
         sdt = _sdt()
         t_sched = state.count.astype(sdt)
@@ -632,6 +811,7 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
         new_bufs = {k: [] for k in bufs}
         for i, (g, p) in enumerate(zip(grads, leaves)):
             old = {k: bufs[k][i] for k in bufs}
+            mine = own[gspecs[gi[i]].name]
             if g is None:
                 deltas.append(jnp.zeros_like(p))
                 new_steps.append(steps[i])
@@ -641,7 +821,9 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
             dt = jnp.result_type(p)
             g = jnp.asarray(g, dt)
             step = steps[i] + 1
-            new_p, out = kernel(g, p, old, step.astype(sdt), hs[gi[i]], dt)
+            new_p, out = KERNELS[gspecs[gi[i]].name](
+                g, p, {k: v for k, v in old.items() if k in mine}, step.astype(sdt), hs[gi[i]],
+                dt)
             delta = _delta(new_p, p)
             m = masks[i]
             if m is not None:

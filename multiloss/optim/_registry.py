@@ -657,6 +657,169 @@ t counts the steps in which the parameter had a gradient (even one with no nonze
 
 
 # --------------------------------------------------------------------------------------------
+# Muon and Adafactor (issue 18)
+
+#: torch.optim._muon's constants (Keller Jordan's Muon: the quintic Newton-Schulz coefficients)
+MUON_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def _ns_coefficients(name, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise TypeError(f"{name}: expected a tuple (a, b, c) of three reals, got "
+                        f"{type(value).__name__} {value!r}")
+    if len(value) != 3:  # torch raises at its first step: "Coefficients must be a tuple of
+        # exactly 3 values"
+        raise ValueError(f"{name}: expected exactly 3 coefficients (a, b, c), got {len(value)}: "
+                         f"{value!r}")
+    return tuple(not_below()(f"{name}[{i}]", v) for i, v in enumerate(value))
+
+
+def _ns_steps(name, value):
+    v = integer(name, value)
+    if v >= 100:  # torch raises at its first step ("must be less than 100")
+        raise ValueError(f"{name}: expected an int < 100 (torch: fewer than 100 Newton-Schulz "
+                         f"steps), got {value!r}")
+    return v
+
+
+def _adjust_lr_fn(name, value):
+    if value not in (None, "original", "match_rms_adamw"):
+        raise ValueError(f"{name}: expected one of [None, 'original', 'match_rms_adamw'], got "
+                         f"{value!r}")
+    return value
+
+
+def _ns_accumulation(name, value):
+    if value not in ("exact", "torch_cpu"):
+        raise ValueError(f"{name}: expected one of ['exact', 'torch_cpu'], got {value!r}")
+    return value
+
+
+register(OptimizerSpec(
+    name="muon", torch_class="Muon",
+    summary="Muon: momentum, then Newton-Schulz orthogonalisation in bfloat16 (2-D parameters "
+            "only); decoupled weight decay",
+    options=(
+        _lr(1e-3),
+        Option("weight_decay", 0.1, "decoupled decay: p <- p * (1 - lr * weight_decay) (the "
+               "unadjusted lr)", nonneg, allowed=">= 0"),
+        Option("momentum", 0.95, "momentum factor: b <- lerp(b, g, 1 - momentum)", nonneg,
+               allowed=">= 0"),
+        Option("nesterov", True, "Nesterov: orthogonalise lerp(g, b, momentum) instead of b",
+               boolean),
+        Option("ns_coefficients", MUON_NS_COEFFICIENTS, "(a, b, c) of the quintic iteration "
+               "X <- a X + (b A + c A^2) X, A = X X^T", _ns_coefficients,
+               allowed="three reals"),
+        Option("eps", 1e-7, "floor of the Frobenius norm the input is divided by", not_below()),
+        Option("ns_steps", 5, "Newton-Schulz iterations", _ns_steps, allowed="int < 100"),
+        Option("adjust_lr_fn", None, "None / 'original': lr * sqrt(max(1, A / B)); "
+               "'match_rms_adamw': lr * 0.2 * sqrt(max(A, B)) for an A x B parameter",
+               _adjust_lr_fn, allowed="None | 'original' | 'match_rms_adamw'"),
+    ),
+    formula="""
+b = lerp(b, g, 1 - momentum)                      (b starts at 0)
+u = lerp(g, b, momentum) if nesterov else b
+X = bf16(u), transposed if A > B;  X = X / max(|X|_F, eps)      (bfloat16 arithmetic)
+repeat ns_steps:  G = X X^T;  X = a X + (b G + c G G) X         (bfloat16, float32 sums)
+p = p * (1 - lr * weight_decay)
+p = p - adjusted_lr * X (transposed back)
+adjusted_lr = lr * sqrt(max(1, A / B))  |  lr * 0.2 * sqrt(max(A, B))  (match_rms_adamw)
+""",
+    optax="no exact block: optax.contrib.muon differs (see differences); multiloss emulates "
+          "torch's bfloat16 Newton-Schulz with lax.reduce_precision",
+    differences=(
+        ("optax.contrib.muon orthogonalises in the parameter's dtype (torch: bfloat16 "
+         "arithmetic) and divides by |X|_F + eps (torch: max(|X|_F, eps); eps 1e-8 vs 1e-7)",
+         "Newton-Schulz"),
+        ("optax bias-corrects its momentum (EMA, as torch's lerp) and its Nesterov term; torch "
+         "does not", "momentum"),
+        ("optax scales by sqrt(max(1, fan_out / fan_in)) with fan_in = shape[0] (JAX's (in, "
+         "out) layout), torch by sqrt(max(1, A / B)) of its (out, in) = (A, B) weight: the "
+         "same array gets the reciprocal scale when not square", "adjust_lr"),
+        ("optax's default weight_decay is 0 (torch 0.1); optax steps the non-2-D parameters "
+         "with its own AdamW (torch raises)", "defaults"),
+    ),
+    jax_options=(Option(
+        "ns_accumulation", "exact",
+        "float32 sums of the bfloat16 matmuls: 'exact' (correctly rounded: torch's whenever its "
+        "order sums exactly, always on small matrices) or 'torch_cpu' (torch's CPU order on "
+        "AVX512-BF16 machines, sequential over k, slow for large matrices: 1e-15 of such a "
+        "run on the larger matrices measured but one, docs/optim.md)", _ns_accumulation,
+        allowed="'exact' | 'torch_cpu'"),),
+    momentum_key="momentum", buffers=("momentum_buffer",),
+    notes=("Only 2-D parameters, as torch.optim.Muon: on JAX a parameter of another rank "
+           "raises a ValueError naming its path and shape. The usual recipe, Muon for the "
+           "matrices and AdamW for the rest, is one transform with parameter groups: "
+           "get('muon', lr=0.02, param_groups={'muon': {}, 'adamw': {'optimizer': 'adamw', "
+           "'lr': 3e-4}}, labels=muon_labels). torch runs the Newton-Schulz iteration in "
+           "bfloat16; the JAX transform rounds to bfloat16 where torch does "
+           "(lax.reduce_precision), which matches torch's trajectory to ~1e-16 in float64 "
+           "except where a float32 sum summed in another order rounds to another bfloat16 "
+           "(docs/optim.md measures it)."),
+))
+
+
+def _adafactor_eps(name, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name}: expected a pair (eps1, eps2), eps1 None or a real, got "
+                        f"{type(value).__name__} {value!r}")
+    eps1 = None if value[0] is None else nonneg(f"{name}[0]", value[0])
+    return (eps1, nonneg(f"{name}[1]", value[1]))
+
+
+def _beta2_decay(name, value):
+    return real(None, 0.0)(name, value)
+
+
+register(OptimizerSpec(
+    name="adafactor", torch_class="Adafactor",
+    summary="Adafactor as torch implements it: factored second moment for >= 2-D parameters, "
+            "relative step min(lr, 1/sqrt(t)) * max(eps2, RMS(p)), update clipping d",
+    options=(
+        _lr(1e-2),
+        Option("beta2_decay", -0.8, "1 - beta2_t = t ** beta2_decay", _beta2_decay,
+               allowed="<= 0"),
+        Option("eps", (None, 1e-3), "(eps1, eps2): eps1 floors the variance estimate (None: "
+               "the parameter dtype's machine epsilon), eps2 the parameter RMS",
+               _adafactor_eps, allowed="(None or >= 0, >= 0)"),
+        Option("d", 1.0, "update clipping threshold: U / max(1, RMS(U) / d)", real(1.0),
+               allowed=">= 1"),
+        Option("weight_decay", 0.0, "decoupled decay: p <- p * (1 - lr * weight_decay)",
+               nonneg, allowed=">= 0"),
+        FOREACH, MAXIMIZE,
+    ),
+    formula="""
+g = -grad if maximize else grad;  eps1 = finfo(p.dtype).eps if eps1 is None
+w = t ** beta2_decay;  rho = min(lr, 1 / sqrt(t));  alpha = max(eps2, RMS(p)) * rho
+p = p * (1 - lr * weight_decay)
+>= 2-D:  R = lerp(R, |g|_row^2 / n, w);  C = lerp(C, |g|_col^2 / m, w)   (norms over the last
+         two dims);  V = R C / max(mean(R), eps1)
+else:    V = lerp(V, g * g, w)
+U = g / sqrt(max(V, eps1^2));  p = p - alpha / max(1, RMS(U) / d) * U
+""",
+    optax="no exact block: optax.adafactor(lr, min_dim_size_to_factor=1) comes closest "
+          "(scale_by_factored_rms -> clip_by_block_rms(d) -> scale(lr) -> "
+          "scale_by_param_block_rms(eps2))",
+    differences=(
+        ("optax.adafactor factors only parameters whose two largest dimensions are >= 128 "
+         "(min_dim_size_to_factor; torch factors every >= 2-D parameter, over its last two "
+         "dimensions)", "factoring"),
+        ("optax adds eps=1e-30 to g^2 inside the running averages; torch floors mean(R) and "
+         "the estimate V with eps1 (machine epsilon) afterwards", "eps"),
+        ("optax computes 1 - beta2_t = t^-0.8 in float32 even under x64", "decay"),
+        ("optax multiplies by learning_rate; torch's step is min(lr, 1/sqrt(t)) (equal while "
+         "lr <= 1/sqrt(t)); optax's weight_decay_rate adds wd * p unscaled by lr (torch: "
+         "p * (1 - lr * weight_decay)); no maximize", "lr, weight_decay"),
+    ),
+    buffers=("row_var", "col_var", "variance"),
+    notes=("foreach is accepted and has no effect on JAX (torch's foreach kernel gives the "
+           "same numbers). eps1=None takes each parameter's dtype's machine epsilon; torch "
+           "takes the first parameter's of the group for the whole group (the same unless a "
+           "group mixes float32 and float64 parameters)."),
+))
+
+
+# --------------------------------------------------------------------------------------------
 # lookup
 
 
