@@ -989,8 +989,7 @@ def table(dtypes=("float64", "float32"), results: dict | None = None) -> str:
 #: torch's classes multiloss does not provide, each with the reason. tests/test_optim_coverage.py
 #: fails when torch has a class that is neither provided (with a trajectory case) nor listed
 #: here, and when a class listed here is provided (then remove it from this list).
-NOT_PROVIDED = {
-}
+NOT_PROVIDED: dict = {}
 
 #: abstract bases torch exports beside the schedulers (not schedulers themselves)
 BASE_CLASSES = {"LRScheduler": "the base class", "_LRScheduler": "the deprecated base alias"}
