@@ -346,12 +346,14 @@ def _data(rng, n, t, dtype, lengths=None, spread=0.3, per_token_adv=False):
 def _grpo_samples(rng, dtype):
     name = "grpo"
     n, t = 4, 5
-    # the defaults (dapo, beta 0): ref_logps given and unused
-    yield Sample(f"{name}[dapo,defaults]", _data(rng, n, t, dtype, (5, 3, 1, 4)), {})
-    # each loss type with options combined, reductions, sample weights and masks of each kind
+    # the defaults (dapo, beta 0), without the optional ref_logps
+    yield Sample(f"{name}[dapo,defaults,no-ref]", _data(rng, n, t, dtype, (5, 3, 1, 4))[:4], {})
+    # each loss type with options combined, reductions, sample weights and masks of each kind;
+    # ref_logps given where beta != 0 (and once where it is unused: sapo)
     cases = (
+        ("dapo", {"epsilon_high": 0.28, "beta": 0.04}, True, "bool"),
         ("grpo", {"beta": 0.04, "reduction": "mean", "empty_reduction": "nan"}, False, None),
-        ("bnpo", {"epsilon_high": 0.28, "reduction": "sum"}, False, "bool"),
+        ("bnpo", {"epsilon": 0.1, "reduction": "sum"}, False, None),
         ("dr_grpo", {"max_completion_length": 8, "delta": 1.3, "beta": 0.1,
                      "use_bias_correction_kl": False, "reduction": "none"}, True, "float"),
         ("luspo", {"importance_sampling_level": "sequence", "beta": 0.02,
@@ -367,16 +369,17 @@ def _grpo_samples(rng, dtype):
     for lt, opts, sw, mask_kind in cases:
         opts = {"loss_type": lt, **opts}
         per_token = opts.pop("per_token_adv", False)
-        lp, old, adv, mask, ref = _data(rng, n, t, dtype, (5, 2, 4, 3), spread=0.4,
-                                        per_token_adv=per_token)
+        data = _data(rng, n, t, dtype, (5, 2, 4, 3), spread=0.4, per_token_adv=per_token)
+        lp, old, adv, mask, ref = data
         if mask_kind == "bool":
             mask = mask.astype(bool)
         elif mask_kind == "float":
             mask = mask.astype(dtype)
+        inputs = (lp, old, adv, mask) + ((ref,) if opts.get("beta") or lt == "sapo" else ())
         w = loss_shape_weight(rng, (n,), dtype) if sw else None
         yield Sample(case_id(f"{name}[{lt}]", {k: v for k, v in opts.items()
                                                  if k != "loss_type"} | {"sw": sw}),
-                     (lp, old, adv, mask, ref), opts, w)
+                     inputs, opts, w)
     # the clipping boundaries exactly: on-policy (ratio 1) with epsilon 0 (bounds 1 and 1) and
     # delta 1; zero advantages in two rows; an all-masked completion
     lp, _, adv, mask, ref = _data(rng, n, t, dtype, (5, 0, 3, 2))
@@ -405,8 +408,21 @@ def _grpo_random(rng, dtype):
         opts["epsilon_high"] = float(rng.choice([0.28, 1.5]))
     data = _data(rng, n, t, dtype, spread=float(rng.choice([0.0, 0.3, 1.0])),
                  per_token_adv=bool(rng.random() < 0.2))
+    if "beta" not in opts and rng.random() < 0.5:
+        data = data[:4]  # ref_logps left out
     sw = loss_shape_weight(rng, (n,), dtype) if rng.random() < 0.4 else None
     return Sample(case_id("grpo[random]", opts), data, opts, sw)
+
+
+def heterogeneous_batch(rng, n=16, t=6):
+    """A batch of ``n`` completions whose parts differ on purpose (for the data-parallel and
+    accumulation tests: multiloss.testing._heterogeneous_cases): rows 0-1 every token masked,
+    rows 4-5 zero advantages, the others of lengths 1 to t, ratios up to e^+-1."""
+    lengths = rng.integers(1, t + 1, size=n)
+    lengths[0:2] = 0
+    lp, old, adv, mask, ref = _data(rng, n, t, np.float64, lengths, spread=0.5)
+    adv[4:6] = 0.0
+    return lp, old, adv, mask, ref
 
 
 # ---------------------------------------------------------------------------------------------
