@@ -221,12 +221,13 @@ def _normalizer(inputs, opts):
 
 
 def trl_grpo_loss(torch, logps, old_logps, advantages, mask, ref_logps, opts, *,
-                  loss_type=None, num_items=None, max_completion_length=None):
+                  loss_type=None, num_items=None, max_completion_length=None, steps=1):
     """TRL 1.16's ``GRPOTrainer._compute_loss``, called on an object carrying the fields it
-    reads (one process, one accumulation step, training mode), with ``logps`` standing for the
-    model's per-token log-probabilities. ``num_items``: dapo/cispo/vespo's
-    ``num_items_in_batch`` (default: the batch's token count). Constants TRL makes in torch's
-    default dtype (sapo's temperatures, vespo's k and lambda) are made in the inputs' dtype."""
+    reads (one process, training mode), with ``logps`` standing for the model's per-token
+    log-probabilities. ``num_items``: dapo/cispo/vespo's ``num_items_in_batch`` (default: the batch's token count); ``steps``: the gradient
+    accumulation steps (and steps_per_generation, TRL's default: the same number).
+    Constants TRL makes in torch's default dtype (sapo's temperatures, vespo's k and lambda)
+    are made in the inputs' dtype."""
     from collections import defaultdict
 
     from trl.trainer.grpo_trainer import GRPOTrainer
@@ -240,7 +241,7 @@ def trl_grpo_loss(torch, logps, old_logps, advantages, mask, ref_logps, opts, *,
         sapo_temperature_neg=opts["sapo_temperature_neg"],
         vespo_k_pos=opts["vespo_k_pos"], vespo_lambda_pos=opts["vespo_lambda_pos"],
         vespo_k_neg=opts["vespo_k_neg"], vespo_lambda_neg=opts["vespo_lambda_neg"],
-        steps_per_generation=1)
+        steps_per_generation=steps)
     if max_completion_length is None:
         max_completion_length = opts["max_completion_length"] or t
     accelerator = SimpleNamespace(num_processes=1, reduce=lambda x, reduction: x,
@@ -252,7 +253,7 @@ def trl_grpo_loss(torch, logps, old_logps, advantages, mask, ref_logps, opts, *,
         importance_sampling_level=opts["importance_sampling_level"],
         off_policy_mask_threshold=opts["off_policy_mask_threshold"],
         max_completion_length=max_completion_length, top_entropy_quantile=1.0,
-        use_vllm=False, current_gradient_accumulation_steps=1,
+        use_vllm=False, current_gradient_accumulation_steps=steps,
         _entropy_bonus_enabled=False, aux_loss_enabled=False,
         _metrics=defaultdict(lambda: defaultdict(list)),
         get_off_policy_mask=GRPOTrainer.get_off_policy_mask,
