@@ -22,6 +22,8 @@ from multiloss.losses.policy import LOSS_TYPES, _data, trl_grpo_loss
 
 TOL = 1e-12
 testing.enable_x64()
+#: TRL's (and our) warning on luspo at the token level, a combination tested on purpose
+pytestmark = pytest.mark.filterwarnings("ignore:grpo. loss_type=:UserWarning")
 OPTS = multiloss.resolve("grpo").bind({})
 
 
@@ -221,3 +223,23 @@ def test_liger_grpo_loss_function_agrees_where_documented():
             assert err > 1e-3, lt
         else:
             assert err <= TOL, (lt, err)
+
+
+def test_vllm_importance_sampling_correction_is_per_token_advantages():
+    """TRL's vLLM correction (the sampler's per-token ratio s >= 0 times the policy term,
+    before the KL term) equals (N, T) advantages A_i * s_it, for every type but vespo."""
+    lp, old, adv, mask, ref = _batch(8)
+    s = np.random.default_rng(8).uniform(0.0, 2.0, size=lp.shape)
+    s[0, :2] = 0.0
+    for lt in LOSS_TYPES:
+        if lt == "vespo":
+            continue
+        opts = {**OPTS, "loss_type": lt, "beta": 0.04, "epsilon_high": 0.28}
+        ts = [torch.tensor(x) for x in (lp, old, adv, mask, ref)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = float(trl_grpo_loss(torch, *ts[:4], ts[4], opts,
+                                       is_ratio=torch.tensor(s)))
+        ours = multiloss.get("grpo", "torch", loss_type=lt, beta=0.04, epsilon_high=0.28)(
+            ts[0], ts[1], torch.tensor(adv[:, None] * s), ts[3], ts[4])
+        assert testing.rel_error(float(ours), want) <= TOL, lt

@@ -221,12 +221,13 @@ def _normalizer(inputs, opts):
 
 
 def trl_grpo_loss(torch, logps, old_logps, advantages, mask, ref_logps, opts, *,
-                  loss_type=None, num_items=None, max_completion_length=None, steps=1):
+                  loss_type=None, num_items=None, max_completion_length=None, steps=1,
+                  is_ratio=None):
     """TRL 1.16's ``GRPOTrainer._compute_loss``, called on an object carrying the fields it
     reads (one process, training mode), with ``logps`` standing for the model's per-token
     log-probabilities. ``num_items``: dapo/cispo/vespo's ``num_items_in_batch`` (default: the batch's token count); ``steps``: the gradient
-    accumulation steps (and steps_per_generation, TRL's default: the same number).
-    Constants TRL makes in torch's default dtype (sapo's temperatures, vespo's k and lambda)
+    accumulation steps (and steps_per_generation, TRL's default: the same number);
+    ``is_ratio``: vLLM's per-token importance-sampling ratio (TRL's correction on). Constants TRL makes in torch's default dtype (sapo's temperatures, vespo's k and lambda)
     are made in the inputs' dtype."""
     from collections import defaultdict
 
@@ -253,7 +254,8 @@ def trl_grpo_loss(torch, logps, old_logps, advantages, mask, ref_logps, opts, *,
         importance_sampling_level=opts["importance_sampling_level"],
         off_policy_mask_threshold=opts["off_policy_mask_threshold"],
         max_completion_length=max_completion_length, top_entropy_quantile=1.0,
-        use_vllm=False, current_gradient_accumulation_steps=steps,
+        use_vllm=is_ratio is not None, vllm_importance_sampling_correction=True,
+        current_gradient_accumulation_steps=steps,
         _entropy_bonus_enabled=False, aux_loss_enabled=False,
         _metrics=defaultdict(lambda: defaultdict(list)),
         get_off_policy_mask=GRPOTrainer.get_off_policy_mask,
@@ -272,6 +274,8 @@ def trl_grpo_loss(torch, logps, old_logps, advantages, mask, ref_logps, opts, *,
     }
     if ref_logps is not None:
         inputs["ref_per_token_logps"] = ref_logps
+    if is_ratio is not None:
+        inputs["importance_sampling_ratio"] = is_ratio
     default = torch.get_default_dtype()
     torch.set_default_dtype(logps.dtype)
     try:
