@@ -22,10 +22,10 @@ def _gamma_weights(advantages, log_ratio, mask, k_pos, lambda_pos, k_neg, lambda
         log_w = seq.clamp(_LOG_1E8, 20.0)
         w = torch.exp(log_w)
         nonneg = advantages >= 0
-        dt = log_w.dtype
-        k = torch.where(nonneg, torch.tensor(k_pos, dtype=dt), torch.tensor(k_neg, dtype=dt))
-        lam = torch.where(nonneg, torch.tensor(lambda_pos, dtype=dt),
-                          torch.tensor(lambda_neg, dtype=dt)).clamp(min=1e-4)
+        kw = {"dtype": torch.promote_types(log_w.dtype, torch.float32), "device": log_w.device}
+        k = torch.where(nonneg, torch.tensor(k_pos, **kw), torch.tensor(k_neg, **kw))
+        lam = torch.where(nonneg, torch.tensor(lambda_pos, **kw),
+                          torch.tensor(lambda_neg, **kw)).clamp(min=1e-4)
         log_phi = lam + k * log_w - lam * w
         return torch.exp(log_phi).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -64,9 +64,11 @@ def per_token_loss(logps, old_logps, advantages, mask, ref_logps=None, *, beta=0
     if loss_type == "cispo":
         loss = -torch.clamp(coef_1, max=eps_high).detach() * advantages * logps
     elif loss_type == "sapo":
-        dt = coef_1.dtype
-        tau = torch.where(advantages > 0, torch.tensor(sapo_temperature_pos, dtype=dt),
-                          torch.tensor(sapo_temperature_neg, dtype=dt))
+        # TRL's temperatures are float32 tensors (torch's default dtype): a bfloat16 ratio's
+        # gate is computed in float32 there
+        kw = {"dtype": torch.promote_types(coef_1.dtype, torch.float32), "device": coef_1.device}
+        tau = torch.where(advantages > 0, torch.tensor(sapo_temperature_pos, **kw),
+                          torch.tensor(sapo_temperature_neg, **kw))
         loss = -(torch.sigmoid(tau * (coef_1 - 1)) * 4 / tau) * advantages
     elif loss_type == "vespo":
         phi = _gamma_weights(advantages, log_ratio, mask, vespo_k_pos, vespo_lambda_pos,
@@ -90,7 +92,7 @@ def grpo(logps, old_logps, advantages, completion_mask, ref_logps=None, *, reduc
     """The per-sequence terms (``Terms``) of TRL's GRPO loss; see ``multiloss.losses.policy``."""
     mask = completion_mask.to(logps.dtype)
     tok = per_token_loss(logps, old_logps, advantages, mask, ref_logps, loss_type=loss_type,
-                         **options)
+                         **options).to(logps.dtype)  # sapo/vespo's float32 constants
     total = (tok * mask).sum(-1)
     agg = aggregation_of(loss_type, loss_agg_mode)
     if agg == "seq-mean-token-mean":
