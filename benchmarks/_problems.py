@@ -20,6 +20,9 @@ MARGIN = {"small": (32, 10), "medium": (512, 1000), "large": (4096, 4096)}
 EMBEDDING = {"small": (32, 10), "medium": (512, 256), "large": (16384, 1024)}
 CTC = {"small": (50, 4, 20, 10), "medium": (200, 32, 64, 50), "large": (400, 64, 128, 100)}
 LINEAR = {"small": (32, 64, 100), "medium": (512, 256, 4096), "large": (4096, 1024, 32768)}
+#: (completions, tokens) of a policy-gradient batch: a GRPO step of 512 completions of 4096
+#: tokens at "large"
+POLICY = {"small": (8, 64), "medium": (64, 1024), "large": (512, 4096)}
 FALLBACK_ROWS = {"small": 32, "medium": 4096, "large": 262144}
 
 
@@ -111,7 +114,20 @@ def _linear(rng, size, dtype):
     return (x, w, rng.integers(0, v, n)), {}
 
 
+def _grpo(rng, size, dtype):
+    """Per-token log-probs of completions of random lengths, old and reference ones near them
+    (ratios around 1, some clipped), one advantage per completion; dapo with the KL term."""
+    n, t = POLICY[size]
+    lp = -rng.uniform(0.05, 3.0, (n, t)).astype(dtype)
+    old = (lp + rng.standard_normal((n, t), dtype=np.float32) * 0.3).astype(dtype)
+    ref = (lp + rng.standard_normal((n, t), dtype=np.float32) * 0.3).astype(dtype)
+    mask = np.arange(t)[None, :] < rng.integers(1, t + 1, n)[:, None]
+    adv = rng.standard_normal(n, dtype=np.float32).astype(dtype)
+    return (lp, old, adv, mask, ref), {"beta": 0.04, "epsilon_high": 0.28}
+
+
 GENERATORS = {
+    "grpo": _grpo,
     "cross_entropy": _class,
     "nll": lambda rng, size, dtype: _class(rng, size, dtype, log=True),
     "multi_margin": _multi_margin,

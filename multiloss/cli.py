@@ -50,7 +50,7 @@ def _cmd_info(args) -> int:
     print(f"aliases: {', '.join(d['aliases'])}")
     print(f"inputs, in {d['order']} (positional, or as keywords of their names):")
     for i in d["inputs"]:
-        print(f"  {i['name']}: {i['doc']}")
+        print(f"  {i['name']}{' (optional)' if i['optional'] else ''}: {i['doc']}")
     print("options:")
     for o in d["options"]:
         allowed = f" [{o['allowed']}]" if o["allowed"] else ""

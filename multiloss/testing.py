@@ -547,6 +547,15 @@ def _heterogeneous_cases():
     lp, tg, il, tl = _problem(rng, np.float64, 8, 5, tls, ils)
     out.append(("ctc", "padded-mean", (lp, tg, il, tl), {"reduction": "mean"},
                 rng.uniform(0, 2, size=n)))
+    # GRPO's token-level normalisation (dapo: the global count of completion tokens) over
+    # shards of different token counts, one with every token masked (dr_grpo's constant and
+    # grpo's sequence mean against TRL's own accumulation: tests/test_policy.py)
+    from .losses.policy import heterogeneous_batch
+
+    sw = rng.uniform(0.0, 2.0, size=n)
+    sw[6:8] = 0.0
+    out.append(("grpo", "dapo-tokens", heterogeneous_batch(rng, n),
+                {"beta": 0.04, "epsilon_high": 0.28}, sw))
     return out
 
 
