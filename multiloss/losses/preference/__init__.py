@@ -157,7 +157,9 @@ def _check_seq(names):
     def check(named, opts):
         first = named[names[0]]
         for n in names:
-            x = named[n]
+            x = named.get(n)
+            if x is None:  # an optional input left out (chosen_nll)
+                continue
             expect_float(n, x)
             if x.ndim != 1:
                 raise ValueError(f"{n}: expected shape (N,) (one sequence log-prob per "
@@ -180,13 +182,15 @@ _check_kto_seq = _check_seq(("logps", "ref_logps"))
 
 def _check_kto(named, opts):
     shape = _check_kto_seq(named, opts)
-    y, kl = named["labels"], named["kl"]
+    y, kl = named["labels"], named.get("kl")
     if y.kind not in "biu":
         raise TypeError(f"labels: expected a bool (or 0/1 integer) array, True for a desirable "
                         f"completion, got {y.describe()}")
     if y.shape != shape:
         raise ValueError(f"labels: expected shape {shape} (one label per example), got "
                          f"{y.shape}")
+    if kl is None:  # left out: z_ref = 0
+        return shape
     expect_float("kl", kl)
     if kl.shape != ():
         raise ValueError(f"kl: expected a scalar (0-d array), the batch's KL estimate, got "
@@ -321,7 +325,9 @@ def kto_reference_terms(torch, inputs, opts, metrics=None):
     in the input order): (per-example loss, TRL's returned loss, a nanmean). ``metrics``: as
     in ``dpo_reference_terms``."""
     mod = _trl("trl.trainer.kto_trainer")
-    logps, ref_logps, labels, kl = inputs
+    logps, ref_logps, labels = inputs[:3]
+    # kl left out: z_ref = 0 (one KL sequence of log-prob 0)
+    kl = inputs[3] if len(inputs) > 3 else torch.zeros((), dtype=logps.dtype)
     n = logps.shape[0]
     calculate_kl = opts["loss_type"] == "kto"
     self = SimpleNamespace(
@@ -384,7 +390,8 @@ def _ref_cpo_like(loss_type_of, with_nll):
         self = _cpo_self(torch, opts, loss_type_of(opts), c.device)
         with _DefaultDtype(torch, c.dtype):
             losses = trainer.cpo_loss(self, c, r)[0]
-        alpha = opts.get("cpo_alpha", 0.0) if with_nll else 0.0
+        # chosen_nll left out: TRL's loss without the NLL term (its cpo_alpha=0)
+        alpha = opts.get("cpo_alpha", 0.0) if with_nll and len(inputs) > 2 else 0.0
         if alpha == 0.0:  # TRL: nll_loss = torch.tensor(0.0)
             return _reduced(torch, losses, reduction, losses.mean())
         nll = inputs[2]
@@ -407,7 +414,9 @@ def _keep_dtype(torch):
 
 def _ref_orpo(torch, inputs, opts, reduction):
     trainer = _trl("trl.experimental.orpo.orpo_trainer").ORPOTrainer
-    c, r, nll = inputs
+    c, r = inputs[:2]
+    # chosen_nll left out: the odds-ratio term alone (TRL's loss with an NLL of 0)
+    nll = inputs[2] if len(inputs) > 2 else torch.zeros_like(c)
     self = SimpleNamespace(beta=opts["beta"], accelerator=_accelerator(c.device))
     if c.dtype == torch.float64:
         keep = _keep_dtype(torch)
@@ -450,7 +459,7 @@ def preference_rewards(loss, *inputs, **named):
         raise TypeError(f"loss: expected a preference loss made by multiloss.get (dpo, cpo, "
                         f"simpo, orpo, kto), got {loss!r}")
     checks = loss._checks
-    inputs = checks.positional(inputs, named) if named else tuple(inputs)
+    inputs = checks.trim(checks.positional(inputs, named) if named else tuple(inputs))
     checks.count(inputs)
     backend = importlib.import_module(f"multiloss.losses.{FAMILY}._{loss.backend}")
     if loss.backend == "jax":
@@ -574,6 +583,8 @@ def _cpo_samples(rng, dtype):
                  _cast(dtype, [-inf, -1.0, nan, -2.0], [-1.0, -inf, -1.0, nan],
                        [1.0, 2.0, 3.0, inf]), {"reduction": "none"})
     yield Sample("cpo[empty-batch,mean]", _cast(dtype, *([np.zeros(0)] * 3)), {})
+    yield Sample("cpo[no-chosen_nll,simpo,none]", _cast(dtype, c, r),
+                 {"loss_type": "simpo", "reduction": "none"})
 
 
 def _cpo_random(rng, dtype):
@@ -638,6 +649,7 @@ def _orpo_samples(rng, dtype):
                  _cast(dtype, [-inf, -1.0, nan, 0.0], [-1.0, -inf, -1.0, -2.0],
                        [1.0, 2.0, 1.0, 1.0]), {"reduction": "none"})
     yield Sample("orpo[empty-batch,mean]", _cast(dtype, *([np.zeros(0)] * 3)), {})
+    yield Sample("orpo[no-chosen_nll,none]", _cast(dtype, c, r), {"reduction": "none"})
 
 
 def _orpo_random(rng, dtype):
@@ -679,6 +691,7 @@ def _kto_samples(rng, dtype):
     yield Sample("kto[nan-input,mean]",
                  (*_cast(dtype, [-3.0, nan, -2.0], [-1.0, -1.0, -4.0]),
                   np.array([True, False, False]), kl), {}, contract_reference=True)
+    yield Sample("kto[no-kl,none]", (*_cast(dtype, logps, ref), labels), {"reduction": "none"})
     yield Sample("kto[empty-batch,mean]",
                  (*_cast(dtype, np.zeros(0), np.zeros(0)), np.zeros(0, bool), kl), {})
 
@@ -721,15 +734,16 @@ def preference_spec(name, summary, inputs, options, formula, reference, referenc
         notes=(notes + " " if notes else "") + _NOTES_COMMON, **fields))
 
 
-def _seq(name, doc):
-    return InputSpec(name, doc)
+def _seq(name, doc, optional=False):
+    return InputSpec(name, doc, optional=optional)
 
 
 _C = _seq("chosen_logps", "the policy's log-prob of each chosen completion, shape (N,)")
 _R = _seq("rejected_logps", "the policy's log-prob of each rejected completion, shape (N,)")
 _NLL = _seq("chosen_nll", "the NLL term per pair, shape (N,): TRL's is the token-mean "
             "cross-entropy of the batch's chosen completions, one number; give it broadcast "
-            "to (N,) (np.full) for TRL's loss, zeros to leave the term out")
+            "to (N,) (np.full) for TRL's loss; left out (or None): no NLL term, TRL's "
+            "cpo_alpha=0", optional=True)
 
 preference_spec(
     "dpo",
@@ -874,7 +888,8 @@ preference_spec(
                  "completion, shape (N,)"),
             _seq("chosen_nll", "the NLL term per pair, shape (N,): TRL's is the token-mean "
                  "cross-entropy over the chosen prompts and completions, one number; give it "
-                 "broadcast to (N,) for TRL's loss, zeros for the odds-ratio term alone")),
+                 "broadcast to (N,) for TRL's loss; left out (or None): the odds-ratio term "
+                 "alone", optional=True)),
     options=(BETA,),
     formula=(
         "per pair, log_odds = (c - r) - (log1mexp(c) - log1mexp(r)), c, r the average "
@@ -910,7 +925,8 @@ preference_spec(
         InputSpec("kl", "the KL estimate z_ref, a scalar: TRL's mean of KL_logps - "
                   "ref_KL_logps over the mismatched (prompt, completion) pairs of the batch "
                   "(averaged over the ranks); clamped at 0, not differentiated (TRL detaches "
-                  "it); unused by apo_zero_unpaired", differentiable=False),
+                  "it); unused by apo_zero_unpaired; left out (or None): 0, TRL's loss "
+                  "without a KL estimate", differentiable=False, optional=True),
     ),
     options=(
         BETA,

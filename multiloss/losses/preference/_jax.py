@@ -152,13 +152,14 @@ def _cpo_losses(c, r, beta, loss_type, label_smoothing, simpo_gamma, alpha):
     return (logits - 1 / (2 * beta)) ** 2  # ipo
 
 
-def cpo(chosen_logps, rejected_logps, chosen_nll, *, beta=0.1, loss_type="sigmoid",
+def cpo(chosen_logps, rejected_logps, chosen_nll=None, *, beta=0.1, loss_type="sigmoid",
         label_smoothing=0.0, simpo_gamma=0.5, cpo_alpha=1.0, alpha=0.0):
-    dtype = jnp.result_type(chosen_logps, rejected_logps, chosen_nll)
-    c, r, nll = (x.astype(dtype) for x in (chosen_logps, rejected_logps, chosen_nll))
+    nll_in = () if chosen_nll is None else (chosen_nll,)  # left out: no NLL term
+    dtype = jnp.result_type(chosen_logps, rejected_logps, *nll_in)
+    c, r = chosen_logps.astype(dtype), rejected_logps.astype(dtype)
     loss = _cpo_losses(c, r, beta, loss_type, label_smoothing, simpo_gamma, alpha)
-    if cpo_alpha != 0.0:
-        loss = loss + cpo_alpha * nll
+    if cpo_alpha != 0.0 and chosen_nll is not None:
+        loss = loss + cpo_alpha * chosen_nll.astype(dtype)
     return Terms(loss)
 
 
@@ -174,19 +175,22 @@ def _log1mexp(x):
     return jnp.where(x < -0.6931471805599453, jnp.log1p(-jnp.exp(x)), jnp.log(-jnp.expm1(x)))
 
 
-def orpo(chosen_logps, rejected_logps, chosen_nll, *, beta=0.1):
-    dtype = jnp.result_type(chosen_logps, rejected_logps, chosen_nll)
-    c, r, nll = (x.astype(dtype) for x in (chosen_logps, rejected_logps, chosen_nll))
+def orpo(chosen_logps, rejected_logps, chosen_nll=None, *, beta=0.1):
+    nll_in = () if chosen_nll is None else (chosen_nll,)  # left out: the odds-ratio term alone
+    dtype = jnp.result_type(chosen_logps, rejected_logps, *nll_in)
+    c, r = chosen_logps.astype(dtype), rejected_logps.astype(dtype)
     log_odds = (c - r) - (_log1mexp(c) - _log1mexp(r))
-    return Terms(nll - beta * _log_sigmoid(log_odds))
+    loss = -beta * _log_sigmoid(log_odds)
+    return Terms(loss if chosen_nll is None else chosen_nll.astype(dtype) + loss)
 
 
-def kto(logps, ref_logps, labels, kl, *, beta=0.1, loss_type="kto", desirable_weight=1.0,
+def kto(logps, ref_logps, labels, kl=None, *, beta=0.1, loss_type="kto", desirable_weight=1.0,
         undesirable_weight=1.0):
-    dtype = jnp.result_type(logps, ref_logps, kl)
+    dtype = jnp.result_type(logps, ref_logps, *(() if kl is None else (kl,)))
     logratios = logps.astype(dtype) - ref_logps.astype(dtype)
     if loss_type == "kto":
-        z = jax.lax.stop_gradient(jnp.maximum(kl.astype(dtype), jnp.zeros((), dtype)))
+        kl = jnp.zeros((), dtype) if kl is None else kl.astype(dtype)  # left out: z_ref = 0
+        z = jax.lax.stop_gradient(jnp.maximum(kl, jnp.zeros((), dtype)))
         chosen = 1 - _sigmoid(beta * (logratios - z))
         rejected = 1 - _sigmoid(beta * (z - logratios))
     else:  # apo_zero_unpaired
@@ -209,7 +213,7 @@ def rewards(name, inputs, opts):
         c, r, rc, rr = inputs
         return sg(beta * (c - rc)), sg(beta * (r - rr))
     if name == "kto":
-        logps, ref_logps, labels, _ = inputs
+        logps, ref_logps, labels = inputs[:3]
         rw = sg(beta * (logps - ref_logps))
         labels = labels.astype(bool)
         return jnp.where(labels, rw, jnp.nan), jnp.where(labels, jnp.nan, rw)

@@ -118,11 +118,11 @@ def _cpo_losses(c, r, beta, loss_type, label_smoothing, simpo_gamma, alpha):
     return (logits - 1 / (2 * beta)) ** 2  # ipo
 
 
-def cpo(chosen_logps, rejected_logps, chosen_nll, *, reduction=None, beta=0.1,
+def cpo(chosen_logps, rejected_logps, chosen_nll=None, *, reduction=None, beta=0.1,
         loss_type="sigmoid", label_smoothing=0.0, simpo_gamma=0.5, cpo_alpha=1.0, alpha=0.0):
     loss = _cpo_losses(chosen_logps, rejected_logps, beta, loss_type, label_smoothing,
                        simpo_gamma, alpha)
-    if cpo_alpha != 0.0:
+    if cpo_alpha != 0.0 and chosen_nll is not None:  # left out: no NLL term
         loss = loss + cpo_alpha * chosen_nll
     return Terms(loss)
 
@@ -139,17 +139,19 @@ def _log1mexp(x):
                        torch.log(-torch.expm1(x)))
 
 
-def orpo(chosen_logps, rejected_logps, chosen_nll, *, reduction=None, beta=0.1):
+def orpo(chosen_logps, rejected_logps, chosen_nll=None, *, reduction=None, beta=0.1):
     log_odds = (chosen_logps - rejected_logps) - (
         _log1mexp(chosen_logps) - _log1mexp(rejected_logps))
-    return Terms(chosen_nll - beta * F.logsigmoid(log_odds))
+    loss = -beta * F.logsigmoid(log_odds)
+    return Terms(loss if chosen_nll is None else chosen_nll + loss)  # None: odds ratio alone
 
 
-def kto(logps, ref_logps, labels, kl, *, reduction=None, beta=0.1, loss_type="kto",
+def kto(logps, ref_logps, labels, kl=None, *, reduction=None, beta=0.1, loss_type="kto",
         desirable_weight=1.0, undesirable_weight=1.0):
     logratios = logps - ref_logps
     if loss_type == "kto":
-        z = kl.detach().clamp(min=0).to(logratios.dtype)
+        z = (logratios.new_zeros(()) if kl is None  # left out: z_ref = 0
+             else kl.detach().clamp(min=0).to(logratios.dtype))
         chosen = 1 - torch.sigmoid(beta * (logratios - z))
         rejected = 1 - torch.sigmoid(beta * (z - logratios))
     else:  # apo_zero_unpaired
@@ -171,7 +173,7 @@ def rewards(name, inputs, opts):
         c, r, rc, rr = inputs
         return (beta * (c - rc)).detach(), (beta * (r - rr)).detach()
     if name == "kto":
-        logps, ref_logps, labels, _ = inputs
+        logps, ref_logps, labels = inputs[:3]
         rw = (beta * (logps - ref_logps)).detach()
         labels = labels.to(torch.bool)
         nan = torch.full_like(rw, float("nan"))
