@@ -272,12 +272,18 @@ class InputSpec:
     ``differentiable`` is whether torch differentiates it (for targets, only when floating).
     ``aliases``: other keyword names a call accepts for it, where the reference library's own
     argument name differs from ``name`` (torch's PoissonNLLLoss calls its input
-    ``log_input``)."""
+    ``log_input``).
+    ``default``: the input is optional (only trailing inputs may be): a call may leave it out
+    or pass None, and the backends then pass the array ``default(infos, opts)`` describes,
+    ``(shape, dtype name, fill value)`` from the ArrayInfo of the inputs before it and the
+    bound options (the distillation losses' ``labels``: a mask where every token counts).
+    None: the input is required."""
 
     name: str
     doc: str
     differentiable: bool = True
     aliases: tuple = ()
+    default: Callable | None = None
 
 
 @dataclass(frozen=True)

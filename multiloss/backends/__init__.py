@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._registry import array_info
 
 BACKENDS = {
@@ -112,6 +114,29 @@ class InputChecks:
         self._keywords = {n: i for i, n in enumerate(self.names)}
         for i, inp in enumerate(spec.inputs):
             self._keywords.update(dict.fromkeys(inp.aliases, i))
+        #: positions of the optional inputs (``InputSpec.default``; trailing ones)
+        self.optional = tuple(i for i, inp in enumerate(spec.inputs) if inp.default is not None)
+
+    def fill(self, inputs: tuple, full: Callable) -> tuple:
+        """The inputs with the optional ones left out (at the end) or given as None replaced
+        by their default array, ``full(shape, dtype name, value, first input)`` (a backend's
+        constructor: an array of the first input's kind and device). Inputs as given where
+        nothing is missing, or where a required input is missing (``count`` says which)."""
+        n = len(self.names)
+        if len(inputs) < n:
+            if len(inputs) < n - len(self.optional):
+                return inputs
+            inputs = (*inputs, *([None] * (n - len(inputs))))
+        if all(inputs[i] is not None for i in self.optional):
+            return inputs
+        out = list(inputs)
+        for i in self.optional:
+            if out[i] is None:
+                infos = [array_info(x if hasattr(x, "dtype") else np.asarray(x))
+                         for x in out[:i]]
+                shape, dtype, value = self.spec.inputs[i].default(infos, self.options)
+                out[i] = full(tuple(shape), dtype, value, out[0])
+        return tuple(out)
 
     def positional(self, inputs: tuple, named: dict) -> tuple:
         """The inputs of a call that names some or all of them by keyword (the spec's input
@@ -137,6 +162,9 @@ class InputChecks:
                 raise TypeError(f"{spec.name}: input {names[i]!r} given {how} "
                                 f"(as {key!r})")
             slots[i] = value
+        for i in self.optional:  # left out: the backend fills in its default
+            if slots[i] is _UNSET:
+                slots[i] = None
         missing = [n for n, v in zip(names, slots) if v is _UNSET]
         if missing:
             raise TypeError(f"{spec.name}: missing input(s) {', '.join(map(repr, missing))} "

@@ -165,6 +165,12 @@ def _as_array(x, name):
 
 _MISS = object()
 
+
+def _full(shape, dtype, value, like):
+    """An optional input's default (``InputChecks.fill``): a NumPy constant (a jit argument,
+    or a constant under the user's trace)."""
+    return np.full(shape, value, dtype)
+
 #: The input types whose calls take the hot path once their signature has been checked:
 #: JAX arrays, tracers and NumPy arrays (anything else goes through the conversions).
 _FAST_TYPES = (jax.Array, jax.core.Tracer, np.ndarray)
@@ -422,6 +428,8 @@ class Loss:
 
     def _prepare(self, inputs, sample_weight):
         checks = self._checks
+        if checks.optional:  # optional inputs left out or None: their default arrays
+            inputs = checks.fill(inputs, _full)
         checks.count(inputs)
         inputs = tuple(_as_array(x, n) for x, n in zip(inputs, checks.names))
         if sample_weight is not None:

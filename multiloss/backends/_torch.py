@@ -199,6 +199,12 @@ def _convert(spec, inputs):
     return tuple(x if d is None else x.to(getattr(torch, d)) for x, d in zip(inputs, conv))
 
 
+def _full(shape, dtype, value, like):
+    """An optional input's default (``InputChecks.fill``), on the first input's device."""
+    device = like.device if isinstance(like, torch.Tensor) else None
+    return torch.full(shape, value, dtype=getattr(torch, dtype), device=device)
+
+
 def _concrete(x):
     """x's values as NumPy where they are in host memory (a CPU tensor); None elsewhere: a
     meta tensor has none (like a JAX tracer, only its shape and dtype are checked), and reading
@@ -515,6 +521,8 @@ class Loss(torch.nn.Module):
 
     def _prepare(self, inputs, sample_weight, traced=False):
         checks = self._checks
+        if checks.optional:  # optional inputs left out or None: their default tensors
+            inputs = checks.fill(inputs, _full)
         checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
             sample_weight is not None and not isinstance(sample_weight, torch.Tensor)
@@ -552,6 +560,8 @@ class Loss(torch.nn.Module):
     def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
         if named:  # inputs by keyword: loss(input=x, target=t), loss(y_true=..., y_pred=...)
             inputs = self._checks.positional(inputs, named)
+        if self._checks.optional:  # optional inputs left out or None: their default tensors
+            inputs = self._checks.fill(inputs, _full)
         if _compiling():  # torch.compile traces the checked path: no plan is made or read
             return self._forward(inputs, sample_weight, normalizer, traced=True)
         if sample_weight is None and normalizer is None:

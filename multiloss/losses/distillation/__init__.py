@@ -37,8 +37,15 @@ INPUTS = (
               "(none of the references detaches it: detach it yourself for a frozen teacher)"),
     InputSpec("labels", "integer labels of shape (...) (the logits' without V): only where a "
               "label equals ignore_index does it matter (the token is left out); the values "
-              "are not class indices", differentiable=False),
+              "are not class indices. Optional: left out or None, every token counts",
+              differentiable=False, default=lambda infos, opts: _all_count(infos, opts)),
 )
+
+
+def _all_count(infos, opts):
+    """The labels of a call without them: (shape, dtype, value) of labels where every token
+    counts (a value other than ignore_index)."""
+    return infos[0].shape[:-1], "int32", 0 if opts["ignore_index"] != 0 else 1
 
 IGNORE_INDEX = Option("ignore_index", -100, "tokens whose label equals it contribute nothing "
                       "(neither loss nor count); TRL hard-codes -100", integer, allowed="int")
