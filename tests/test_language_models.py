@@ -253,3 +253,20 @@ def test_distillation_full_grid_long(name):
     for dtype in ("float64", "float32"):
         bad = [r for r in testing.check_loss(name, dtype) if not r.ok]
         assert not bad, bad
+
+
+def _doc_blocks():
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "language-models.md"
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_docs_examples_run(index):
+    """The examples of docs/language-models.md run as written (a tiny causal LM on torch and
+    flax, the accumulation convention, distillation)."""
+    blocks = _doc_blocks()
+    assert len(blocks) == 4
+    exec(compile(blocks[index], f"language-models.md[{index}]", "exec"), {})
