@@ -522,7 +522,12 @@ register(
             "ignore_index, label smoothing or reduction; Keras' class_weight under its default "
             "'sum_over_batch_size' divides by the number of samples, not by the summed weights. "
             "An out-of-range class index raises where target values are concrete and gives NaN "
-            "under a trace (torch raises; optax returns a silent number)."
+            "under a trace (torch raises; optax returns a silent number). "
+            "shift=True is transformers' ForCausalLMLoss (with num_items_in_batch= at the "
+            "call as its normalizer), which takes (B, T, V) logits: here the class axis is "
+            "torch's, (B, V, T) (logits.transpose(1, 2)); transformers computes in float32 "
+            "even for float64 logits, multiloss keeps float64. The target's first position "
+            "is still checked as a class index though the shift never reads it."
         ),
         check=_ce_check,
         check_values=check_class_indices,

@@ -442,7 +442,10 @@ register(
             "is not used: its Hessian is silently zero). Under torch.autocast, torch's policy "
             "for F.linear_cross_entropy: the product in the autocast dtype, the loss in "
             "float32. "
-            "softcap and z_loss are multiloss's (not in torch)."
+            "softcap and z_loss are multiloss's (not in torch). shift=True is transformers' "
+            "ForCausalLMLoss on the logits hidden @ linear_weight.T (num_items_in_batch= at "
+            "the call is its normalizer), computed in float64 for float64 inputs "
+            "(transformers upcasts to float32 only)."
         ),
         check=_check,
         check_values=_check_values,
