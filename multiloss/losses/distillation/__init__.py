@@ -58,8 +58,9 @@ _COMMON_NOTES = (
     "(tokens, V) with the ignored tokens dropped, ours per token (...) with ignored tokens 0. "
     "Nothing counting (all labels ignored) gives 0 with a zero gradient, as in TRL, torchtune "
     "and Liger (empty_reduction='zero'; 'nan' is the contract's other choice). An ignored "
-    "token's loss is 0 with a zero gradient (TRL drops it by indexing; torchtune multiplies "
-    "by the mask, so a NaN in an ignored token poisons torchtune's sum, not ours). "
+    "token's loss is 0, as its reference makes it: dropped in generalized_jsd and tvd (TRL "
+    "indexes, Liger does not read the row), multiplied by the mask in the torchtune losses "
+    "(a NaN or an infinity in an ignored token then gives NaN, as in torchtune). "
     "float16/bfloat16 logits are computed in float32 and the result rounded to their dtype "
     "(torchtune upcasts too but returns float32)."
 )

@@ -15,12 +15,18 @@ from jax.scipy.special import logsumexp
 from ...backends import Terms
 
 
-def _masked(per_token, labels, ignore_index):
-    """Terms of a per-token loss: 0 (with a zero gradient) where labels == ignore_index."""
+def _masked(per_token, labels, ignore_index, multiply=False):
+    """Terms of a per-token loss: 0 where labels == ignore_index. ``multiply``: the loss times
+    the mask, as torchtune (a NaN or an infinity in an ignored token gives NaN); else the
+    token is dropped, as TRL (by indexing) and Liger (an ignored row is not read)."""
     if labels is None:
         return Terms(per_token)
     keep = labels != ignore_index
-    return Terms(jnp.where(keep, per_token, 0.0), keep.astype(per_token.dtype), keep)
+    mask = keep.astype(per_token.dtype)
+    # (per_token * 0 where ignored, not per_token * mask: XLA rewrites a product with a
+    # converted boolean into a select, which would drop the NaN)
+    loss = jnp.where(keep, per_token, per_token * 0 if multiply else 0.0)
+    return Terms(loss, mask, keep)
 
 
 def _kl_log_target(input, target):
@@ -63,11 +69,11 @@ def _reverse(student_logits, teacher_logits):
 
 
 def forward_kl(student_logits, teacher_logits, labels=None, *, ignore_index=-100):
-    return _masked(_forward(student_logits, teacher_logits), labels, ignore_index)
+    return _masked(_forward(student_logits, teacher_logits), labels, ignore_index, True)
 
 
 def reverse_kl(student_logits, teacher_logits, labels=None, *, ignore_index=-100):
-    return _masked(_reverse(student_logits, teacher_logits), labels, ignore_index)
+    return _masked(_reverse(student_logits, teacher_logits), labels, ignore_index, True)
 
 
 def symmetric_kl(student_logits, teacher_logits, labels=None, *, sym_kd_ratio=0.5,
@@ -75,7 +81,7 @@ def symmetric_kl(student_logits, teacher_logits, labels=None, *, sym_kd_ratio=0.
     r = sym_kd_ratio
     loss = r * _forward(student_logits, teacher_logits) + (1 - r) * _reverse(
         student_logits, teacher_logits)
-    return _masked(loss, labels, ignore_index)
+    return _masked(loss, labels, ignore_index, True)
 
 
 def tvd(student_logits, teacher_logits, labels=None, *, ignore_index=-100):

@@ -17,21 +17,35 @@ from ...backends._torch import promote
 _LOW = (torch.float16, torch.bfloat16)
 
 
-def _up(student_logits, teacher_logits):
+def _up(student_logits, teacher_logits, autocast=False):
+    """The logits promoted to one dtype and float16/bfloat16 raised to float32, and the dtype
+    of the result (None: as computed). ``autocast``: a loss whose reference is plain torch ops
+    (TRL's, the TVD's) computes inside torch.autocast on the logits as they are, so that
+    autocast's policy for those ops on that device (log_softmax in float32 on CPU, ...) gives
+    the reference's dtype and numbers; torchtune's upcast is explicit, the same inside and
+    outside autocast."""
     s, t = promote(student_logits, teacher_logits)
+    if autocast and torch.is_autocast_enabled(s.device.type):
+        return s, t, None
     dtype = s.dtype
     if dtype in _LOW:
         return s.float(), t.float(), dtype
     return s, t, dtype
 
 
-def _masked(per_token, labels, ignore_index, dtype):
+def _masked(per_token, labels, ignore_index, dtype, multiply=False):
+    """The twin of ``_jax._masked``: 0 where ignored (``multiply``: times the mask, as
+    torchtune; else dropped, as TRL and Liger)."""
+    dtype = per_token.dtype if dtype is None else dtype
     per_token = per_token.to(dtype)
     if labels is None:
         return Terms(per_token)
     keep = labels != ignore_index
+    mask = keep.to(dtype)
+    if multiply:
+        return Terms(per_token * mask, mask, keep)
     return Terms(torch.where(keep, per_token, torch.zeros((), dtype=dtype, device=keep.device)),
-                 keep.to(dtype), keep)
+                 mask, keep)
 
 
 def _kl_log_target(input, target):
@@ -41,7 +55,7 @@ def _kl_log_target(input, target):
 
 def generalized_jsd(student_logits, teacher_logits, labels=None, *, reduction=None, beta=0.5,
                     temperature=1.0, ignore_index=-100):
-    x, y, dtype = _up(student_logits, teacher_logits)
+    x, y, dtype = _up(student_logits, teacher_logits, autocast=True)
     s = F.log_softmax(x / temperature, dim=-1)
     t = F.log_softmax(y / temperature, dim=-1)
     if beta == 0:
@@ -74,23 +88,24 @@ def _reverse(x, y):
 def forward_kl(student_logits, teacher_logits, labels=None, *, reduction=None,
                ignore_index=-100):
     x, y, dtype = _up(student_logits, teacher_logits)
-    return _masked(_forward(x, y), labels, ignore_index, dtype)
+    return _masked(_forward(x, y), labels, ignore_index, dtype, True)
 
 
 def reverse_kl(student_logits, teacher_logits, labels=None, *, reduction=None,
                ignore_index=-100):
     x, y, dtype = _up(student_logits, teacher_logits)
-    return _masked(_reverse(x, y), labels, ignore_index, dtype)
+    return _masked(_reverse(x, y), labels, ignore_index, dtype, True)
 
 
 def symmetric_kl(student_logits, teacher_logits, labels=None, *, reduction=None,
                  sym_kd_ratio=0.5, ignore_index=-100):
     x, y, dtype = _up(student_logits, teacher_logits)
     r = sym_kd_ratio
-    return _masked(r * _forward(x, y) + (1 - r) * _reverse(x, y), labels, ignore_index, dtype)
+    return _masked(r * _forward(x, y) + (1 - r) * _reverse(x, y), labels, ignore_index, dtype,
+                   True)
 
 
 def tvd(student_logits, teacher_logits, labels=None, *, reduction=None, ignore_index=-100):
-    x, y, dtype = _up(student_logits, teacher_logits)
+    x, y, dtype = _up(student_logits, teacher_logits, autocast=True)
     d = F.softmax(x, dim=-1) - F.softmax(y, dim=-1)
     return _masked(0.5 * d.abs().sum(-1), labels, ignore_index, dtype)
