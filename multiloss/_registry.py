@@ -276,7 +276,7 @@ class InputSpec:
     ``optional``: the input may be left out of a call (or given as None); only trailing inputs
     are optional. A call without it passes the loss function fewer arguments (the function
     gives the input a default of None), and the checks see no entry of its name (GRPO's
-    ``ref_logps``, needed only where ``beta != 0``)."""
+    ``ref_logps``, needed only where ``beta != 0``; the distillation losses' ``labels``)."""
 
     name: str
     doc: str

@@ -271,8 +271,9 @@ def test_info_describes_every_loss(name):
         assert k in opts, f"{name}: torch's option {k!r} is missing"
         assert opts[k]["default"] == default, (name, k)
     # and nothing beyond torch's but the contract's own two (and the opt-in torch.compile mode
-    # of cross_entropy, issue 7's ``compile=True``)
-    extras = {"cross_entropy": {"compile"}}.get(name, set())
+    # of cross_entropy, issue 7's ``compile=True``, and its causal-LM ``shift``, issue 17's:
+    # transformers' ForCausalLMLoss)
+    extras = {"cross_entropy": {"compile", "shift"}}.get(name, set())
     assert set(opts) - set(torch_opts) == {"empty_reduction", "validate"} | extras
 
 

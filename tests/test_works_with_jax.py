@@ -205,10 +205,22 @@ def test_inputs_by_keyword_trace_the_positional_call(spec, sample):
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'targets_typo'.*takes "
                                         + ", ".join(names)):
         loss(*inputs, targets_typo=inputs[-1])
-    if len(names) > 1:  # the last input a call must give (an optional one may be left out)
-        last = [i.name for i in spec.inputs if not i.optional][-1]
-        with pytest.raises(TypeError, match=rf"missing input\(s\) '{last}'"):
-            loss(**{k: v for k, v in by_name.items() if k != last})
+    _missing_input_raises(spec, loss, by_name)
+
+
+def _missing_input_raises(spec, loss, by_name):
+    """A call without the last required input raises, naming it; an optional input
+    (``InputSpec.optional``: GRPO's ref_logps, the distillation losses' labels) left out gives
+    the same as passing None."""
+    required = [i.name for i in spec.inputs if not i.optional]
+    if len(required) > 1:
+        with pytest.raises(TypeError, match=rf"missing input\(s\) '{required[-1]}'"):
+            loss(**{k: v for k, v in by_name.items() if k != required[-1]})
+    for i in spec.inputs:
+        if i.optional and i.name in by_name:
+            given = {k: v for k, v in by_name.items() if k != i.name}
+            np.testing.assert_array_equal(np.asarray(loss(**given)),
+                                          np.asarray(loss(**given, **{i.name: None})))
 
 
 KEYWORD_SUBSET = ("cross_entropy", "ctc", "linear_cross_entropy", "gaussian_nll",
@@ -254,10 +266,7 @@ def test_inputs_by_keyword(spec, sample):
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'targets_typo'.*takes "
                                         + ", ".join(names)):
         loss(*inputs, targets_typo=inputs[-1])
-    if len(names) > 1:  # the last input a call must give (an optional one may be left out)
-        last = [i.name for i in spec.inputs if not i.optional][-1]
-        with pytest.raises(TypeError, match=rf"missing input\(s\) '{last}'"):
-            loss(**{k: v for k, v in by_name.items() if k != last})
+    _missing_input_raises(spec, loss, by_name)
 
 
 def test_torch_argument_names_where_they_differ():

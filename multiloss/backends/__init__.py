@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._registry import array_info
 
 BACKENDS = {
@@ -103,6 +105,19 @@ def signature_key(n: int, last: str, least: int | None = None) -> Callable:
 _UNSET = object()
 
 
+def num_items(named: dict, normalizer):
+    """``num_items_in_batch=`` (transformers' name, popped from a call's keywords) as the
+    ``normalizer``: the sum is divided by it. None (transformers' value without gradient
+    accumulation) leaves the reduction's own denominator."""
+    n = named.pop("num_items_in_batch", None)
+    if n is None:
+        return normalizer
+    if normalizer is not None:
+        raise TypeError("num_items_in_batch: transformers' name for normalizer; give one of "
+                        "them, got both")
+    return n
+
+
 class InputChecks:
     """The checks of a loss's call, shared by the backends: the number of inputs, shape and
     dtype checks once per call signature (they read no values, so they also run on tracers),
@@ -142,7 +157,7 @@ class InputChecks:
         for key, value in named.items():
             i = keys.get(key)
             if i is None:
-                valid = ", ".join(keys) + ", sample_weight, normalizer"
+                valid = ", ".join(keys) + ", sample_weight, normalizer, num_items_in_batch"
                 hint = (f"; {key!r} is an option of the loss, given when it is made: "
                         f"multiloss.get({spec.name!r}, {key}=...)"
                         if key in spec._option_map else "")

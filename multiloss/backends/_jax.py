@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._registry import array_info, dtype_kind
-from . import InputChecks, Terms, signature_key
+from . import InputChecks, Terms, num_items, signature_key
 
 NAME = "jax"
 
@@ -432,7 +432,9 @@ class Loss:
 
     def __call__(self, *inputs, sample_weight=None, normalizer=None, **named):
         if named:  # inputs by keyword: loss(input=x, target=t), torch's and the spec's names
-            inputs = self._checks.positional(inputs, named)
+            normalizer = num_items(named, normalizer)  # transformers' num_items_in_batch
+            if named:
+                inputs = self._checks.positional(inputs, named)
         # the hot path: inputs of a signature seen before, all of them arrays (JAX, NumPy or
         # tracers), no sample weight or normalizer: the cached shape/dtype checks, the value
         # checks, the compiled function; nothing else

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._registry import array_info
-from . import InputChecks, Terms, signature_key
+from . import InputChecks, Terms, num_items, signature_key
 
 NAME = "torch"
 _NATIVE = ("none", "sum", "mean", "batchmean")
@@ -552,7 +552,9 @@ class Loss(torch.nn.Module):
 
     def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
         if named:  # inputs by keyword: loss(input=x, target=t), loss(y_true=..., y_pred=...)
-            inputs = self._checks.positional(inputs, named)
+            normalizer = num_items(named, normalizer)  # transformers' num_items_in_batch
+            if named:
+                inputs = self._checks.positional(inputs, named)
         if _compiling():  # torch.compile traces the checked path: no plan is made or read
             return self._forward(inputs, sample_weight, normalizer, traced=True)
         if sample_weight is None and normalizer is None:
