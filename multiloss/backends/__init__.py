@@ -11,8 +11,6 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
-
 from .._registry import array_info
 
 BACKENDS = {
