@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from ..classification._linear_jax import _Cfg, _lce, plan
 from . import IGNORE_INDEX
@@ -92,3 +94,139 @@ def linear_sequence_logps(input, linear_weight, labels, *, linear_bias=None, ave
         dtype = jnp.result_type(input, linear_weight)
         tok = tok.astype(dtype)
     return tok, _sequences(tok, labels != ignore_index, average)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear engine: a loss of the logits of whole units (pairs, sequences, tokens),
+# chunked, its gradient computed in the forward
+
+
+def _float(a):
+    return a is not None and jnp.issubdtype(a.dtype, jnp.inexact)
+
+
+def _zero_cotangent(a):
+    if a is None:
+        return None
+    if _float(a):
+        return jnp.zeros_like(a)
+    return np.zeros(a.shape, jax.dtypes.float0)
+
+
+def _logits(xc, w, b):
+    """(u, r, D) rows of a chunk against the head (V, D): (u, r, V)."""
+    u, r, d = xc.shape
+    z = xc.reshape(u * r, d) @ w.T
+    if b is not None:
+        z = z + b
+    return z.reshape(u, r, w.shape[0])
+
+
+def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+    """``fn(z, z_ref, *extras)`` per chunk of units, without materialising the logits of more
+    than one chunk.
+
+    x: hidden states (U, r, D), the r rows of each of the U units (a pair's 2T tokens, a
+    sequence's T, one token); w (V, D), b (V,) or None: the head; extras: arrays with leading
+    axis U (floating ones are differentiated, integer/bool ones are data); ref: None or
+    ``(ref_x (U, r, D'), ref_w (V, D'), ref_b)``, a frozen reference/teacher head (its logits
+    ``z_ref`` are computed per chunk, never differentiated: zero cotangents). ``fn`` maps the
+    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...).
+
+    A ``jax.custom_vjp``: the forward computes, per chunk, the losses and their gradient for a
+    cotangent of 1 on every unit (``jax.vjp`` of ``fn``, then ``dX = dz @ W``, ``dW += dz.T @
+    X``: three matrix products per chunk, as the materialised logits' forward and backward);
+    the backward scales it where the cotangent is the same on every unit (a 'mean' or 'sum'
+    without sample weights) and recomputes the chunks with the actual cotangent otherwise
+    (``lax.cond``). Reverse mode only (no ``jax.jvp``/``jax.hessian``: use the plain loss on
+    ``linear_sequence_logps``, whose custom JVP has forward mode)."""
+    from ..classification._linear_jax import _carry
+
+    n_units = x.shape[0]
+    u = int(units_per_chunk)
+    chunks = -(-n_units // u) if n_units else 0
+    pad = chunks * u - n_units
+    fl = tuple(i for i, e in enumerate(extras) if _float(e))
+    ints = tuple(e if not _float(e) else None for e in extras)
+    ref = (None, None, None) if ref is None else tuple(ref)
+
+    def split(a):
+        if a is None:
+            return None
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+        return a.reshape((chunks, u) + a.shape[1:])
+
+    def merge(ef, ei):
+        out = list(ei)
+        for i, e in zip(fl, ef):
+            out[i] = e
+        return out
+
+    def run(x, w, b, ef, ei, rx, rw, rb, ct):
+        """(losses, dx, dw, db, d extras) for the cotangent ct (U, ...), or for 1 per unit
+        (ct None)."""
+        valid = (jnp.arange(chunks * u) < n_units).reshape(chunks, u)
+        xs = (split(x), tuple(split(e) for e in ef), tuple(split(e) for e in ei), split(rx),
+              valid, None if ct is None else split(ct))
+        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
+                     x, w, b, rx, *ef)
+
+        def step(carry, chunk):
+            dw, db = carry
+            xc, efc, eic, rxc, vc, ctc = chunk
+            z = _logits(xc, w, b)
+            zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb))
+            out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
+            mask = vc.reshape((u,) + (1,) * (out.ndim - 1))
+            if ctc is None:
+                ctc = jnp.broadcast_to(mask, out.shape).astype(out.dtype)
+            else:
+                ctc = jnp.where(mask, ctc.astype(out.dtype), 0.0)
+            dz, def_ = vjp(ctc)
+            dz2 = dz.reshape(-1, dz.shape[-1])
+            dxc = (dz2 @ w).reshape(xc.shape)
+            dw = dw + dz2.T @ xc.reshape(-1, xc.shape[-1])
+            if db is not None:
+                db = db + jnp.sum(dz2, axis=0)
+            return (dw, db), (out, dxc, def_)
+
+        (dw, db), (out, dx, de) = lax.scan(step, dw0, xs)
+
+        def unsplit(a):
+            return a.reshape((chunks * u,) + a.shape[2:])[:n_units]
+
+        return unsplit(out), unsplit(dx), dw, db, tuple(unsplit(e) for e in de)
+
+    @jax.custom_vjp
+    def f(x, w, b, ef, ei, rx, rw, rb):
+        return run(x, w, b, ef, ei, rx, rw, rb, None)[0]
+
+    def fwd(x, w, b, ef, ei, rx, rw, rb):
+        out, dx, dw, db, de = run(x, w, b, ef, ei, rx, rw, rb, None)
+        return out, (x, w, b, ef, ei, rx, rw, rb, dx, dw, db, de)
+
+    def bwd(res, g):
+        x, w, b, ef, ei, rx, rw, rb, dx, dw, db, de = res
+        flat = g.reshape(-1)
+        first = flat[0]
+        uniform = jnp.all(flat == first)
+
+        def scaled():
+            s = first.astype(dx.dtype)
+            return (dx * s, dw * s, None if db is None else db * s, tuple(e * s for e in de))
+
+        def recompute():
+            return run(x, w, b, ef, ei, rx, rw, rb, g)[1:]
+
+        dx_, dw_, db_, de_ = lax.cond(uniform, scaled, recompute)
+        zeros = tuple(_zero_cotangent(a) for a in (rx, rw, rb))
+        return (dx_, dw_, db_, de_, tuple(_zero_cotangent(e) for e in ei), *zeros)
+
+    f.defvjp(fwd, bwd)
+    if n_units == 0:
+        z = _logits(x, w, b)
+        zr = None if ref[0] is None else _logits(*ref)
+        return fn(z, zr, *extras)
+    ef = tuple(extras[i] for i in fl)
+    return f(x, w, b, ef, ints, *ref)

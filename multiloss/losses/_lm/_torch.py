@@ -118,3 +118,135 @@ def linear_sequence_logps(input, linear_weight, labels, *, linear_bias=None, ave
     if keep_dtype:
         tok = tok.to(torch.promote_types(input.dtype, linear_weight.dtype))
     return tok, _sequences(tok, labels != ignore_index, average)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear engine (the twin of _jax.fused_units)
+
+
+def _logits(xc, w, b):
+    u, r, d = xc.shape
+    z = torch.nn.functional.linear(xc.reshape(u * r, d), w, b)
+    return z.view(u, r, w.shape[0])
+
+
+def _run_graph(fn, x, w, b, extras, ref, per, g, need):
+    """The backward under ``create_graph=True``: the chunks' losses recomputed with autograd
+    from the saved inputs (attached to the caller's graph) and differentiated with
+    create_graph, so that the gradients have gradients (memory: every chunk's graph)."""
+    rx, rw, rb = ref if ref is not None else (None, None, None)
+    inputs = (x, w, b, *extras)
+    wanted = [i for i, (v, nd) in enumerate(zip(inputs, need))
+              if nd and v is not None and v.is_floating_point()]
+    with torch.enable_grad():
+        outs = []
+        for s in range(0, x.shape[0], per):
+            e_ = min(x.shape[0], s + per)
+            with torch.no_grad():
+                zr = None if rx is None else _logits(rx[s:e_], rw, rb)
+            outs.append(fn(_logits(x[s:e_], w, b), zr, *[ex[s:e_] for ex in extras]))
+        out = torch.cat(outs)
+        gr = torch.autograd.grad(out, [inputs[i] for i in wanted], g, create_graph=True,
+                                 allow_unused=True) if wanted else ()
+    res = [None] * len(inputs)
+    for i, gi in zip(wanted, gr):
+        res[i] = torch.zeros_like(inputs[i]) if gi is None else gi
+    return out, res[0], res[1], res[2], res[3:]
+
+
+def _run(fn, x, w, b, extras, ref, per, g, need):
+    """(losses, dx, dw, db, d extras) over chunks of ``per`` units, for the cotangent ``g``
+    (None: 1 per unit); ``need``: (x, w, b, *extras) flags."""
+    n = x.shape[0]
+    outs = []
+    dx = torch.empty_like(x) if need[0] else None
+    dw = torch.zeros_like(w) if need[1] else None
+    db = torch.zeros_like(b) if need[2] and b is not None else None
+    de = [torch.empty_like(e) if nd and e is not None and e.is_floating_point() else None
+          for e, nd in zip(extras, need[3:])]
+    rx, rw, rb = ref if ref is not None else (None, None, None)
+    grad = any(v is not None for v in (dx, dw, db, *de))
+    for s in range(0, n, per):
+        e_ = min(n, s + per)
+        xc = x[s:e_]
+        with torch.no_grad():
+            zr = None if rx is None else _logits(rx[s:e_], rw, rb)
+            z = _logits(xc, w, b)
+        if not grad:
+            with torch.no_grad():
+                outs.append(fn(z, zr, *[ex[s:e_] for ex in extras]))
+            continue
+        with torch.enable_grad():
+            z = z.requires_grad_(True)
+            leaves = [ex[s:e_].detach().requires_grad_(True) if d is not None else ex[s:e_]
+                      for ex, d in zip(extras, de)]
+            out = fn(z, zr, *leaves)
+            ct = torch.ones_like(out) if g is None else g[s:e_].to(out.dtype)
+            diff = [z] + [lf for lf, d in zip(leaves, de) if d is not None]
+            gr = torch.autograd.grad(out, diff, ct, allow_unused=True)
+        outs.append(out.detach())
+        dz = gr[0].reshape(-1, w.shape[0])
+        if dx is not None:
+            dx[s:e_] = (dz @ w).view(xc.shape)
+        if dw is not None:
+            dw.addmm_(dz.t(), xc.reshape(-1, x.shape[-1]))
+        if db is not None:
+            db += dz.sum(dim=0)
+        k = 1
+        for i, d in enumerate(de):
+            if d is not None:
+                d[s:e_] = torch.zeros_like(extras[i][s:e_]) if gr[k] is None else gr[k]
+                k += 1
+    return torch.cat(outs), dx, dw, db, de
+
+
+class _FusedUnits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fn, per, n_extras, x, w, b, *rest):
+        extras, ref = rest[:n_extras], rest[n_extras:]
+        ref = tuple(ref) if ref else None
+        need = ctx.needs_input_grad[3:6 + n_extras]
+        ctx.fn, ctx.per, ctx.n_extras, ctx.has_ref = fn, per, n_extras, ref is not None
+        ctx.need = need
+        ctx.pre = None
+        if any(need):
+            out, *pre = _run(fn, x, w, b, extras, ref, per, None, need)
+            ctx.pre = pre
+        else:
+            out = _run(fn, x, w, b, extras, ref, per, None, (False,) * len(need))[0]
+        ctx.save_for_backward(x, w, b, *rest)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, b, *rest = ctx.saved_tensors
+        n_extras = ctx.n_extras
+        extras, ref = rest[:n_extras], (tuple(rest[n_extras:]) if ctx.has_ref else None)
+        need, fn, per = ctx.need, ctx.fn, ctx.per
+        n_ref = 3 if ctx.has_ref else 0
+        if torch.is_grad_enabled():  # create_graph: differentiable gradients
+            _, dx, dw, db, de = _run_graph(fn, x, w, b, extras, ref, per, g, need)
+        elif ctx.pre is not None and g.numel() and bool((g == g.reshape(-1)[0]).all()):
+            s = g.reshape(-1)[0]
+            dx, dw, db, de = ctx.pre
+            dx, dw, db = (None if v is None else v * s for v in (dx, dw, db))
+            de = [None if v is None else v * s for v in de]
+        else:
+            _, dx, dw, db, de = _run(fn, x, w, b, extras, ref, per, g.contiguous(), need)
+        return (None, None, None, dx, dw, db, *de, *([None] * n_ref))
+
+
+def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+    """The twin of ``_jax.fused_units``: a chunked autograd function whose forward computes
+    each chunk's losses and, when an input needs a gradient, their gradient for a cotangent of
+    1 per unit (three matrix products per chunk); the backward scales it where the cotangent
+    is the same on every unit, recomputes the chunks with it otherwise, and with autograd
+    (differentiable again) under ``create_graph=True``. The reference head (``ref``) is
+    frozen: evaluated under ``torch.no_grad``."""
+    extras = tuple(extras)
+    ref = tuple(ref) if ref is not None else ()
+    if x.shape[0] == 0:
+        zr = None if not ref else _logits(*ref)
+        return fn(_logits(x, w, b), zr, *extras)
+    with torch.autocast(x.device.type, enabled=False):
+        return _FusedUnits.apply(fn, int(units_per_chunk), len(extras), x, w, b, *extras, *ref)
