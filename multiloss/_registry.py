@@ -272,12 +272,17 @@ class InputSpec:
     ``differentiable`` is whether torch differentiates it (for targets, only when floating).
     ``aliases``: other keyword names a call accepts for it, where the reference library's own
     argument name differs from ``name`` (torch's PoissonNLLLoss calls its input
-    ``log_input``)."""
+    ``log_input``).
+    ``optional``: the input may be left out of a call (or given as None); only trailing inputs
+    are optional. A call without it passes the loss function fewer arguments (the function
+    gives the input a default of None), and the checks see no entry of its name (GRPO's
+    ``ref_logps``, needed only where ``beta != 0``)."""
 
     name: str
     doc: str
     differentiable: bool = True
     aliases: tuple = ()
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -461,7 +466,8 @@ class LossSpec:
         and the differences from other libraries (set on every loss object)."""
         lines = [f"{self.name}: {self.summary}", "",
                  f"Inputs, in {self.order} (positional, or as keywords of their names):"]
-        lines += [f"    {i.name}: {i.doc}" for i in self.inputs]
+        lines += [f"    {i.name}{' (optional)' if i.optional else ''}: {i.doc}"
+                  for i in self.inputs]
         lines += ["", "Options (torch's names and defaults):"]
         for o in self.all_options:
             allowed = f" [{o.allowed}]" if o.allowed else ""
@@ -632,7 +638,8 @@ def info(name: str) -> dict:
         "summary": spec.summary,
         "order": spec.order,
         "inputs": [
-            {"name": i.name, "doc": i.doc, "differentiable": i.differentiable} for i in spec.inputs
+            {"name": i.name, "doc": i.doc, "differentiable": i.differentiable,
+             "optional": i.optional} for i in spec.inputs
         ],
         "options": [
             {

@@ -58,10 +58,22 @@ def load(name: str):
     return importlib.import_module(module)
 
 
-def signature_key(n: int, last: str) -> Callable:
+def signature_key(n: int, last: str, least: int | None = None) -> Callable:
     """The hot-path key of a call with ``n`` array inputs: each input's shape, dtype and its
     ``last`` attribute ("type": its type; "device": a torch tensor's device). A call with
-    another number of inputs raises ValueError (and takes the checked path)."""
+    another number of inputs (fewer than ``least`` where a loss has optional inputs) raises
+    ValueError (and takes the checked path)."""
+    least = n if least is None else least
+    if least != n:
+        def part(x):
+            return (x.shape, x.dtype, type(x)) if last == "type" else (
+                x.shape, x.dtype, x.device, type(x))
+
+        def key(inputs):
+            if not least <= len(inputs) <= n:
+                raise ValueError
+            return tuple([part(x) for x in inputs])
+        return key
     if last == "type":
         def part(x):
             return (x.shape, x.dtype, type(x))
@@ -102,6 +114,10 @@ class InputChecks:
         self.spec = spec
         self.options = options
         self.names = tuple(i.name for i in spec.inputs)
+        #: the number of inputs a call must give (the trailing optional ones may be left out)
+        self.required = len(self.names)
+        while self.required and spec.inputs[self.required - 1].optional:
+            self.required -= 1
         self._value_idx = (
             tuple(self.names.index(n) for n in spec.value_args)
             if options["validate"] and spec.check_values is not None
@@ -137,6 +153,8 @@ class InputChecks:
                 raise TypeError(f"{spec.name}: input {names[i]!r} given {how} "
                                 f"(as {key!r})")
             slots[i] = value
+        while len(slots) > self.required and slots[-1] is _UNSET:
+            slots.pop()  # an optional input left out
         missing = [n for n, v in zip(names, slots) if v is _UNSET]
         if missing:
             raise TypeError(f"{spec.name}: missing input(s) {', '.join(map(repr, missing))} "
@@ -144,11 +162,20 @@ class InputChecks:
         return tuple(slots)
 
     def count(self, inputs) -> None:
-        if len(inputs) != len(self.names):
+        if not self.required <= len(inputs) <= len(self.names):
+            many = (f"{len(self.names)}" if self.required == len(self.names)
+                    else f"{self.required} to {len(self.names)}")
             raise TypeError(
-                f"{self.spec.name}: expected {len(self.names)} inputs "
+                f"{self.spec.name}: expected {many} inputs "
                 f"({', '.join(self.names)}), got {len(inputs)}"
             )
+
+    def trim(self, inputs: tuple) -> tuple:
+        """The inputs without the trailing optional ones given as None (left out)."""
+        n = len(inputs)
+        while n > self.required and inputs[n - 1] is None:
+            n -= 1
+        return inputs if n == len(inputs) else tuple(inputs[:n])
 
     def signature(self, inputs, sample_weight) -> tuple:
         """(infos, reads): the shape/dtype checks of this call signature, run once per

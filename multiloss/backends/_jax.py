@@ -418,10 +418,11 @@ class Loss:
         # signature (shape, dtype, type of each input) -> the value checks (None: nothing to
         # check) of the calls that may take the hot path of __call__
         self._fast: dict = {}
-        self._key = signature_key(len(spec.inputs), "type")
+        self._key = signature_key(len(spec.inputs), "type", self._checks.required)
 
     def _prepare(self, inputs, sample_weight):
         checks = self._checks
+        inputs = checks.trim(inputs)
         checks.count(inputs)
         inputs = tuple(_as_array(x, n) for x, n in zip(inputs, checks.names))
         if sample_weight is not None:

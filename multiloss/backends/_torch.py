@@ -462,7 +462,7 @@ class Loss(torch.nn.Module):
         self._empty = options["empty_reduction"]
         self._checks = InputChecks(spec, self.options)
         self._plans: dict = {}  # (shape, dtype, device, type) of each input -> _plan
-        self._key = signature_key(len(spec.inputs), "device")
+        self._key = signature_key(len(spec.inputs), "device", self._checks.required)
 
     def _device(self, inputs):
         for x in inputs:
@@ -515,6 +515,7 @@ class Loss(torch.nn.Module):
 
     def _prepare(self, inputs, sample_weight, traced=False):
         checks = self._checks
+        inputs = checks.trim(inputs)
         checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
             sample_weight is not None and not isinstance(sample_weight, torch.Tensor)
@@ -678,7 +679,7 @@ class Loss(torch.nn.Module):
         self._fn = self.spec.implementation(NAME)
         self._checks = InputChecks(self.spec, self.options)
         self._plans = {}
-        self._key = signature_key(len(self.spec.inputs), "device")
+        self._key = signature_key(len(self.spec.inputs), "device", self._checks.required)
 
     def extra_repr(self):
         return ", ".join(

@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (registers the specs)
     generative,
     keras,
     metric,
+    policy,
     preference,
     ranking,
     regression,
