@@ -230,3 +230,78 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
         return fn(z, zr, *extras)
     ef = tuple(extras[i] for i in fl)
     return f(x, w, b, ef, ints, *ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear losses: a Form (``_forms.py``) and the plain loss's JAX function
+
+
+def _units(a, n):
+    """Rows [chosen (n); rejected (n)] of (2n, T, ...) as pairs (n, 2T, ...)."""
+    t = a.shape[1]
+    return a.reshape((2, n, t) + a.shape[2:]).swapaxes(0, 1).reshape((n, 2 * t) + a.shape[2:])
+
+
+def linear_form(form, plain_fn):
+    """The JAX function of the fused-linear loss ``form.name``: the plain loss ``plain_fn`` of
+    the per-token log-probs of ``input @ linear_weight.T + linear_bias``, chunked by units
+    (``fused_units``), the plain function called on each chunk; returns ``Terms``."""
+    from ...backends import Terms
+    from . import units_per_chunk
+
+    def loss(input, linear_weight, target, *rest, linear_bias=None, ref_linear_bias=None,
+             ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None, **popts):
+        popts.pop("reduction", None)
+        ignore = int(ignore_index)
+        dtype = jnp.result_type(input, linear_weight)
+        if linear_bias is not None:
+            dtype = jnp.result_type(dtype, linear_bias)
+        x, w = input.astype(dtype), linear_weight.astype(dtype)
+        b = None if linear_bias is None else linear_bias.astype(dtype)
+        rest = list(rest) + [None] * (2 * form.ref + len(form.extras) - len(rest))
+        ref = None
+        if form.ref:
+            rx, rw = rest[0].astype(dtype), rest[1].astype(dtype)
+            rb = None if ref_linear_bias is None else ref_linear_bias.astype(dtype)
+            rest = rest[2:]
+        extras = rest
+        n = x.shape[0] // 2 if form.paired else x.shape[0]
+        lab = target
+        if form.paired:
+            x, lab = _units(x, n), _units(lab, n)
+            if form.ref:
+                rx = _units(rx, n)
+        if form.ref:
+            ref = (rx, rw, rb)
+        if form.name == "linear_kto":
+            extras[1] = jnp.broadcast_to(extras[1].astype(dtype), (n,))
+        scale = None
+        if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean)
+            count = jnp.sum(target[:n] != ignore).astype(dtype)
+            scale = jnp.broadcast_to(n / count, (n,))
+        present = [i for i, e in enumerate(extras) if e is not None]
+        k = len(present)
+
+        def fn(z, zr, lab, *ex):
+            tok, valid = token_logps(z, lab, ignore)
+            rtok = None if zr is None else token_logps(zr, lab, ignore)[0]
+            full = [None] * len(extras)
+            for i, e in zip(present, ex[:k]):
+                full[i] = e
+            args = form.to_plain(tok, valid.astype(tok.dtype), rtok, full,
+                                 ex[k] if form.nll else None, popts)
+            return plain_fn(*args, **popts).loss
+
+        per = units_per_chunk(n, lab.shape[1], w.shape[0], jnp.dtype(dtype).itemsize,
+                              chunk_size, memory_budget)
+        args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
+        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per)
+        # the plain loss's denominator weights (from the masks, not the log-probs)
+        zeros = jnp.zeros(lab.shape, dtype)
+        valid = (lab != ignore).astype(dtype)
+        terms = plain_fn(*form.to_plain(zeros, valid, zeros if form.ref else None, extras,
+                                        scale, popts), **popts)
+        return Terms(out, terms.weight, terms.count, terms.scale)
+
+    loss.__name__ = loss.__qualname__ = form.name
+    return loss

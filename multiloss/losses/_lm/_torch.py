@@ -250,3 +250,76 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
         return fn(_logits(x, w, b), zr, *extras)
     with torch.autocast(x.device.type, enabled=False):
         return _FusedUnits.apply(fn, int(units_per_chunk), len(extras), x, w, b, *extras, *ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear losses (the twin of _jax.linear_form)
+
+
+def _units(a, n):
+    t = a.shape[1]
+    return a.reshape((2, n, t) + tuple(a.shape[2:])).transpose(0, 1).reshape(
+        (n, 2 * t) + tuple(a.shape[2:]))
+
+
+def linear_form(form, plain_fn):
+    """The torch function of the fused-linear loss ``form.name`` (see _jax.linear_form)."""
+    from ...backends import Terms
+    from . import units_per_chunk
+
+    def loss(input, linear_weight, target, *rest, reduction=None, linear_bias=None,
+             ref_linear_bias=None, ignore_index=IGNORE_INDEX, chunk_size=None,
+             memory_budget=None, **popts):
+        ignore = int(ignore_index)
+        dtype = torch.promote_types(input.dtype, linear_weight.dtype)
+        if linear_bias is not None:
+            dtype = torch.promote_types(dtype, linear_bias.dtype)
+        x, w = input.to(dtype), linear_weight.to(dtype)
+        b = None if linear_bias is None else linear_bias.to(dtype)
+        rest = list(rest) + [None] * (2 * form.ref + len(form.extras) - len(rest))
+        ref = None
+        if form.ref:
+            rx, rw = rest[0].to(dtype), rest[1].to(dtype)
+            rb = None if ref_linear_bias is None else ref_linear_bias.to(dtype)
+            rest = rest[2:]
+        extras = rest
+        n = x.shape[0] // 2 if form.paired else x.shape[0]
+        lab = target.long()
+        if form.paired:
+            x, lab = _units(x, n), _units(lab, n)
+            if form.ref:
+                rx = _units(rx, n)
+        if form.ref:
+            ref = (rx, rw, rb)
+        if form.name == "linear_kto":
+            extras[1] = extras[1].to(dtype).expand(n)
+        scale = None
+        if form.nll:
+            count = (target[:n] != ignore).sum().to(dtype)
+            scale = (n / count).expand(n)
+        present = [i for i, e in enumerate(extras) if e is not None]
+        k = len(present)
+
+        def fn(z, zr, lab, *ex):
+            tok, valid = token_logps(z, lab, ignore)
+            rtok = None if zr is None else token_logps(zr, lab, ignore)[0]
+            full = [None] * len(extras)
+            for i, e in zip(present, ex[:k]):
+                full[i] = e
+            args = form.to_plain(tok, valid.to(tok.dtype), rtok, full,
+                                 ex[k] if form.nll else None, popts)
+            return plain_fn(*args, reduction=None, **popts).loss
+
+        per = units_per_chunk(n, lab.shape[1], w.shape[0], torch.finfo(dtype).bits // 8,
+                              chunk_size, memory_budget)
+        args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
+        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per)
+        with torch.no_grad():
+            zeros = torch.zeros(lab.shape, dtype=dtype, device=x.device)
+            valid = (lab != ignore).to(dtype)
+            terms = plain_fn(*form.to_plain(zeros, valid, zeros if form.ref else None, extras,
+                                            scale, popts), reduction=None, **popts)
+        return Terms(out, terms.weight, terms.count, terms.scale)
+
+    loss.__name__ = loss.__qualname__ = form.name
+    return loss
