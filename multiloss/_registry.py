@@ -276,13 +276,19 @@ class InputSpec:
     ``optional``: the input may be left out of a call (or given as None); only trailing inputs
     are optional. A call without it passes the loss function fewer arguments (the function
     gives the input a default of None), and the checks see no entry of its name (GRPO's
-    ``ref_logps``, needed only where ``beta != 0``)."""
+    ``ref_logps``, needed only where ``beta != 0``).
+    ``default``: the input is optional (only trailing inputs may be): a call may leave it out
+    or pass None, and the backends then pass the array ``default(infos, opts)`` describes,
+    ``(shape, dtype name, fill value)`` from the ArrayInfo of the inputs before it and the
+    bound options (the distillation losses' ``labels``: a mask where every token counts).
+    None: the input is required."""
 
     name: str
     doc: str
     differentiable: bool = True
     aliases: tuple = ()
     optional: bool = False
+    default: Callable | None = None
 
 
 @dataclass(frozen=True)

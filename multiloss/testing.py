@@ -534,6 +534,12 @@ def _heterogeneous_cases():
     for empty in ("nan", "zero"):  # every target of the whole batch ignored
         out.append(("cross_entropy", f"all-ignored-{empty}", (x, np.full((n, length), -100)),
                     {"empty_reduction": empty}, sw))
+    # the causal-LM convention (transformers, torchtitan, MaxText): the shifted targets'
+    # global count of valid tokens over micro-batches and ranks (docs/language-models.md)
+    out.append(("cross_entropy", "causal-lm-shift", (x, t), {"shift": True}, None))
+    h, wl = rng.normal(size=(n, length, 3)), rng.normal(size=(c, 3))
+    out.append(("linear_cross_entropy", "causal-lm-shift", (h, wl, t),
+                {"shift": True, "chunk_size": 8}, sw[:, 1:]))
     xr, tr = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
     out.append(("mse", "weighted", (xr, tr), {"weight": rng.uniform(0.5, 2, 3)},
                 rng.uniform(0, 2, size=(n, 1))))

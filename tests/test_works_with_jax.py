@@ -205,9 +205,22 @@ def test_inputs_by_keyword_trace_the_positional_call(spec, sample):
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'targets_typo'.*takes "
                                         + ", ".join(names)):
         loss(*inputs, targets_typo=inputs[-1])
-    if len(names) > 1:
-        with pytest.raises(TypeError, match=rf"missing input\(s\) '{names[-1]}'"):
-            loss(**dict(list(by_name.items())[:-1]))
+    _missing_input_raises(spec, loss, by_name)
+
+
+def _missing_input_raises(spec, loss, by_name):
+    """A call without the last required input raises, naming it; an optional input
+    (``InputSpec.default``: the distillation losses' labels) left out is filled in, the same
+    as passing None."""
+    required = [i.name for i in spec.inputs if i.default is None]
+    if len(required) > 1:
+        with pytest.raises(TypeError, match=rf"missing input\(s\) '{required[-1]}'"):
+            loss(**{k: v for k, v in by_name.items() if k != required[-1]})
+    for i in spec.inputs:
+        if i.default is not None:
+            given = {k: v for k, v in by_name.items() if k != i.name}
+            np.testing.assert_array_equal(np.asarray(loss(**given)),
+                                          np.asarray(loss(**given, **{i.name: None})))
 
 
 KEYWORD_SUBSET = ("cross_entropy", "ctc", "linear_cross_entropy", "gaussian_nll",
@@ -253,9 +266,7 @@ def test_inputs_by_keyword(spec, sample):
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'targets_typo'.*takes "
                                         + ", ".join(names)):
         loss(*inputs, targets_typo=inputs[-1])
-    if len(names) > 1:
-        with pytest.raises(TypeError, match=rf"missing input\(s\) '{names[-1]}'"):
-            loss(**dict(list(by_name.items())[:-1]))
+    _missing_input_raises(spec, loss, by_name)
 
 
 def test_torch_argument_names_where_they_differ():

@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .._registry import array_info
 
 BACKENDS = {
@@ -103,6 +105,19 @@ def signature_key(n: int, last: str, least: int | None = None) -> Callable:
 _UNSET = object()
 
 
+def num_items(named: dict, normalizer):
+    """``num_items_in_batch=`` (transformers' name, popped from a call's keywords) as the
+    ``normalizer``: the sum is divided by it. None (transformers' value without gradient
+    accumulation) leaves the reduction's own denominator."""
+    n = named.pop("num_items_in_batch", None)
+    if n is None:
+        return normalizer
+    if normalizer is not None:
+        raise TypeError("num_items_in_batch: transformers' name for normalizer; give one of "
+                        "them, got both")
+    return n
+
+
 class InputChecks:
     """The checks of a loss's call, shared by the backends: the number of inputs, shape and
     dtype checks once per call signature (they read no values, so they also run on tracers),
@@ -128,6 +143,29 @@ class InputChecks:
         self._keywords = {n: i for i, n in enumerate(self.names)}
         for i, inp in enumerate(spec.inputs):
             self._keywords.update(dict.fromkeys(inp.aliases, i))
+        #: positions of the optional inputs (``InputSpec.default``; trailing ones)
+        self.optional = tuple(i for i, inp in enumerate(spec.inputs) if inp.default is not None)
+
+    def fill(self, inputs: tuple, full: Callable) -> tuple:
+        """The inputs with the optional ones left out (at the end) or given as None replaced
+        by their default array, ``full(shape, dtype name, value, first input)`` (a backend's
+        constructor: an array of the first input's kind and device). Inputs as given where
+        nothing is missing, or where a required input is missing (``count`` says which)."""
+        n = len(self.names)
+        if len(inputs) < n:
+            if len(inputs) < n - len(self.optional):
+                return inputs
+            inputs = (*inputs, *([None] * (n - len(inputs))))
+        if all(inputs[i] is not None for i in self.optional):
+            return inputs
+        out = list(inputs)
+        for i in self.optional:
+            if out[i] is None:
+                infos = [array_info(x if hasattr(x, "dtype") else np.asarray(x))
+                         for x in out[:i]]
+                shape, dtype, value = self.spec.inputs[i].default(infos, self.options)
+                out[i] = full(tuple(shape), dtype, value, out[0])
+        return tuple(out)
 
     def positional(self, inputs: tuple, named: dict) -> tuple:
         """The inputs of a call that names some or all of them by keyword (the spec's input
@@ -142,7 +180,7 @@ class InputChecks:
         for key, value in named.items():
             i = keys.get(key)
             if i is None:
-                valid = ", ".join(keys) + ", sample_weight, normalizer"
+                valid = ", ".join(keys) + ", sample_weight, normalizer, num_items_in_batch"
                 hint = (f"; {key!r} is an option of the loss, given when it is made: "
                         f"multiloss.get({spec.name!r}, {key}=...)"
                         if key in spec._option_map else "")
@@ -153,6 +191,9 @@ class InputChecks:
                 raise TypeError(f"{spec.name}: input {names[i]!r} given {how} "
                                 f"(as {key!r})")
             slots[i] = value
+        for i in self.optional:  # left out: the backend fills in its default
+            if slots[i] is _UNSET:
+                slots[i] = None
         while len(slots) > self.required and slots[-1] is _UNSET:
             slots.pop()  # an optional input left out
         missing = [n for n, v in zip(names, slots) if v is _UNSET]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._registry import array_info, dtype_kind
-from . import InputChecks, Terms, signature_key
+from . import InputChecks, Terms, num_items, signature_key
 
 NAME = "jax"
 
@@ -164,6 +164,12 @@ def _as_array(x, name):
 
 
 _MISS = object()
+
+
+def _full(shape, dtype, value, like):
+    """An optional input's default (``InputChecks.fill``): a NumPy constant (a jit argument,
+    or a constant under the user's trace)."""
+    return np.full(shape, value, dtype)
 
 #: The input types whose calls take the hot path once their signature has been checked:
 #: JAX arrays, tracers and NumPy arrays (anything else goes through the conversions).
@@ -423,6 +429,8 @@ class Loss:
     def _prepare(self, inputs, sample_weight):
         checks = self._checks
         inputs = checks.trim(inputs)
+        if checks.optional:  # optional inputs left out or None: their default arrays
+            inputs = checks.fill(inputs, _full)
         checks.count(inputs)
         inputs = tuple(_as_array(x, n) for x, n in zip(inputs, checks.names))
         if sample_weight is not None:
@@ -432,7 +440,9 @@ class Loss:
 
     def __call__(self, *inputs, sample_weight=None, normalizer=None, **named):
         if named:  # inputs by keyword: loss(input=x, target=t), torch's and the spec's names
-            inputs = self._checks.positional(inputs, named)
+            normalizer = num_items(named, normalizer)  # transformers' num_items_in_batch
+            if named:
+                inputs = self._checks.positional(inputs, named)
         # the hot path: inputs of a signature seen before, all of them arrays (JAX, NumPy or
         # tracers), no sample weight or normalizer: the cached shape/dtype checks, the value
         # checks, the compiled function; nothing else

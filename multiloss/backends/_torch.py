@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .._registry import array_info
-from . import InputChecks, Terms, signature_key
+from . import InputChecks, Terms, num_items, signature_key
 
 NAME = "torch"
 _NATIVE = ("none", "sum", "mean", "batchmean")
@@ -197,6 +197,12 @@ def _convert(spec, inputs):
     if conv is None:
         return inputs
     return tuple(x if d is None else x.to(getattr(torch, d)) for x, d in zip(inputs, conv))
+
+
+def _full(shape, dtype, value, like):
+    """An optional input's default (``InputChecks.fill``), on the first input's device."""
+    device = like.device if isinstance(like, torch.Tensor) else None
+    return torch.full(shape, value, dtype=getattr(torch, dtype), device=device)
 
 
 def _concrete(x):
@@ -516,6 +522,8 @@ class Loss(torch.nn.Module):
     def _prepare(self, inputs, sample_weight, traced=False):
         checks = self._checks
         inputs = checks.trim(inputs)
+        if checks.optional:  # optional inputs left out or None: their default tensors
+            inputs = checks.fill(inputs, _full)
         checks.count(inputs)
         if not all(isinstance(x, torch.Tensor) for x in inputs) or (
             sample_weight is not None and not isinstance(sample_weight, torch.Tensor)
@@ -552,7 +560,11 @@ class Loss(torch.nn.Module):
 
     def forward(self, *inputs, sample_weight=None, normalizer=None, **named):
         if named:  # inputs by keyword: loss(input=x, target=t), loss(y_true=..., y_pred=...)
-            inputs = self._checks.positional(inputs, named)
+            normalizer = num_items(named, normalizer)  # transformers' num_items_in_batch
+            if named:
+                inputs = self._checks.positional(inputs, named)
+        if self._checks.optional:  # optional inputs left out or None: their default tensors
+            inputs = self._checks.fill(inputs, _full)
         if _compiling():  # torch.compile traces the checked path: no plan is made or read
             return self._forward(inputs, sample_weight, normalizer, traced=True)
         if sample_weight is None and normalizer is None:

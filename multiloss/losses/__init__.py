@@ -5,6 +5,7 @@ named as the spec. Importing this package imports neither torch nor jax."""
 from . import (  # noqa: F401  (registers the specs)
     classification,
     detection,
+    distillation,
     distribution,
     generative,
     keras,

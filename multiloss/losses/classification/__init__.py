@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._registry import InputSpec, LossSpec, Option, Sample, array_option, integer, real, register
+from ..._registry import (
+    InputSpec,
+    LossSpec,
+    Option,
+    Sample,
+    array_option,
+    boolean,
+    integer,
+    real,
+    register,
+)
 from .._common import (
     REDUCTIONS,
     case_id,
@@ -70,6 +80,19 @@ COMPILE = Option(
 )
 
 
+SHIFT_DOC = (
+    "causal-LM shift, as transformers' ForCausalLMLoss: the logits at position i predict the "
+    "target at i + 1 along the sequence axis, the last axis of the target (input[..., :-1] "
+    "against target[..., 1:]); the last position is dropped, so the unreduced loss is one "
+    "shorter along it. Class-index targets only; pass the number of valid targets of the "
+    "whole step (after the shift) as normalizer= or num_items_in_batch= "
+    "(docs/language-models.md)")
+
+SHIFT = Option("shift", False, SHIFT_DOC + ". Input (N, C, ..., T), target (N, ..., T): "
+               "transformers' (B, T, V) logits are logits.transpose(1, 2) here", boolean,
+               allowed="bool")
+
+
 # ---------------------------------------------------------------------------------------------
 # checks
 
@@ -114,7 +137,20 @@ def _class_check(named, opts, allow_prob: bool):
 
 
 def _ce_check(named, opts):
-    return _class_check(named, opts, allow_prob=True)
+    if not opts.get("shift"):
+        return _class_check(named, opts, allow_prob=True)
+    x, t = named["input"], named["target"]
+    if x.ndim < 3 or t.kind not in "iu":
+        raise ValueError(
+            f"shift: needs logits (N, C, ..., T) with the sequence last and integer targets "
+            f"(N, ..., T) (transformers' (B, T, V) logits: logits.transpose(1, 2)), got input "
+            f"{x.describe()} and target {t.describe()}")
+    return shifted(_class_check(named, opts, allow_prob=False))
+
+
+def shifted(shape):
+    """The unreduced loss's shape under ``shift``: one shorter along the last axis."""
+    return (*shape[:-1], max(shape[-1] - 1, 0))
 
 
 def _nll_check(named, opts):
@@ -161,6 +197,8 @@ def _bce_logits_check(named, opts):
 
 def _class_normalizer(inputs, opts):
     x, t = inputs[0], inputs[1]
+    if opts.get("shift"):
+        x, t = x[..., :-1], t[..., 1:]
     axis = 0 if x.ndim == 1 else 1
     if np.issubdtype(t.dtype, np.floating):
         shape = x.shape[:axis] + x.shape[axis + 1 :]
@@ -230,7 +268,25 @@ def _ce_samples(rng, dtype, nll=False):
                     opts,
                     sw,
                 )
+    if not nll:
+        yield from _shift_cases(rng, dtype, name)
     yield from _class_edge_cases(rng, dtype, name, nll)
+
+
+def _shift_cases(rng, dtype, name):
+    """shift=True: logits (N, C, T), targets (N, T); the unreduced loss is (N, T - 1)."""
+    x, t = _class_problem(rng, dtype, (3, 5, 4), "index", "some")
+    w = positive(rng, (5,), dtype, 0.2, 2.0)
+    yield Sample(f"{name}[shift]", (x, t), {"shift": True})
+    opts = {"shift": True, "weight": w, "label_smoothing": 0.1, "reduction": "none"}
+    yield Sample(case_id(f"{name}[shift]", opts), (x, t), opts,
+                 loss_shape_weight(rng, (3, 3), dtype))
+    # only the first position has a valid target: after the shift nothing counts
+    t = np.full((3, 4), -100, np.int64)
+    t[:, 0] = 1
+    for empty in ("nan", "zero"):
+        yield Sample(f"{name}[shift,ignored-after-shift,empty={empty}]", (x, t),
+                     {"shift": True, "empty_reduction": empty})
 
 
 def _index_shape_weight(rng, x, dtype):
@@ -398,6 +454,8 @@ def _binary_random(rng, dtype, logits):
 
 def _ref_ce(torch, inputs, opts, reduction):
     x, t = inputs
+    if opts["shift"]:  # transformers' shift (tests/test_language_models.py: ForCausalLMLoss)
+        x, t = x[..., :-1], t[..., 1:]
     return torch.nn.functional.cross_entropy(
         x, t, weight=opts["weight"], ignore_index=opts["ignore_index"],
         reduction=reduction, label_smoothing=opts["label_smoothing"],
@@ -445,8 +503,10 @@ register(
         summary="Cross-entropy between logits and class indices or class probabilities.",
         aliases=("CrossEntropyLoss", "ce"),
         inputs=CLASS_INPUTS,
-        options=(WEIGHT_CLASS, IGNORE_INDEX, LABEL_SMOOTHING, COMPILE),
+        options=(WEIGHT_CLASS, IGNORE_INDEX, LABEL_SMOOTHING, COMPILE, SHIFT),
         formula=(
+            "shift=True: input[..., :-1] and target[..., 1:] below (transformers' causal-LM "
+            "shift).\n"
             "logp = log_softmax(input, class axis); ls = label_smoothing; C classes.\n"
             "class indices: l_n = (1 - ls) * w[t_n] * (-logp[n, t_n]) + (ls / C) * "
             "sum_c w_c * (-logp[n, c]), and 0 where t_n == ignore_index;\n"
@@ -462,7 +522,12 @@ register(
             "ignore_index, label smoothing or reduction; Keras' class_weight under its default "
             "'sum_over_batch_size' divides by the number of samples, not by the summed weights. "
             "An out-of-range class index raises where target values are concrete and gives NaN "
-            "under a trace (torch raises; optax returns a silent number)."
+            "under a trace (torch raises; optax returns a silent number). "
+            "shift=True is transformers' ForCausalLMLoss (with num_items_in_batch= at the "
+            "call as its normalizer), which takes (B, T, V) logits: here the class axis is "
+            "torch's, (B, V, T) (logits.transpose(1, 2)); transformers computes in float32 "
+            "even for float64 logits, multiloss keeps float64. The target's first position "
+            "is still checked as a class index though the shift never reads it."
         ),
         check=_ce_check,
         check_values=check_class_indices,

@@ -24,9 +24,11 @@ def _denominator(input, target, weight, ignore_index):
 
 
 def cross_entropy(input, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
-                  compile=False):
+                  compile=False, shift=False):
     # the single-pass log-sum-exp and one-pass gradient of _fused_jax (custom VJPs);
     # compile: a torch-backend option, a JAX loss is always jit-compiled
+    if shift:  # transformers' causal-LM shift along the sequence (last) axis
+        input, target = input[..., :-1], target[..., 1:]
     axis = 0 if input.ndim == 1 else 1
     if jnp.issubdtype(target.dtype, jnp.integer):
         loss = _fused.ce_index(input, target, weight, axis, ignore_index, label_smoothing)

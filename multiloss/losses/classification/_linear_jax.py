@@ -480,7 +480,7 @@ def _lce_jvp(cfg, primals, tangents):
 # ---------------------------------------------------------------------------------------------
 
 
-def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+def _linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
                          ignore_index=None, label_smoothing=0.0, softcap=None, z_loss=0.0,
                          chunk_size=None, memory_budget=None):
     dtype = jnp.result_type(input, linear_weight)
@@ -520,3 +520,15 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     counts = (tgt != ignore) & (tgt >= 0) & (tgt < n_classes)
     w_t = 1.0 if w is None else jnp.take(w, jnp.where(counts, tgt, 0))
     return Terms(loss, jnp.where(counts, w_t, 0.0).astype(dtype), counts)
+
+
+def linear_cross_entropy(input, linear_weight, target, *, shift=False, **options):
+    """The spec's implementation: ``_linear_cross_entropy``, or with ``shift`` (transformers'
+    causal-LM shift) that function on the flattened hidden states input[:, :-1] (N * (T - 1),
+    D) and targets target[:, 1:], its terms reshaped to (N, T - 1)."""
+    if not shift:
+        return _linear_cross_entropy(input, linear_weight, target, **options)
+    n, steps, d = input.shape[0], max(input.shape[1] - 1, 0), input.shape[2]
+    terms = _linear_cross_entropy(input[:, :-1].reshape(n * steps, d), linear_weight,
+                                  target[:, 1:].reshape(n * steps), **options)
+    return Terms(*(None if a is None else a.reshape(n, steps) for a in terms))

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..._registry import InputSpec, LossSpec, Option, Sample, array_option, integer, real, register
+from ..._registry import (
+    InputSpec,
+    LossSpec,
+    Option,
+    Sample,
+    array_option,
+    boolean,
+    integer,
+    real,
+    register,
+)
 from .._common import (
     REDUCTIONS,
     case_id,
@@ -65,6 +75,13 @@ OPTIONS = (
            _positive_int_or_none, allowed="None | int >= 1"),
     Option("memory_budget", None, "bytes for a chunk's temporaries (its logits, softmax and "
            "gradient); None: 128 MiB", _positive_int_or_none, allowed="None | int bytes"),
+    Option("shift", False, "causal-LM shift, as transformers' ForCausalLMLoss: hidden states "
+           "(N, T, in_features), targets (N, T); the features at position i predict the "
+           "target at i + 1 (input[:, :-1] against target[:, 1:]), the last position is "
+           "dropped: the unreduced loss is (N, T - 1). Class-index targets and a 2-D "
+           "linear_weight only; pass the number of valid targets of the whole step (after "
+           "the shift) as normalizer= or num_items_in_batch= (docs/language-models.md)",
+           boolean, allowed="bool"),
 )
 
 
@@ -79,6 +96,31 @@ def _shapes(x, wl):
 
 
 def _check(named, opts):
+    if opts.get("shift"):
+        return _shift_check(named, opts)
+    return _plain_check(named, opts)
+
+
+def _shift_check(named, opts):
+    """shift=True: hidden states (N, T, D), linear_weight (C, D), class indices (N, T); the
+    checks of the flattened (N * (T - 1), D) call; the loss is (N, T - 1)."""
+    x, wl, t = named["input"], named["linear_weight"], named["target"]
+    if x.ndim != 3 or wl.ndim != 2 or t.kind not in "iu":
+        raise ValueError(
+            f"shift: needs hidden states (N, T, in_features), a linear_weight (C, "
+            f"in_features) and integer targets (N, T), got input {x.describe()}, "
+            f"linear_weight {wl.describe()} and target {t.describe()}")
+    if t.shape != x.shape[:2]:
+        raise ValueError(f"target: expected class indices of shape {x.shape[:2]} (input's "
+                         f"(N, T)), got shape {t.shape}")
+    n, steps = x.shape[0], max(x.shape[1] - 1, 0)
+    flat = dict(named, input=x._replace(shape=(n * steps, x.shape[2])),
+                target=t._replace(shape=(n * steps,)))
+    _plain_check(flat, opts)
+    return (n, steps)
+
+
+def _plain_check(named, opts):
     x, wl, t = named["input"], named["linear_weight"], named["target"]
     expect_float("input", x, "floating-point features")
     expect_float("linear_weight", wl, "a floating-point weight")
@@ -144,6 +186,8 @@ def _check_values(values, infos, opts):
 
 def _normalizer(inputs, opts):
     x, wl, t = inputs
+    if opts.get("shift"):
+        x, t = x[:, :-1].reshape(-1, x.shape[-1]), t[:, 1:]
     if np.issubdtype(np.asarray(t).dtype, np.floating):
         n_classes, out, batch = _shapes(x, wl)
         shape = batch + out
@@ -168,6 +212,11 @@ def _ref(torch, inputs, opts, reduction):
     probabilities)."""
     F = torch.nn.functional
     x, wl, t = inputs
+    if opts["shift"]:  # transformers' shift (tests/test_language_models.py: ForCausalLMLoss)
+        n, steps = x.shape[0], max(x.shape[1] - 1, 0)
+        flat = (x[:, :-1].reshape(-1, x.shape[-1]), wl, t[:, 1:].reshape(-1))
+        out = _ref(torch, flat, {**opts, "shift": False}, reduction)
+        return out.reshape(n, steps) if reduction == "none" else out
     b, w = opts["linear_bias"], opts["weight"]
     if opts["softcap"] is None and not opts["z_loss"]:
         return F.linear_cross_entropy(x, wl, t, linear_bias=b, weight=w, reduction=reduction,
@@ -283,6 +332,15 @@ def _samples(rng, dtype):
                kind="prob", ignore="none")
     yield case("unbatched,prob", prob, "mean", False, shape=(None, 4, 5), kind="prob",
                ignore="none")
+    # shift=True: hidden states (N, T, D), targets (N, T), the loss (N, T - 1)
+    x, wl, _ = _problem(rng, dtype, 3 * 4, d, c)
+    x = x.reshape(3, 4, d)
+    t = rng.integers(0, c, size=(3, 4)).astype(np.int64)
+    t[0, 2] = t[2, 1] = -100
+    yield Sample(f"{name}[shift]", (x, wl, t), {"shift": True})
+    opts = _fill(rng, dtype, {**EVERYTHING, **TILES, "shift": True, "reduction": "none"}, c, ())
+    yield Sample(case_id(f"{name}[shift]", opts), (x, wl, t), opts,
+                 loss_shape_weight(rng, (3, 3), dtype))
     yield from _edge_cases(rng, dtype, name)
 
 
@@ -384,7 +442,10 @@ register(
             "is not used: its Hessian is silently zero). Under torch.autocast, torch's policy "
             "for F.linear_cross_entropy: the product in the autocast dtype, the loss in "
             "float32. "
-            "softcap and z_loss are multiloss's (not in torch)."
+            "softcap and z_loss are multiloss's (not in torch). shift=True is transformers' "
+            "ForCausalLMLoss on the logits hidden @ linear_weight.T (num_items_in_batch= at "
+            "the call is its normalizer), computed in float64 for float64 inputs "
+            "(transformers upcasts to float32 only)."
         ),
         check=_check,
         check_values=_check_values,

@@ -255,7 +255,7 @@ class _LinearCE(torch.autograd.Function):
         return dx, dw2, db2, dt, dw, None
 
 
-def linear_cross_entropy(input, linear_weight, target, *, reduction, linear_bias=None,
+def _linear_cross_entropy(input, linear_weight, target, *, reduction, linear_bias=None,
                          weight=None, ignore_index=None, label_smoothing=0.0, softcap=None,
                          z_loss=0.0, chunk_size=None, memory_budget=None):
     dtype = torch.promote_types(input.dtype, linear_weight.dtype)
@@ -299,3 +299,15 @@ def linear_cross_entropy(input, linear_weight, target, *, reduction, linear_bias
     safe = torch.where(counts, tgt, torch.zeros_like(tgt))
     w_t = torch.ones((), dtype=loss.dtype, device=loss.device) if w is None else w[safe]
     return Terms(loss, torch.where(counts, w_t, torch.zeros_like(w_t)).to(loss.dtype), counts)
+
+
+def linear_cross_entropy(input, linear_weight, target, *, reduction, shift=False, **options):
+    """The spec's implementation: ``_linear_cross_entropy``, or with ``shift`` (transformers'
+    causal-LM shift) that function on the flattened hidden states input[:, :-1] (N * (T - 1),
+    D) and targets target[:, 1:], its terms reshaped to (N, T - 1)."""
+    if not shift:
+        return _linear_cross_entropy(input, linear_weight, target, reduction=reduction, **options)
+    n, steps, d = input.shape[0], max(input.shape[1] - 1, 0), input.shape[2]
+    terms = _linear_cross_entropy(input[:, :-1].reshape(n * steps, d), linear_weight,
+                                  target[:, 1:].reshape(n * steps), reduction=reduction, **options)
+    return Terms(*(None if a is None else a.reshape(n, steps) for a in terms))

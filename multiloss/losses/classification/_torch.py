@@ -69,7 +69,9 @@ def _compiled_cross_entropy(reduction, ignore_index, label_smoothing):
 
 
 def cross_entropy(input, target, *, reduction, weight=None, ignore_index=-100, label_smoothing=0.0,
-                  compile=False):
+                  compile=False, shift=False):
+    if shift:  # transformers' causal-LM shift along the sequence (last) axis
+        input, target = input[..., :-1], target[..., 1:]
     weight = _cast(weight, input)
     reduction = _native(reduction, weight)
     target = _indices(target)
@@ -117,7 +119,8 @@ def _direct(op, *options):
 
     def direct(inputs, reduction, static, buffers, general):
         x, t = inputs
-        if (reduction is None or static.get("compile") or type(x) is not torch.Tensor
+        if (reduction is None or static.get("compile") or static.get("shift")
+                or type(x) is not torch.Tensor
                 or type(t) is not torch.Tensor
                 or not (t.is_floating_point() or t.dtype in (torch.int64, torch.uint8))):
             return None
