@@ -305,3 +305,42 @@ def linear_form(form, plain_fn):
 
     loss.__name__ = loss.__qualname__ = form.name
     return loss
+
+
+def linear_distillation(plain_fn):
+    """The JAX function of a fused-linear distillation loss: ``plain_fn(student_logits,
+    teacher_logits, labels)`` per chunk of tokens of ``input @ linear_weight.T (+ bias)`` and
+    the frozen teacher's ``teacher_input @ teacher_linear_weight.T (+ bias)``; returns the
+    plain function's per-token ``Terms`` (shape: input's without D)."""
+    from ...backends import Terms
+    from . import units_per_chunk
+
+    def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
+             linear_bias=None, teacher_linear_bias=None, chunk_size=None, memory_budget=None,
+             **popts):
+        popts.pop("reduction", None)
+        dtype = jnp.result_type(input, linear_weight)
+        if linear_bias is not None:
+            dtype = jnp.result_type(dtype, linear_bias)
+        lead = input.shape[:-1]
+        x = input.astype(dtype).reshape(-1, 1, input.shape[-1])
+        w = linear_weight.astype(dtype)
+        b = None if linear_bias is None else linear_bias.astype(dtype)
+        tx = teacher_input.astype(dtype).reshape(-1, 1, teacher_input.shape[-1])
+        tw = teacher_linear_weight.astype(dtype)
+        tb = None if teacher_linear_bias is None else teacher_linear_bias.astype(dtype)
+        lab = (jnp.zeros(lead, jnp.int32) if labels is None else labels).reshape(-1, 1)
+
+        def fn(z, zt, lab):
+            return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], **popts).loss
+
+        per = units_per_chunk(x.shape[0], 1, w.shape[0], jnp.dtype(dtype).itemsize,
+                              chunk_size, memory_budget)
+        out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
+        ignore = popts.get("ignore_index", IGNORE_INDEX)
+        if labels is None:
+            return Terms(out.reshape(lead))
+        keep = labels != ignore
+        return Terms(out.reshape(lead), keep.astype(out.dtype), keep)
+
+    return loss

@@ -396,3 +396,201 @@ def register_forms(family):
         if form.family == family:
             register(_spec(form))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear distillation losses: the plain loss per token of the student's and the
+# teacher's logits, computed from their hidden states and heads in chunks of tokens
+
+DISTILLATION = ("generalized_jsd", "forward_kl", "reverse_kl", "symmetric_kl", "tvd")
+#: plain options per fused distillation loss (combined with reductions, weights, chunks)
+DISTILLATION_CASES = {
+    "generalized_jsd": ({}, {"beta": 0.0, "temperature": 2.0}, {"beta": 1.0}),
+    "forward_kl": ({},),
+    "reverse_kl": ({},),
+    "symmetric_kl": ({"sym_kd_ratio": 0.3},),
+    "tvd": ({},),
+}
+
+
+def _distill_inputs(plain):
+    labels = plain.inputs[2]
+    return (
+        InputSpec("input", "the student's hidden states before its head, shape (..., D): "
+                  "any leading shape (tokens (N, D), sequences (B, T, D))"),
+        InputSpec("linear_weight", "the student's head (lm_head) weight, (V, D)"),
+        InputSpec("teacher_input", "the teacher's hidden states, (..., D_teacher) with the "
+                  "student's leading shape; frozen (no gradient, as Liger's fused JSD)",
+                  differentiable=False),
+        InputSpec("teacher_linear_weight", "the teacher's head weight, (V, D_teacher); frozen",
+                  differentiable=False),
+        replace_doc(labels, labels.doc.replace("(the logits' without V)",
+                                               "(input's without D)")),
+    )
+
+
+def replace_doc(inp, doc):
+    from dataclasses import replace
+
+    return replace(inp, doc=doc)
+
+
+def _distill_check(plain):
+    def check(named, opts):
+        x, w = named["input"], named["linear_weight"]
+        tx, tw, y = named["teacher_input"], named["teacher_linear_weight"], named["labels"]
+        for name, a in (("input", x), ("linear_weight", w), ("teacher_input", tx),
+                        ("teacher_linear_weight", tw)):
+            expect_float(name, a)
+        expect_same_dtype("linear_weight", w, "input", x,
+                          "expected m1 and m2 to have the same dtype, but got: {ref} != {x}")
+        if x.ndim < 1 or w.ndim != 2 or w.shape[1] != x.shape[-1]:
+            raise ValueError(f"linear_weight: expected shape (V, {x.shape[-1] if x.ndim else 'D'}"
+                             f") (D: input's last dimension), got {w.shape}")
+        if tx.shape[:-1] != x.shape[:-1] or tx.ndim != x.ndim:
+            raise ValueError(f"teacher_input: expected the leading shape of input, "
+                             f"{x.shape[:-1]}, and a last dimension D_teacher, got {tx.shape}")
+        if tw.ndim != 2 or tw.shape != (w.shape[0], tx.shape[-1]):
+            raise ValueError(f"teacher_linear_weight: expected shape ({w.shape[0]}, "
+                             f"{tx.shape[-1]}), got {tw.shape}")
+        for key, size in (("linear_bias", w.shape[0]), ("teacher_linear_bias", w.shape[0])):
+            b = opts.get(key)
+            if b is not None and tuple(b.shape) != (size,):
+                raise ValueError(f"{key}: expected shape ({size},), got {tuple(b.shape)}")
+        v = w.shape[0]
+        logits = ArrayInfo(x.shape[:-1] + (v,), "f", x.dtype)
+        return tuple(plain.check({"student_logits": logits, "teacher_logits": logits,
+                                  "labels": y}, opts))
+
+    return check
+
+
+def _distill_reference(plain):
+    def reference(torch, inputs, opts, reduction):
+        x, w, tx, tw = inputs[:4]
+        labels = inputs[4] if len(inputs) > 4 else None
+        z = torch.nn.functional.linear(x, w, opts["linear_bias"])
+        with torch.no_grad():  # the frozen teacher
+            zt = torch.nn.functional.linear(tx.detach(), tw.detach(),
+                                            opts["teacher_linear_bias"])
+        args = (z, zt) if labels is None else (z, zt, labels)
+        return plain.reference(torch, args, opts, reduction)
+
+    return reference
+
+
+def _distill_normalizer(plain):
+    def normalizer(inputs, opts):
+        x = np.asarray(inputs[0])
+        labels = inputs[4] if len(inputs) > 4 and inputs[4] is not None else np.zeros(
+            x.shape[:-1], np.int64) + (0 if opts["ignore_index"] != 0 else 1)
+        return plain.normalizer((None, None, np.asarray(labels)), opts)
+
+    return normalizer
+
+
+def _distill_problem(rng, dtype, lead, d=3, dt=4, v=6):
+    x = (rng.normal(size=lead + (d,)) * 0.8).astype(dtype)
+    w = (rng.normal(size=(v, d)) * 0.8).astype(dtype)
+    tx = (rng.normal(size=lead + (dt,)) * 0.8).astype(dtype)
+    tw = (rng.normal(size=(v, dt)) * 0.8).astype(dtype)
+    lab = rng.integers(0, v, size=lead).astype(np.int64)
+    if lab.size > 2:
+        lab.flat[::3] = IGNORE_INDEX
+    return [x, w, tx, tw, lab]
+
+
+def _distill_samples(name):
+    fused = f"linear_{name}"
+
+    def samples(rng, dtype):
+        for i, plain_opts in enumerate(DISTILLATION_CASES[name]):
+            for j, (red, sw, chunks, bias) in enumerate(VARIANTS):
+                if j > 1 and i:  # the chunk/bias variants once per loss
+                    continue
+                opts = {**plain_opts, **chunks, "reduction": red}
+                if bias:
+                    opts["linear_bias"] = True
+                    opts["teacher_linear_bias"] = True
+                lead = (2, 3)
+                inputs = _distill_problem(rng, dtype, lead)
+                opts = _fill(rng, dtype, {k: v for k, v in opts.items()
+                                          if k != "ref_linear_bias"})
+                if opts.get("teacher_linear_bias") is True:
+                    opts["teacher_linear_bias"] = (rng.normal(size=6) * 0.3).astype(dtype)
+                w = loss_shape_weight(rng, lead, dtype) if sw else None
+                yield Sample(case_id(f"{fused}[{i}]", {**opts, "sw": sw}), tuple(inputs),
+                             opts, w)
+        inputs = _distill_problem(rng, dtype, (4,))
+        inputs[4][:] = IGNORE_INDEX
+        yield Sample(f"{fused}[edge:all-ignored,chunk_size=1]", tuple(inputs),
+                     {"chunk_size": 1})
+
+    return samples
+
+
+def _distill_random(name):
+    def random_sample(rng, dtype):
+        lead = tuple(int(k) for k in rng.integers(1, 4, size=int(rng.integers(1, 3))))
+        inputs = _distill_problem(rng, dtype, lead, d=int(rng.integers(1, 4)),
+                                  v=int(rng.integers(2, 7)))
+        cases = DISTILLATION_CASES[name]
+        opts = dict(cases[int(rng.integers(0, len(cases)))])
+        opts["reduction"] = str(rng.choice(["mean", "sum", "none"]))
+        if rng.random() < 0.5:
+            opts["chunk_size"] = int(rng.integers(1, 4))
+        sw = loss_shape_weight(rng, lead, dtype) if rng.random() < 0.4 else None
+        return Sample(case_id(f"linear_{name}[random]", opts), tuple(inputs), opts, sw)
+
+    return random_sample
+
+
+def _distill_spec(name):
+    plain = _SPECS[name]
+    return LossSpec(
+        name=f"linear_{name}",
+        family=plain.family,
+        summary=f"{name} of a student's and a teacher's language-model heads, computed from "
+                f"their hidden states in chunks of tokens without materialising the logits "
+                f"(Liger-Kernel's fused-linear distillation on both backends).",
+        aliases=(f"fused_linear_{name}",),
+        inputs=_distill_inputs(plain),
+        options=(*plain.options,
+                 Option("linear_bias", None, "the student head's bias, shape (V,)",
+                        array_option(ndim=1), kind="array", allowed="None | array (V,)"),
+                 Option("teacher_linear_bias", None, "the teacher head's bias, shape (V,)",
+                        array_option(ndim=1), kind="array", allowed="None | array (V,)"),
+                 Option("chunk_size", None, "tokens per chunk (None: as many as "
+                        "memory_budget holds)", _positive_int_or_none,
+                        allowed="None | int >= 1"),
+                 Option("memory_budget", None, "bytes for a chunk's temporaries (the "
+                        "student's and the teacher's logits, their softmax, the gradient); "
+                        "None: 128 MiB", _positive_int_or_none, allowed="None | int bytes")),
+        formula=(f"student_logits = input @ linear_weight.T + linear_bias, teacher_logits = "
+                 f"teacher_input @ teacher_linear_weight.T + teacher_linear_bias (no "
+                 f"gradient);\nthen {name} per token (its formula: multiloss.info('{name}'))."),
+        reference_name=f"{plain.reference_name}; on the materialised logits (torch's F.linear)",
+        notes=(f"Equals {name} on the materialised logits with the teacher detached (float64 "
+               f"1e-10). Chunks of tokens: each chunk's loss and its gradient for a cotangent "
+               f"of 1 per token are computed in the forward, scaled in the backward when the "
+               f"cotangent is the same for every token ('mean' and 'sum' without "
+               f"sample_weight; an ignored token's loss is 0 with a zero gradient, so its "
+               f"cotangent does not matter), recomputed otherwise. The teacher is frozen (its "
+               f"hidden states and head get no gradient; the plain {name} differentiates "
+               f"teacher_logits). JAX: a custom_vjp (reverse mode only); torch: an autograd "
+               f"function (double backward recomputes with autograd; no torch.func)."),
+        check=_distill_check(plain),
+        samples=_distill_samples(name),
+        random_sample=_distill_random(name),
+        reference=_distill_reference(plain),
+        normalizer=_distill_normalizer(plain),
+        reductions=plain.reductions,
+        reduction_aliases=plain.reduction_aliases,
+        default_empty_reduction=plain.default_empty_reduction,
+    )
+
+
+def register_distillation():
+    """Register the fused-linear distillation losses (after the plain ones)."""
+    for name in DISTILLATION:
+        register(_distill_spec(name))

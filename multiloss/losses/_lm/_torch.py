@@ -323,3 +323,39 @@ def linear_form(form, plain_fn):
 
     loss.__name__ = loss.__qualname__ = form.name
     return loss
+
+
+def linear_distillation(plain_fn):
+    """The torch function of a fused-linear distillation loss (see _jax.linear_distillation)."""
+    from ...backends import Terms
+    from . import units_per_chunk
+
+    def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
+             reduction=None, linear_bias=None, teacher_linear_bias=None, chunk_size=None,
+             memory_budget=None, **popts):
+        dtype = torch.promote_types(input.dtype, linear_weight.dtype)
+        if linear_bias is not None:
+            dtype = torch.promote_types(dtype, linear_bias.dtype)
+        lead = tuple(input.shape[:-1])
+        x = input.to(dtype).reshape(-1, 1, input.shape[-1])
+        w = linear_weight.to(dtype)
+        b = None if linear_bias is None else linear_bias.to(dtype)
+        tx = teacher_input.to(dtype).reshape(-1, 1, teacher_input.shape[-1])
+        tw = teacher_linear_weight.to(dtype)
+        tb = None if teacher_linear_bias is None else teacher_linear_bias.to(dtype)
+        lab = (torch.zeros(lead, dtype=torch.long, device=x.device) if labels is None
+               else labels.long()).reshape(-1, 1)
+
+        def fn(z, zt, lab):
+            return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], reduction=None, **popts).loss
+
+        per = units_per_chunk(x.shape[0], 1, w.shape[0], torch.finfo(dtype).bits // 8,
+                              chunk_size, memory_budget)
+        out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
+        ignore = popts.get("ignore_index", IGNORE_INDEX)
+        if labels is None:
+            return Terms(out.reshape(lead))
+        keep = labels != ignore
+        return Terms(out.reshape(lead), keep.to(out.dtype), keep)
+
+    return loss
