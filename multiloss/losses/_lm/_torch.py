@@ -227,10 +227,13 @@ class _FusedUnits(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: differentiable gradients
             _, dx, dw, db, de = _run_graph(fn, x, w, b, extras, ref, per, g, need)
         elif ctx.pre is not None and g.numel() and bool((g == g.reshape(-1)[0]).all()):
+            # scaled in place (no copy of dW, the size of the head); used once: a second
+            # backward (retain_graph) recomputes
             s = g.reshape(-1)[0]
             dx, dw, db, de = ctx.pre
-            dx, dw, db = (None if v is None else v * s for v in (dx, dw, db))
-            de = [None if v is None else v * s for v in de]
+            ctx.pre = None
+            dx, dw, db = (None if v is None else v.mul_(s) for v in (dx, dw, db))
+            de = [None if v is None else v.mul_(s) for v in de]
         else:
             _, dx, dw, db, de = _run(fn, x, w, b, extras, ref, per, g.contiguous(), need)
         return (None, None, None, dx, dw, db, *de, *([None] * n_ref))
