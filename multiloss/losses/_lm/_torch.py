@@ -166,9 +166,17 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
           for e, nd in zip(extras, need[3:])]
     rx, rw, rb = ref if ref is not None else (None, None, None)
     grad = any(v is not None for v in (dx, dw, db, *de))
+    token_fn = getattr(fn, "token_fn", None)
     for s in range(0, n, per):
         e_ = min(n, s + per)
         xc = x[s:e_]
+        if token_fn is not None:  # a loss of the label log-probs: the gradient in place
+            out, dz, grads = _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s,
+                                          e_, g, grad)
+            outs.append(out)
+            if grad:
+                _accumulate(dz, xc, w, dx, dw, db, de, grads, extras, s, e_)
+            continue
         with torch.no_grad():
             zr = None if rx is None else _logits(rx[s:e_], rw, rb)
             z = _logits(xc, w, b)
@@ -185,19 +193,71 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
             diff = [z] + [lf for lf, d in zip(leaves, de) if d is not None]
             gr = torch.autograd.grad(out, diff, ct, allow_unused=True)
         outs.append(out.detach())
-        dz = gr[0].reshape(-1, w.shape[0])
-        if dx is not None:
-            dx[s:e_] = (dz @ w).view(xc.shape)
-        if dw is not None:
-            dw.addmm_(dz.t(), xc.reshape(-1, x.shape[-1]))
-        if db is not None:
-            db += dz.sum(dim=0)
-        k = 1
-        for i, d in enumerate(de):
-            if d is not None:
-                d[s:e_] = torch.zeros_like(extras[i][s:e_]) if gr[k] is None else gr[k]
-                k += 1
+        _accumulate(gr[0], xc, w, dx, dw, db, de, gr[1:], extras, s, e_)
     return torch.cat(outs), dx, dw, db, de
+
+
+def _accumulate(dz, xc, w, dx, dw, db, de, grads, extras, s, e_):
+    """A chunk's share of the gradients from the gradient of its logits ``dz``."""
+    dz = dz.reshape(-1, w.shape[0])
+    if dx is not None:
+        dx[s:e_] = (dz @ w).view(xc.shape)
+    if dw is not None:
+        dw.addmm_(dz.t(), xc.reshape(-1, xc.shape[-1]))
+    if db is not None:
+        db += dz.sum(dim=0)
+    k = 0
+    for i, d in enumerate(de):
+        if d is not None:
+            d[s:e_] = torch.zeros_like(extras[i][s:e_]) if grads[k] is None else grads[k]
+            k += 1
+
+
+def _label_logps(z, lab, ignore_index):
+    """(log p(label), log-sum-exp, valid, safe labels) of logits z (u, r, V), no autograd."""
+    n_classes = z.shape[-1]
+    valid = lab != ignore_index
+    in_range = (lab >= 0) & (lab < n_classes)
+    safe = torch.where(valid & in_range, lab, torch.zeros_like(lab))
+    lse = torch.logsumexp(z, dim=-1)
+    tok = torch.where(valid, z.gather(-1, safe.unsqueeze(-1)).squeeze(-1) - lse,
+                      torch.zeros_like(lse))
+    tok = torch.where(valid & ~in_range, torch.full_like(tok, float("nan")), tok)
+    return tok, lse, valid, safe
+
+
+def _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s, e_, g, grad):
+    """A chunk of a loss of the label log-probs (``fn.token_fn(tok, valid, ref_tok,
+    *extras)``): the log-probs from the logits without autograd, the loss's gradient with
+    respect to them (small: one number per token), and the logits' gradient
+    ``g_tok (onehot - softmax)`` written over the logits in place: one buffer of the
+    chunk's logits (and the reference's, freed first) instead of autograd's several."""
+    ignore = fn.ignore_index
+    lab = extras[0][s:e_]
+    with torch.no_grad():
+        rtok = None
+        if rx is not None:
+            rtok = _label_logps(_logits(rx[s:e_], rw, rb), lab, ignore)[0]
+        z = _logits(xc, w, b)
+        tok, lse, valid, safe = _label_logps(z, lab, ignore)
+    rest = [ex[s:e_] for ex in extras[1:]]
+    if not grad:
+        with torch.no_grad():
+            return token_fn(tok, valid.to(tok.dtype), rtok, *rest), None, ()
+    with torch.enable_grad():
+        tok = tok.requires_grad_(True)
+        leaves = [r.detach().requires_grad_(True) if d is not None else r
+                  for r, d in zip(rest, de[1:])]
+        out = token_fn(tok, valid.to(tok.dtype), rtok, *leaves)
+        ct = torch.ones_like(out) if g is None else g[s:e_].to(out.dtype)
+        diff = [tok] + [lf for lf, d in zip(leaves, de[1:]) if d is not None]
+        gr = torch.autograd.grad(out, diff, ct, allow_unused=True)
+    with torch.no_grad():
+        gt = torch.zeros_like(tok) if gr[0] is None else gr[0]
+        gt = torch.where(valid, gt, torch.zeros_like(gt))
+        dz = z.sub_(lse.unsqueeze(-1)).exp_().mul_(-gt.unsqueeze(-1))
+        dz.scatter_add_(-1, safe.unsqueeze(-1), gt.unsqueeze(-1))
+    return out.detach(), dz, tuple(gr[1:])
 
 
 class _FusedUnits(torch.autograd.Function):
@@ -313,6 +373,14 @@ def linear_form(form, plain_fn):
                                  ex[k] if form.nll else None, popts)
             return plain_fn(*args, reduction=None, **popts).loss
 
+        def token_fn(tok, valid, rtok, *ex):
+            full = [None] * len(extras)
+            for i, e in zip(present, ex[:k]):
+                full[i] = e
+            args = form.to_plain(tok, valid, rtok, full, ex[k] if form.nll else None, popts)
+            return plain_fn(*args, reduction=None, **popts).loss
+
+        fn.token_fn, fn.ignore_index = token_fn, ignore
         per = units_per_chunk(n, lab.shape[1], w.shape[0], torch.finfo(dtype).bits // 8,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
