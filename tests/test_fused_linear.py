@@ -9,7 +9,6 @@ logits."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import torch
 
 import multiloss
@@ -70,8 +69,7 @@ def _torch_plain_dpo(x, w, lab, rx, rw):
     return multiloss.get("dpo", backend="torch", reduction="none")(s[:n], s[n:], rs[:n], rs[n:])
 
 
-@pytest.mark.parametrize("chunk_size", [1, 2])
-def test_torch_backward_paths(chunk_size):
+def test_torch_backward_paths(chunk_size=2):
     """A uniform cotangent (the mean), a per-pair one (recomputed), a second backward of the
     same graph (retain_graph: recomputed, not scaled twice) and a Hessian-vector product
     (create_graph) all equal the materialised loss's."""
