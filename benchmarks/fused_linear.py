@@ -35,11 +35,14 @@ import numpy as np
 from . import _common as C
 
 LOSSES = ("linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo", "linear_kto",
-          "linear_grpo")
+          "linear_grpo", "linear_generalized_jsd", "linear_forward_kl", "linear_reverse_kl",
+          "linear_symmetric_kl", "linear_tvd")
+DISTILLATION = LOSSES[6:]
 IMPLS = ("jax_fused", "jax_naive", "torch_fused", "torch_eager", "liger")
 #: the option of each loss benchmarked (Liger's defaults where it has the loss)
 OPTIONS = {"linear_dpo": {}, "linear_cpo": {}, "linear_simpo": {}, "linear_orpo": {},
-           "linear_kto": {}, "linear_grpo": {"loss_type": "dapo"}}
+           "linear_kto": {}, "linear_grpo": {"loss_type": "dapo"},
+           **{name: {} for name in LOSSES[6:]}}
 
 
 def problem(name, tokens, seq, dim, vocab, seed=0):
@@ -51,6 +54,12 @@ def problem(name, tokens, seq, dim, vocab, seed=0):
     w = rng.standard_normal((vocab, dim), dtype=np.float32)
     lab = rng.integers(0, vocab, (rows, seq))
     lab[:, : seq // 8] = -100
+    if name in DISTILLATION:  # the teacher: the student's hidden states, perturbed
+        return {"input": x, "linear_weight": w,
+                "teacher_input": (x + rng.standard_normal(x.shape) * 0.1).astype(np.float32),
+                "teacher_linear_weight": (w + rng.standard_normal(w.shape) * 0.1).astype(
+                    np.float32),
+                "labels": lab}
     out = {"input": x, "linear_weight": w, "target": lab}
     if name in ("linear_dpo", "linear_kto"):
         out["ref_input"] = (x + rng.standard_normal(x.shape) * 0.01).astype(np.float32)
@@ -103,10 +112,13 @@ def build_jax(name, impl, inputs, opts):
         rows = arrays["input"].shape[0]
         n = rows // 2 if name in ("linear_dpo", "linear_cpo", "linear_simpo",
                                   "linear_orpo") else rows
-        lab = arrays["target"]
+        lab = arrays["target"] if "target" in arrays else None
 
         def f(x, w, rest):
             named = dict(zip(keys[2:], rest))
+            if name in DISTILLATION:
+                zt = jax.lax.stop_gradient(named["teacher_input"] @ named["teacher_linear_weight"].T)
+                return plain(x @ w.T, zt, named["labels"])
             tok, s = multiloss.sequence_logps(x @ w.T, lab)
             cnt = jnp.sum(lab != -100, -1)
             extra = dict(named)
@@ -141,13 +153,13 @@ def build_torch(name, impl, inputs, opts):
     rows = x.shape[0]
     paired = name in ("linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo")
     n = rows // 2 if paired else rows
-    lab = t["target"]
-    rest = [t[k] for k in list(t)[3:]]
+    lab = t["target"] if "target" in t else t["labels"]
+    rest = [t[k] for k in list(t)[2 if name in DISTILLATION else 3:]]
     if impl == "torch_fused":
         loss = multiloss.get(name, backend="torch", **opts)
 
         def step():
-            out = loss(x, w, lab, *rest)
+            out = loss(x, w, *rest) if name in DISTILLATION else loss(x, w, lab, *rest)
             out.backward()
             return out
     elif impl == "torch_eager":
@@ -161,6 +173,12 @@ def build_torch(name, impl, inputs, opts):
             return tok, tok.sum(-1), tok.sum(-1) / mask.sum(-1)
 
         def step():
+            if name in DISTILLATION:
+                with torch.no_grad():
+                    zt = t["teacher_input"] @ t["teacher_linear_weight"].T
+                out = plain(x @ w.T, zt, lab)
+                out.backward()
+                return out
             tok, s, a = logps(x @ w.T)
             if name in ("linear_dpo", "linear_kto"):
                 with torch.no_grad():
@@ -210,6 +228,15 @@ def build_torch(name, impl, inputs, opts):
             def call():
                 return m(x, w, lab, preference_labels=t["labels"], ref_input=t["ref_input"],
                          ref_weight=t["ref_linear_weight"], kl=t["kl"])
+        elif name == "linear_generalized_jsd":
+            m = L.LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0,
+                                          compiled=False)
+
+            def call():
+                return m(x.view(-1, x.shape[-1]), w, t["teacher_input"].view(-1, x.shape[-1]),
+                         t["teacher_linear_weight"], lab.view(-1))
+        elif name in DISTILLATION:
+            raise NotImplementedError(f"Liger has no chunked {name[len('linear_'):]}")
         else:
             m = L.LigerFusedLinearGRPOLoss(compiled=False, beta=0.0, use_ref_model=False)
 
