@@ -251,7 +251,7 @@ def _problem(rng, form, dtype, n, t=4, d=3, v=6, ignore=True):
     lab = rng.integers(0, v, size=(rows, t)).astype(np.int64)
     if ignore:
         lab[:, 0] = IGNORE_INDEX  # a prompt position
-        if rows > 1:
+        if rows > 1 and t > 2:  # every sequence keeps a scored token (the edge case has none)
             lab[1, -1] = IGNORE_INDEX
     inputs = [x, w, lab]
     if form.ref:
