@@ -267,6 +267,12 @@ def linear_form(form, plain_fn):
         extras = rest
         n = x.shape[0] // 2 if form.paired else x.shape[0]
         lab = target
+        # an ignored position's hidden state never enters (TRL's fused head projects only the
+        # scored positions): zeroed, so that a NaN there reaches neither loss nor gradient
+        scored = (target != ignore)[..., None]
+        x = jnp.where(scored, x, 0.0)
+        if form.ref:
+            rx = jnp.where(scored, rx, 0.0)
         if form.paired:
             x, lab = _units(x, n), _units(lab, n)
             if form.ref:

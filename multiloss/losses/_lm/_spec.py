@@ -156,12 +156,17 @@ def _check_values(form, plain):
 
 
 def _torch_tokens(torch, x, w, b, lab, ignore):
+    """TRL 1.16's per-token log-probs as its fused LM head (``add_fused_lm_head``, what its
+    DPO and GRPO trainers call) computes them: only the positions whose label is not ignored
+    are projected, through ``selective_log_softmax``; the others are 0 (their hidden states
+    never enter: a NaN there changes nothing)."""
     from trl.trainer.utils import selective_log_softmax
 
-    z = torch.nn.functional.linear(x, w, b)
     mask = lab != ignore
-    tok = selective_log_softmax(z, torch.where(mask, lab, torch.zeros_like(lab)))
-    return tok * mask, mask.to(tok.dtype)
+    z = torch.nn.functional.linear(x[mask], w, b)
+    tok = torch.zeros(lab.shape, dtype=z.dtype, device=z.device)
+    tok = tok.masked_scatter(mask, selective_log_softmax(z, lab[mask]))
+    return tok, mask.to(tok.dtype)
 
 
 def _pairs_torch(torch, a, n):

@@ -348,6 +348,12 @@ def linear_form(form, plain_fn):
         extras = rest
         n = x.shape[0] // 2 if form.paired else x.shape[0]
         lab = target.long()
+        # an ignored position's hidden state never enters (TRL's fused head projects only the
+        # scored positions): zeroed, so that a NaN there reaches neither loss nor gradient
+        scored = (lab != ignore).unsqueeze(-1)
+        x = torch.where(scored, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if form.ref:
+            rx = torch.where(scored, rx, torch.zeros((), dtype=rx.dtype, device=rx.device))
         if form.paired:
             x, lab = _units(x, n), _units(lab, n)
             if form.ref:
