@@ -183,7 +183,8 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
                 ctc = jnp.broadcast_to(mask, out.shape).astype(out.dtype)
             else:
                 ctc = jnp.where(mask, ctc.astype(out.dtype), 0.0)
-            dz, def_ = vjp(ctc)
+            # inside shard_map the cotangent must vary over the mapped axes as the losses do
+            dz, def_ = vjp(_carry(ctc, out))
             dz2 = dz.reshape(-1, dz.shape[-1])
             dxc = (dz2 @ w).reshape(xc.shape)
             dw = dw + dz2.T @ xc.reshape(-1, xc.shape[-1])
