@@ -145,6 +145,28 @@ for _name in ("mse", "l1", "huber", "smooth_l1", "binary_cross_entropy",
     GENERATORS[_name] = _elementwise(_name)
 
 
+#: (tokens, sequence length, D, V) of the fused-linear losses (benchmarks/fused_linear.py)
+FUSED = {"small": (64, 16, 32, 256), "medium": (1024, 128, 256, 4096),
+         "large": (4096, 256, 1024, 32768)}
+
+
+def _fused(name):
+    def gen(rng, size, dtype):
+        from .fused_linear import problem
+
+        inputs = problem(name, *FUSED[size], seed=int(rng.integers(1 << 30)))
+        return tuple(a.astype(dtype) if a.dtype == np.float32 else a
+                     for a in inputs.values()), {}
+
+    return gen
+
+
+for _name in ("linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo", "linear_kto",
+              "linear_grpo", "linear_generalized_jsd", "linear_forward_kl", "linear_reverse_kl",
+              "linear_symmetric_kl", "linear_tvd"):
+    GENERATORS[_name] = _fused(_name)
+
+
 def _tiled(spec, size, dtype):
     """The spec's first sample tiled along its batch axis to FALLBACK_ROWS[size] rows."""
     from multiloss import testing

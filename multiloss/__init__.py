@@ -15,13 +15,15 @@ from __future__ import annotations
 from . import nn, optim
 from ._combine import LossParts, combine
 from ._from_torch import from_torch
+from ._logps import SequenceLogps, linear_sequence_logps, sequence_logps
 from ._registry import available, info, resolve
 from .backends import BACKENDS
 from .backends import load as _load_backend
 
 __version__ = "0.1.0"
-__all__ = ["LossParts", "available", "combine", "from_torch", "get", "info", "nn", "optim",
-           "preference_rewards", "resolve", "__version__"]
+__all__ = ["LossParts", "SequenceLogps", "available", "combine", "from_torch", "get", "info",
+           "linear_sequence_logps", "nn", "optim", "preference_rewards", "resolve",
+           "sequence_logps", "__version__"]
 
 
 def get(name: str, backend: str = "jax", **options):

@@ -25,7 +25,12 @@ TOL = testing.TOLERANCE["float64"]
 
 #: linear_cross_entropy's torch.func and autocast support belong to its own module (another
 #: change of issue 15); it is compiled here like every loss.
-OWN_FUNCTION = ("linear_cross_entropy",)
+OWN_FUNCTION = ("linear_cross_entropy",
+                #: the fused-linear losses: chunked autograd functions without torch.func
+                #: support (documented; tests/test_fused_linear.py tests their backward)
+                "linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo", "linear_kto",
+                "linear_grpo", "linear_generalized_jsd", "linear_forward_kl",
+                "linear_reverse_kl", "linear_symmetric_kl", "linear_tvd")
 
 #: The CI subset of torch.compile, one loss per code path: the direct op (mse, nll), a
 #: value-checked loss (cross_entropy, ctc with three checked inputs, gaussian_nll whose checked

@@ -430,3 +430,7 @@ distillation_spec(
         "logits (softmax applied). Liger differentiates only p (the student); multiloss "
         "differentiates the teacher too (d/dq = -0.5 sign(p - q) through the softmax)."),
 )
+
+from .._lm._spec import register_distillation as _register_fused  # noqa: E402  (linear_*)
+
+_register_fused()

@@ -88,3 +88,5 @@ def tvd(student_logits, teacher_logits, labels=None, *, ignore_index=-100):
     d = softmax(student_logits, axis=-1) - softmax(teacher_logits, axis=-1)
     # |d| as sign(d) * d: torch.abs's gradient, 0 at d == 0 (jnp.abs's is 1 there)
     return _masked(0.5 * jnp.sum(jnp.sign(d) * d, axis=-1), labels, ignore_index)
+
+from ._linear_jax import *  # noqa: E402, F401, F403  (the fused-linear forms: _linear_jax.py)

@@ -109,3 +109,5 @@ def tvd(student_logits, teacher_logits, labels=None, *, reduction=None, ignore_i
     x, y, dtype = _up(student_logits, teacher_logits, autocast=True)
     d = F.softmax(x, dim=-1) - F.softmax(y, dim=-1)
     return _masked(0.5 * d.abs().sum(-1), labels, ignore_index, dtype)
+
+from ._linear_torch import *  # noqa: E402, F401, F403  (the fused-linear forms: _linear_torch.py)

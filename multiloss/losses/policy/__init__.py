@@ -486,3 +486,7 @@ register(policy_spec(
     "trl 1.16.0 GRPOTrainer._compute_loss (trl/trainer/grpo_trainer.py)",
     samples=_grpo_samples, random_sample=_grpo_random, reference=_reference,
 ))
+
+from .._lm._spec import register_forms as _register_forms  # noqa: E402  (the fused-linear forms)
+
+_register_forms(FAMILY)

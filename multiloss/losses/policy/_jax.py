@@ -113,3 +113,5 @@ def grpo(logps, old_logps, advantages, completion_mask, ref_logps=None, *,
         length = mask.shape[-1] if max_completion_length is None else max_completion_length
         return Terms(total, jnp.full_like(total, float(length)))
     return Terms(total)  # seq-mean-token-sum
+
+from ._linear_jax import *  # noqa: E402, F401, F403  (the fused-linear forms: _linear_jax.py)

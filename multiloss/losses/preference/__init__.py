@@ -958,3 +958,7 @@ preference_spec(
     samples=_kto_samples,
     random_sample=_kto_random,
 )
+
+from .._lm._spec import register_forms as _register_forms  # noqa: E402  (the fused-linear forms)
+
+_register_forms(FAMILY)

@@ -223,3 +223,5 @@ def rewards(name, inputs, opts):
         c = (1 - jnp.exp(c) ** -alpha) / alpha
         r = (1 - jnp.exp(r) ** -alpha) / alpha
     return sg(beta * c), sg(beta * r)
+
+from ._linear_jax import *  # noqa: E402, F401, F403  (the fused-linear forms: _linear_jax.py)

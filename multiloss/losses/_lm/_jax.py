@@ -1,0 +1,353 @@
+"""Per-token and per-sequence log-probabilities of label tokens on JAX.
+
+``sequence_logps``: from materialised logits (..., V), TRL 1.16's
+``trl.trainer.utils.selective_log_softmax`` numbers (``logit[label] - logsumexp(logits)``, the
+log-softmax never materialised; float16/bfloat16 logits computed in float32 and rounded once,
+as torch's ``log_softmax`` of a bfloat16 row is), 0 at ignored labels.
+
+``linear_sequence_logps``: the same from hidden states (..., D) and a head weight (V, D) (+
+bias) without materialising the logits: ``-linear_cross_entropy(reduction="none")`` of the
+rows, whose chunk plan (``memory_budget``) and custom JVP (forward mode, reverse mode as four
+chunked matrix products, second order; classification/_linear_jax.py) it reuses.
+float16/bfloat16 inputs are computed (products and sums) in float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..classification._linear_jax import _Cfg, _lce, plan
+from . import IGNORE_INDEX
+
+_LOW = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def _compute_dtype(dtype):
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype) in _LOW else jnp.dtype(dtype)
+
+
+def _sequences(tok, valid, average):
+    """Per-sequence sums (or means over the counted tokens) of per-token log-probs (..., T):
+    TRL's ``(logps * mask).sum(-1)`` (``/ mask.sum(-1)``: NaN where nothing counts)."""
+    total = jnp.sum(tok, axis=-1)
+    if not average:
+        return total
+    return total / jnp.sum(valid, axis=-1).astype(total.dtype)
+
+
+def token_logps(logits, labels, ignore_index=IGNORE_INDEX):
+    """(log p(label) per position in the compute dtype, valid mask): NaN where a label is
+    neither ignored nor in [0, V)."""
+    z = logits.astype(_compute_dtype(logits.dtype))
+    n_classes = z.shape[-1]
+    valid = labels != ignore_index
+    in_range = (labels >= 0) & (labels < n_classes)
+    safe = jnp.where(valid & in_range, labels, 0)
+    zt = jnp.take_along_axis(z, safe[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    lse = jax.nn.logsumexp(z, axis=-1)
+    tok = jnp.where(valid, zt - lse, 0.0)
+    return jnp.where(valid & ~in_range, jnp.nan, tok), valid
+
+
+def sequence_logps(logits, labels, *, average=False, ignore_index=IGNORE_INDEX):
+    """``(token_logps (..., T), sequence_logps (...))`` of logits (..., T, V) and labels
+    (..., T) (see the module's docstring)."""
+    tok, valid = token_logps(logits, labels, ignore_index)
+    tok = tok.astype(logits.dtype)
+    return tok, _sequences(tok, valid, average)
+
+
+def linear_token_logps(input, linear_weight, labels, *, linear_bias=None,
+                       ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None):
+    """log p(label) of ``input @ linear_weight.T + linear_bias`` per row of input (..., D),
+    labels (...), computed in chunks (float32 for float16/bfloat16 inputs; the result in the
+    compute dtype), 0 at ignored labels, NaN at out-of-range ones."""
+    dtype = jnp.result_type(input, linear_weight)
+    if linear_bias is not None:
+        dtype = jnp.result_type(dtype, linear_bias)
+    cdt = _compute_dtype(dtype)
+    lead, d = input.shape[:-1], input.shape[-1]
+    n_classes = linear_weight.shape[0]
+    x = input.astype(cdt).reshape(-1, d)
+    w2 = linear_weight.astype(cdt)
+    b2 = None if linear_bias is None else linear_bias.astype(cdt)
+    t = labels.reshape(-1)
+    rows, classes = plan(x.shape[0], n_classes, 1, cdt.itemsize, chunk_size, memory_budget)
+    cfg = _Cfg(n_classes, 1, False, int(ignore_index), 0.0, None, 0.0, rows, classes)
+    return (-_lce(x, w2, b2, t, None, cfg)).reshape(lead)
+
+
+def linear_sequence_logps(input, linear_weight, labels, *, linear_bias=None, average=False,
+                          ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None,
+                          keep_dtype=True):
+    """``(token_logps (..., T), sequence_logps (...))`` of hidden states (..., T, D), a head
+    weight (V, D) and labels (..., T), chunked within ``memory_budget`` bytes (default
+    128 MiB). ``keep_dtype``: round the results to the inputs' dtype (float32 kept
+    otherwise, what the fused losses use)."""
+    tok = linear_token_logps(input, linear_weight, labels, linear_bias=linear_bias,
+                             ignore_index=ignore_index, chunk_size=chunk_size,
+                             memory_budget=memory_budget)
+    if keep_dtype:
+        dtype = jnp.result_type(input, linear_weight)
+        tok = tok.astype(dtype)
+    return tok, _sequences(tok, labels != ignore_index, average)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear engine: a loss of the logits of whole units (pairs, sequences, tokens),
+# chunked, its gradient computed in the forward
+
+
+def _float(a):
+    return a is not None and jnp.issubdtype(a.dtype, jnp.inexact)
+
+
+def _zero_cotangent(a):
+    if a is None:
+        return None
+    if _float(a):
+        return jnp.zeros_like(a)
+    return np.zeros(a.shape, jax.dtypes.float0)
+
+
+def _logits(xc, w, b):
+    """(u, r, D) rows of a chunk against the head (V, D): (u, r, V)."""
+    u, r, d = xc.shape
+    z = xc.reshape(u * r, d) @ w.T
+    if b is not None:
+        z = z + b
+    return z.reshape(u, r, w.shape[0])
+
+
+def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+    """``fn(z, z_ref, *extras)`` per chunk of units, without materialising the logits of more
+    than one chunk.
+
+    x: hidden states (U, r, D), the r rows of each of the U units (a pair's 2T tokens, a
+    sequence's T, one token); w (V, D), b (V,) or None: the head; extras: arrays with leading
+    axis U (floating ones are differentiated, integer/bool ones are data); ref: None or
+    ``(ref_x (U, r, D'), ref_w (V, D'), ref_b)``, a frozen reference/teacher head (its logits
+    ``z_ref`` are computed per chunk, never differentiated: zero cotangents). ``fn`` maps the
+    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...).
+
+    A ``jax.custom_vjp``: the forward computes, per chunk, the losses and their gradient for a
+    cotangent of 1 on every unit (``jax.vjp`` of ``fn``, then ``dX = dz @ W``, ``dW += dz.T @
+    X``: three matrix products per chunk, as the materialised logits' forward and backward);
+    the backward scales it where the cotangent is the same on every unit (a 'mean' or 'sum'
+    without sample weights) and recomputes the chunks with the actual cotangent otherwise
+    (``lax.cond``). Reverse mode only (no ``jax.jvp``/``jax.hessian``: use the plain loss on
+    ``linear_sequence_logps``, whose custom JVP has forward mode)."""
+    from ..classification._linear_jax import _carry
+
+    n_units = x.shape[0]
+    u = int(units_per_chunk)
+    chunks = -(-n_units // u) if n_units else 0
+    pad = chunks * u - n_units
+    fl = tuple(i for i, e in enumerate(extras) if _float(e))
+    ints = tuple(e if not _float(e) else None for e in extras)
+    ref = (None, None, None) if ref is None else tuple(ref)
+
+    def split(a):
+        if a is None:
+            return None
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+        return a.reshape((chunks, u) + a.shape[1:])
+
+    def merge(ef, ei):
+        out = list(ei)
+        for i, e in zip(fl, ef):
+            out[i] = e
+        return out
+
+    def run(x, w, b, ef, ei, rx, rw, rb, ct):
+        """(losses, dx, dw, db, d extras) for the cotangent ct (U, ...), or for 1 per unit
+        (ct None)."""
+        valid = (jnp.arange(chunks * u) < n_units).reshape(chunks, u)
+        xs = (split(x), tuple(split(e) for e in ef), tuple(split(e) for e in ei), split(rx),
+              valid, None if ct is None else split(ct))
+        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
+                     x, w, b, rx, *ef)
+
+        def step(carry, chunk):
+            dw, db = carry
+            xc, efc, eic, rxc, vc, ctc = chunk
+            z = _logits(xc, w, b)
+            zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb))
+            out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
+            mask = vc.reshape((u,) + (1,) * (out.ndim - 1))
+            if ctc is None:
+                ctc = jnp.broadcast_to(mask, out.shape).astype(out.dtype)
+            else:
+                ctc = jnp.where(mask, ctc.astype(out.dtype), 0.0)
+            # inside shard_map the cotangent must vary over the mapped axes as the losses do
+            dz, def_ = vjp(_carry(ctc, out))
+            dz2 = dz.reshape(-1, dz.shape[-1])
+            dxc = (dz2 @ w).reshape(xc.shape)
+            dw = dw + dz2.T @ xc.reshape(-1, xc.shape[-1])
+            if db is not None:
+                db = db + jnp.sum(dz2, axis=0)
+            return (dw, db), (out, dxc, def_)
+
+        (dw, db), (out, dx, de) = lax.scan(step, dw0, xs)
+
+        def unsplit(a):
+            return a.reshape((chunks * u,) + a.shape[2:])[:n_units]
+
+        return unsplit(out), unsplit(dx), dw, db, tuple(unsplit(e) for e in de)
+
+    @jax.custom_vjp
+    def f(x, w, b, ef, ei, rx, rw, rb):
+        return run(x, w, b, ef, ei, rx, rw, rb, None)[0]
+
+    def fwd(x, w, b, ef, ei, rx, rw, rb):
+        out, dx, dw, db, de = run(x, w, b, ef, ei, rx, rw, rb, None)
+        return out, (x, w, b, ef, ei, rx, rw, rb, dx, dw, db, de)
+
+    def bwd(res, g):
+        x, w, b, ef, ei, rx, rw, rb, dx, dw, db, de = res
+        flat = g.reshape(-1)
+        first = flat[0]
+        uniform = jnp.all(flat == first)
+
+        def scaled():
+            s = first.astype(dx.dtype)
+            return (dx * s, dw * s, None if db is None else db * s, tuple(e * s for e in de))
+
+        def recompute():
+            return run(x, w, b, ef, ei, rx, rw, rb, g)[1:]
+
+        dx_, dw_, db_, de_ = lax.cond(uniform, scaled, recompute)
+        zeros = tuple(_zero_cotangent(a) for a in (rx, rw, rb))
+        return (dx_, dw_, db_, de_, tuple(_zero_cotangent(e) for e in ei), *zeros)
+
+    f.defvjp(fwd, bwd)
+    if n_units == 0:
+        z = _logits(x, w, b)
+        zr = None if ref[0] is None else _logits(*ref)
+        return fn(z, zr, *extras)
+    ef = tuple(extras[i] for i in fl)
+    return f(x, w, b, ef, ints, *ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused-linear losses: a Form (``_forms.py``) and the plain loss's JAX function
+
+
+def _units(a, n):
+    """Rows [chosen (n); rejected (n)] of (2n, T, ...) as pairs (n, 2T, ...)."""
+    t = a.shape[1]
+    return a.reshape((2, n, t) + a.shape[2:]).swapaxes(0, 1).reshape((n, 2 * t) + a.shape[2:])
+
+
+def linear_form(form, plain_fn):
+    """The JAX function of the fused-linear loss ``form.name``: the plain loss ``plain_fn`` of
+    the per-token log-probs of ``input @ linear_weight.T + linear_bias``, chunked by units
+    (``fused_units``), the plain function called on each chunk; returns ``Terms``."""
+    from ...backends import Terms
+    from . import units_per_chunk
+
+    def loss(input, linear_weight, target, *rest, linear_bias=None, ref_linear_bias=None,
+             ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None, **popts):
+        popts.pop("reduction", None)
+        ignore = int(ignore_index)
+        dtype = jnp.result_type(input, linear_weight)
+        if linear_bias is not None:
+            dtype = jnp.result_type(dtype, linear_bias)
+        x, w = input.astype(dtype), linear_weight.astype(dtype)
+        b = None if linear_bias is None else linear_bias.astype(dtype)
+        rest = list(rest) + [None] * (2 * form.ref + len(form.extras) - len(rest))
+        ref = None
+        if form.ref:
+            rx, rw = rest[0].astype(dtype), rest[1].astype(dtype)
+            rb = None if ref_linear_bias is None else ref_linear_bias.astype(dtype)
+            rest = rest[2:]
+        extras = rest
+        n = x.shape[0] // 2 if form.paired else x.shape[0]
+        lab = target
+        # an ignored position's hidden state never enters (TRL's fused head projects only the
+        # scored positions): zeroed, so that a NaN there reaches neither loss nor gradient
+        scored = (target != ignore)[..., None]
+        x = jnp.where(scored, x, 0.0)
+        if form.ref:
+            rx = jnp.where(scored, rx, 0.0)
+        if form.paired:
+            x, lab = _units(x, n), _units(lab, n)
+            if form.ref:
+                rx = _units(rx, n)
+        if form.ref:
+            ref = (rx, rw, rb)
+        if form.name == "linear_kto":
+            extras[1] = jnp.broadcast_to(extras[1].astype(dtype), (n,))
+        scale = None
+        if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean)
+            count = jnp.sum(target[:n] != ignore).astype(dtype)
+            scale = jnp.broadcast_to(n / count, (n,))
+        present = [i for i, e in enumerate(extras) if e is not None]
+        k = len(present)
+
+        def fn(z, zr, lab, *ex):
+            tok, valid = token_logps(z, lab, ignore)
+            rtok = None if zr is None else token_logps(zr, lab, ignore)[0]
+            full = [None] * len(extras)
+            for i, e in zip(present, ex[:k]):
+                full[i] = e
+            args = form.to_plain(tok, valid.astype(tok.dtype), rtok, full,
+                                 ex[k] if form.nll else None, popts)
+            return plain_fn(*args, **popts).loss
+
+        per = units_per_chunk(n, lab.shape[1], w.shape[0], jnp.dtype(dtype).itemsize,
+                              chunk_size, memory_budget)
+        args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
+        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per)
+        # the plain loss's denominator weights (from the masks, not the log-probs)
+        zeros = jnp.zeros(lab.shape, dtype)
+        valid = (lab != ignore).astype(dtype)
+        terms = plain_fn(*form.to_plain(zeros, valid, zeros if form.ref else None, extras,
+                                        scale, popts), **popts)
+        return Terms(out, terms.weight, terms.count, terms.scale)
+
+    loss.__name__ = loss.__qualname__ = form.name
+    return loss
+
+
+def linear_distillation(plain_fn):
+    """The JAX function of a fused-linear distillation loss: ``plain_fn(student_logits,
+    teacher_logits, labels)`` per chunk of tokens of ``input @ linear_weight.T (+ bias)`` and
+    the frozen teacher's ``teacher_input @ teacher_linear_weight.T (+ bias)``; returns the
+    plain function's per-token ``Terms`` (shape: input's without D)."""
+    from ...backends import Terms
+    from . import units_per_chunk
+
+    def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
+             linear_bias=None, teacher_linear_bias=None, chunk_size=None, memory_budget=None,
+             **popts):
+        popts.pop("reduction", None)
+        dtype = jnp.result_type(input, linear_weight)
+        if linear_bias is not None:
+            dtype = jnp.result_type(dtype, linear_bias)
+        lead = input.shape[:-1]
+        x = input.astype(dtype).reshape(-1, 1, input.shape[-1])
+        w = linear_weight.astype(dtype)
+        b = None if linear_bias is None else linear_bias.astype(dtype)
+        tx = teacher_input.astype(dtype).reshape(-1, 1, teacher_input.shape[-1])
+        tw = teacher_linear_weight.astype(dtype)
+        tb = None if teacher_linear_bias is None else teacher_linear_bias.astype(dtype)
+        lab = (jnp.zeros(lead, jnp.int32) if labels is None else labels).reshape(-1, 1)
+
+        def fn(z, zt, lab):
+            return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], **popts).loss
+
+        per = units_per_chunk(x.shape[0], 1, w.shape[0], jnp.dtype(dtype).itemsize,
+                              chunk_size, memory_budget)
+        out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
+        ignore = popts.get("ignore_index", IGNORE_INDEX)
+        if labels is None:
+            return Terms(out.reshape(lead))
+        keep = labels != ignore
+        return Terms(out.reshape(lead), keep.astype(out.dtype), keep)
+
+    return loss
