@@ -624,7 +624,17 @@ def test_make_mesh_defaults_to_explicit_axes(sharding_results):
     assert sharding_results["__default_axis_types__"] == ["AxisType.Explicit"]
 
 
-@pytest.mark.parametrize("cid,configs", SHARDING_CASES, ids=[c for c, _ in SHARDING_CASES])
+#: known bug (issue 17, open): the fused-linear engine's gradient w.r.t. the head under
+#: explicit-axis sharding, on these grids' first case (ignored prompt positions), is wrong
+#: (relative error ~1); the values and the hidden states' gradient agree. docs/fused-linear.md
+FUSED_SHARDING_BUG = ("linear_dpo", "linear_simpo")
+
+
+@pytest.mark.parametrize("cid,configs", [
+    pytest.param(c, k, id=c, marks=pytest.mark.xfail(
+        strict=True, reason="issue 17: fused-linear head gradient under explicit sharding"))
+    if c.split(":", 1)[0] in FUSED_SHARDING_BUG else pytest.param(c, k, id=c)
+    for c, k in SHARDING_CASES])
 def test_sharded_jit_gives_the_single_device_numbers(sharding_results, cid, configs):
     res = sharding_results[cid]
     assert "error" not in res, res["error"]
