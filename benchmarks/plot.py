@@ -373,7 +373,7 @@ def figure(results, headline=HEADLINE):
     columns = _columns(rows) if show_summary else []
     per = max((len(part) for _, part in columns), default=0)
     h_detail = 6.2 if detail else 0.0
-    h_summary = (1.9 + 0.19 * per) if show_summary else 0.0
+    h_summary = (1.9 + 0.17 * per) if show_summary else 0.0
     single = all(len(_entries(results, n)) == 1 for n in detail)
     width = max(12.0, (3.6 if single else 3.3) * len(detail) + 3.2)
     fig = plt.figure(figsize=(width, h_detail + h_summary), layout="constrained")

@@ -187,7 +187,11 @@ def test_mixed_low_and_full_precision_promote(backend):
 
 #: references that compute a float16/bfloat16 input partly in float32 and return float32,
 #: not yet matched (strict: remove once fixed)
-UPCAST_OPEN: dict = {}
+UPCAST_OPEN: dict = {
+    # issue 17, open: TRL's ORPO returns a float32 loss for half log-probs (its .float()); the
+    # plain orpo does (spec converts), the JAX fused form keeps float16 (torch's gives float32)
+    "linear_orpo": "linear_orpo on JAX: a float16 loss where TRL's is float32 (issue 17)",
+}
 
 
 def _upcast_cases():

@@ -336,7 +336,10 @@ def linear_distillation(plain_fn):
         tx = teacher_input.astype(dtype).reshape(-1, 1, teacher_input.shape[-1])
         tw = teacher_linear_weight.astype(dtype)
         tb = None if teacher_linear_bias is None else teacher_linear_bias.astype(dtype)
-        lab = (jnp.zeros(lead, jnp.int32) if labels is None else labels).reshape(-1, 1)
+        ignore = popts.get("ignore_index", IGNORE_INDEX)
+        # labels left out: every token counts (a value other than ignore_index)
+        lab = (jnp.full(lead, 0 if ignore != 0 else 1, jnp.int32) if labels is None
+               else labels).reshape(-1, 1)
 
         def fn(z, zt, lab):
             return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], **popts).loss
@@ -344,7 +347,6 @@ def linear_distillation(plain_fn):
         per = units_per_chunk(x.shape[0], 1, w.shape[0], jnp.dtype(dtype).itemsize,
                               chunk_size, memory_budget)
         out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
-        ignore = popts.get("ignore_index", IGNORE_INDEX)
         if labels is None:
             return Terms(out.reshape(lead))
         keep = labels != ignore

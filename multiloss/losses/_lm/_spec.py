@@ -74,7 +74,10 @@ def _inputs(form, plain):
                 InputSpec("ref_linear_weight", "the reference model's head weight, (V, "
                           "D_ref); frozen", differentiable=False)]
     byname = {i.name: i for i in plain.inputs}
-    out += [byname[e] for e in form.extras]
+    # the fused forms take their extras as given: kto's kl is required here (the plain kto's
+    # may be left out)
+    out += [replace_doc(byname[e], byname[e].doc.split("; left out (or None)")[0], False)
+            if form.name == "linear_kto" and e == "kl" else byname[e] for e in form.extras]
     return tuple(out)
 
 
@@ -165,6 +168,8 @@ def _torch_tokens(torch, x, w, b, lab, ignore):
     mask = lab != ignore
     z = torch.nn.functional.linear(x[mask], w, b)
     tok = torch.zeros(lab.shape, dtype=z.dtype, device=z.device)
+    if not mask.any():  # nothing scored (an empty batch): selective_log_softmax of no row
+        return tok + 0 * z.sum(), mask.to(tok.dtype)  # raises; keeps the graph to x, w
     tok = tok.masked_scatter(mask, selective_log_softmax(z, lab[mask]))
     return tok, mask.to(tok.dtype)
 
@@ -310,6 +315,14 @@ def _samples(form):
             inputs = inputs[:-1]
         yield Sample(f"{form.name}[edge:unscored-sequence,chunk_size=1]", tuple(inputs),
                      {"chunk_size": 1})
+        # edge: nothing counts: an empty batch (no pair), every completion masked (grpo)
+        if form.family == "policy":
+            inputs = _problem(rng, form, dtype, n)
+            inputs[-2][:] = 0
+            yield Sample(f"{form.name}[edge:all-masked-empty-mean]", tuple(inputs[:-1]), {})
+        else:
+            yield Sample(f"{form.name}[edge:empty-batch]", tuple(_problem(rng, form, dtype, 0)),
+                         {})
 
     return samples
 
@@ -351,6 +364,8 @@ def _spec(form):
         aliases=(f"fused_linear_{form.plain}", f"{form.plain}_linear"),
         inputs=_inputs(form, plain),
         options=(*plain.options, *_options(form)),
+        default_empty_reduction=plain.default_empty_reduction,  # grpo's 0, TRL's clamp
+
         formula=(
             f"logp[i, t] = log_softmax(input[i, t] @ linear_weight.T + linear_bias)"
             f"[target[i, t]] (0 where target == ignore_index);\n"
@@ -434,16 +449,16 @@ def _distill_inputs(plain):
     )
 
 
-def replace_doc(inp, doc):
+def replace_doc(inp, doc, optional=None):
     from dataclasses import replace
 
-    return replace(inp, doc=doc)
+    return replace(inp, doc=doc, optional=inp.optional if optional is None else optional)
 
 
 def _distill_check(plain):
     def check(named, opts):
         x, w = named["input"], named["linear_weight"]
-        tx, tw, y = named["teacher_input"], named["teacher_linear_weight"], named["labels"]
+        tx, tw, y = named["teacher_input"], named["teacher_linear_weight"], named.get("labels")
         for name, a in (("input", x), ("linear_weight", w), ("teacher_input", tx),
                         ("teacher_linear_weight", tw)):
             expect_float(name, a)
@@ -528,7 +543,7 @@ def _distill_samples(name):
                              opts, w)
         inputs = _distill_problem(rng, dtype, (4,))
         inputs[4][:] = IGNORE_INDEX
-        yield Sample(f"{fused}[edge:all-ignored,chunk_size=1]", tuple(inputs),
+        yield Sample(f"{fused}[edge:all-ignored-empty-mean,chunk_size=1]", tuple(inputs),
                      {"chunk_size": 1})
 
     return samples

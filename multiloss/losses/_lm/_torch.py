@@ -420,8 +420,10 @@ def linear_distillation(plain_fn):
         tx = teacher_input.to(dtype).reshape(-1, 1, teacher_input.shape[-1])
         tw = teacher_linear_weight.to(dtype)
         tb = None if teacher_linear_bias is None else teacher_linear_bias.to(dtype)
-        lab = (torch.zeros(lead, dtype=torch.long, device=x.device) if labels is None
-               else labels.long()).reshape(-1, 1)
+        ignore = popts.get("ignore_index", IGNORE_INDEX)
+        # labels left out: every token counts (a value other than ignore_index)
+        lab = (torch.full(lead, 0 if ignore != 0 else 1, dtype=torch.long, device=x.device)
+               if labels is None else labels.long()).reshape(-1, 1)
 
         def fn(z, zt, lab):
             return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], reduction=None, **popts).loss
@@ -429,7 +431,6 @@ def linear_distillation(plain_fn):
         per = units_per_chunk(x.shape[0], 1, w.shape[0], torch.finfo(dtype).bits // 8,
                               chunk_size, memory_budget)
         out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
-        ignore = popts.get("ignore_index", IGNORE_INDEX)
         if labels is None:
             return Terms(out.reshape(lead))
         keep = labels != ignore
