@@ -92,6 +92,11 @@ def _check_reduction_value(allowed, aliases=None):
     return check
 
 
+def one_of(allowed):
+    """An option's check: the value is one of ``allowed`` (a loss type, a mode)."""
+    return _check_reduction_value(tuple(allowed))
+
+
 def _no_check(name, value):
     return value
 

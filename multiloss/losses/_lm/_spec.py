@@ -20,17 +20,9 @@ from ..._registry import (
     register,
 )
 from .._common import case_id, expect_float, expect_same_dtype, loss_shape_weight
+from ..classification._linear_spec import _positive_int_or_none
 from . import IGNORE_INDEX
 from ._forms import FORMS
-
-
-def _positive_int_or_none(name, value):
-    if value is None:
-        return None
-    value = integer(name, value)
-    if value < 1:
-        raise ValueError(f"{name}: expected None or an int >= 1, got {value}")
-    return value
 
 
 def _options(form):

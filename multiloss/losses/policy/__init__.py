@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..._registry import InputSpec, LossSpec, Option, Sample, boolean, real, register
+from ..._registry import InputSpec, LossSpec, Option, Sample, boolean, one_of, real, register
 from .._common import case_id, expect_float, loss_shape_weight
 
 FAMILY = "policy"
@@ -57,15 +57,6 @@ def aggregation_of(loss_type: str, loss_agg_mode: str | None) -> str:
 # options
 
 
-def _choice(values):
-    def check(name, value):
-        if value not in values:
-            raise ValueError(f"{name}: expected one of {list(values)}, got {value!r}")
-        return value
-
-    return check
-
-
 def _optional(check):
     def run(name, value):
         return None if value is None else check(name, value)
@@ -86,7 +77,7 @@ OPTIONS = (
            "TRL 1.16's GRPOConfig.loss_type (its default 'dapo'): the per-token loss "
            "(clipped ratio for grpo/bnpo/dr_grpo/dapo/luspo, cispo's detached clipped ratio "
            "times log-prob, sapo's sigmoid gate, vespo's gamma weight times log-prob) and its "
-           "aggregation (see loss_agg_mode)", _choice(LOSS_TYPES),
+           "aggregation (see loss_agg_mode)", one_of(LOSS_TYPES),
            allowed=" | ".join(repr(t) for t in LOSS_TYPES)),
     Option("beta", 0.0, "KL coefficient (TRL's default 0): adds beta * k3, the estimator "
            "exp(ref - logp) - (ref - logp) - 1, to every token; needs ref_logps where != 0",
@@ -101,7 +92,7 @@ OPTIONS = (
            _optional(real()), allowed="None | float"),
     Option("importance_sampling_level", "token",
            "'token': one ratio per token; 'sequence': exp of the masked mean log-ratio of "
-           "the completion, one per sequence (GSPO)", _choice(("token", "sequence")),
+           "the completion, one per sequence (GSPO)", one_of(("token", "sequence")),
            allowed="'token' | 'sequence'"),
     Option("use_bias_correction_kl", True, "multiply the KL term by the importance ratio "
            "(TRL 1.16's default True; DeepSeek-V3.2): changes the KL gradient even where the "
@@ -116,7 +107,7 @@ OPTIONS = (
            "'seq-mean-token-mean' mean_i (sum_t l / max(c_i, 1)) (grpo, sapo); "
            "'seq-mean-token-sum' mean_i sum_t l (luspo); 'seq-mean-token-sum-norm' "
            "sum_it l / (N * max_completion_length) (dr_grpo). None: the loss type's own",
-           _optional(_choice(AGGREGATIONS)),
+           _optional(one_of(AGGREGATIONS)),
            allowed="None | " + " | ".join(repr(a) for a in AGGREGATIONS)),
     Option("sapo_temperature_pos", 1.0, "sapo's temperature where A > 0", real(),
            allowed="float"),

@@ -44,7 +44,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..._registry import InputSpec, LossSpec, Option, Sample, real, register
+from ..._registry import InputSpec, LossSpec, Option, Sample, one_of, real, register
 from .._common import REDUCTIONS, expect_float, loss_shape_weight
 
 FAMILY = "preference"
@@ -67,15 +67,6 @@ KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
 
 # ---------------------------------------------------------------------------------------------
 # options
-
-
-def _one_of(allowed):
-    def check(name, value):
-        if value not in allowed:
-            raise ValueError(f"{name}: expected one of {list(allowed)}, got {value!r}")
-        return value
-
-    return check
 
 
 def _dpo_loss_type(name, value):
@@ -770,7 +761,7 @@ preference_spec(
         Option("f_divergence_type", "reverse_kl",
                "f-DPO's divergence: the scores are f'(pi / pi_ref) of the log-ratios "
                "(reverse_kl: the log-ratios themselves); 'alpha_divergence' is left out",
-               _one_of(F_DIVERGENCES), allowed=" | ".join(repr(f) for f in F_DIVERGENCES)),
+               one_of(F_DIVERGENCES), allowed=" | ".join(repr(f) for f in F_DIVERGENCES)),
     ),
     formula=(
         "per pair, u_c = chosen_logps - ref_chosen_logps, u_r = rejected_logps - "
@@ -834,7 +825,7 @@ preference_spec(
     options=(
         *_CPO_OPTIONS,
         Option("loss_type", "sigmoid", "TRL's CPOConfig.loss_type ('alphapo' is simpo with "
-               "alpha != 0 and cpo_alpha=0)", _one_of(CPO_LOSS_TYPES),
+               "alpha != 0 and cpo_alpha=0)", one_of(CPO_LOSS_TYPES),
                allowed=" | ".join(repr(t) for t in CPO_LOSS_TYPES)),
         Option("cpo_alpha", 1.0, "the weight of the NLL term (TRL's cpo_alpha)", real()),
         _ALPHA,
@@ -930,7 +921,7 @@ preference_spec(
     ),
     options=(
         BETA,
-        Option("loss_type", "kto", "TRL's KTOConfig.loss_type", _one_of(KTO_LOSS_TYPES),
+        Option("loss_type", "kto", "TRL's KTOConfig.loss_type", one_of(KTO_LOSS_TYPES),
                allowed=" | ".join(repr(t) for t in KTO_LOSS_TYPES)),
         Option("desirable_weight", 1.0, "the weight of a desirable example's loss", real(0.0)),
         Option("undesirable_weight", 1.0, "the weight of an undesirable example's loss",
