@@ -123,6 +123,9 @@ def _cancelling(rng, m, k):
     (8, 8, 32, False, False, "aten"),  # G @ G, U @ X: four partial sums
     (8, 32, 8, True, False, "aten"),  # X @ X.T at a tall X's first step: sequential
     (16, 24, 20, True, False, "onednn"),  # m k n > 16^3: oneDNN, pairs (k + 1, k)
+    (4, 700, 4, False, True, "onednn"),  # ... in blocks of 512 (k <= 1024)
+    (4, 1100, 4, False, False, "onednn"),  # ... of 1024 (k > 1024, a contiguous)
+    (4, 1100, 4, True, False, "onednn"),  # ... of 512 (a a transposed view)
 ])
 def test_torch_cpu_matmul_sums_in_torchs_order(m, k, n, a_view, b_view, kernel):
     """torch's CPU bfloat16 mm and addmm (beta, alpha) bit for bit on sums whose float32

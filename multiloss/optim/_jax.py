@@ -264,22 +264,25 @@ def _bf16_dot(a, b):
                       precision=jax.lax.Precision.HIGHEST).astype(jnp.float32)
 
 
-def _bf16_dot_torch_cpu(a, b):
+def _bf16_dot_torch_cpu(a, b, a_view=False):
     """torch's CPU bfloat16 matmul as oneDNN computes it on AVX512-BF16 machines (measured on
-    torch 2.13; torch calls oneDNN when m k n > 16^3, ``_torch_cpu_mm``): float32 sums,
-    sequential over k in pairs (k + 1, k) (vdpbf16ps), whichever operand is a transposed
-    view. Sequential: slow for large k, an option for bit parity with such a torch run."""
+    torch 2.13 / oneDNN 3.12; torch calls oneDNN when m k n > 16^3, ``_torch_cpu_mm``):
+    float32 sums over blocks of k, each sequential in pairs (k + 1, k) (vdpbf16ps) from 0,
+    the blocks' sums then added in order. Blocks of 512, or of 1024 when k > 1024 and ``a``
+    is contiguous (``a_view``: torch's ``a`` is a transposed view). Sequential: slow for
+    large k, an option for bit parity with such a torch run."""
     k = a.shape[1]
-    order = [j for i in range(0, k, 2) for j in ((i + 1, i) if i + 1 < k else (i,))]
-    a_ = a[:, jnp.asarray(order, jnp.int32)].T if k else a.T
-    b_ = b[jnp.asarray(order, jnp.int32), :] if k else b
-
-    def body(acc, xy):
-        x, y = xy
-        return acc + x[:, None] * y[None, :], None
-
-    acc, _ = jax.lax.scan(body, jnp.zeros((a.shape[0], b.shape[1]), jnp.float32), (a_, b_))
-    return acc
+    kb = 1024 if k > 1024 and not a_view else 512
+    total = None
+    for s in range(0, k, kb):
+        e = min(k, s + kb)
+        order = [j for i in range(s, e, 2) for j in ((i + 1, i) if i + 1 < e else (i,))]
+        idx = jnp.asarray(order, jnp.int32)
+        part, _ = jax.lax.scan(lambda acc, xy: (acc + xy[0][:, None] * xy[1][None, :], None),
+                               jnp.zeros((a.shape[0], b.shape[1]), jnp.float32),
+                               (a[:, idx].T, b[idx, :]))
+        total = part if total is None else total + part
+    return jnp.zeros((a.shape[0], b.shape[1]), jnp.float32) if total is None else total
 
 
 #: aten sends a bfloat16 CPU matmul to oneDNN only when m * k * n exceeds 16 ** 3
@@ -357,7 +360,7 @@ def _torch_cpu_mm(a, b, a_view=False, b_view=False):
     m, k = a.shape
     n = b.shape[1]
     if m * k * n > _ONEDNN_MIN_MKN:
-        return _bf16_dot_torch_cpu(a, b)
+        return _bf16_dot_torch_cpu(a, b, a_view)
     prods = a[:, None, :] * b.T[None, :, :]  # exact: bfloat16 x bfloat16 fits in float32
     if a_view and not b_view:
         return _dot_sequential(prods)

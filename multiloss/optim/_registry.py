@@ -743,8 +743,8 @@ adjusted_lr = lr * sqrt(max(1, A / B))  |  lr * 0.2 * sqrt(max(A, B))  (match_rm
         "ns_accumulation", "exact",
         "float32 sums of the bfloat16 matmuls: 'exact' (correctly rounded: torch's whenever its "
         "order sums exactly, always on small matrices) or 'torch_cpu' (torch 2.13's CPU "
-        "order, measured on x86 with AVX512-BF16: oneDNN's when m k n > 16^3, aten's kernels "
-        "below, picked by size and operand layout as torch does; bit for bit per "
+        "order, measured on x86 with AVX512-BF16: oneDNN's (blocks of k) when m k n > 16^3, "
+        "aten's kernels below, picked by size and operand layout as torch does; bit for bit per "
         "Newton-Schulz call, 4e-15 over 100 float64 steps on every shape measured, "
         "docs/optim.md; sequential scans, slow for large matrices)", _ns_accumulation,
         allowed="'exact' | 'torch_cpu'"),),
