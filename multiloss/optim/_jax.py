@@ -264,21 +264,122 @@ def _bf16_dot(a, b):
                       precision=jax.lax.Precision.HIGHEST).astype(jnp.float32)
 
 
-def _bf16_dot_torch_cpu(a, b):
+def _bf16_dot_torch_cpu(a, b, a_view=False):
     """torch's CPU bfloat16 matmul as oneDNN computes it on AVX512-BF16 machines (measured on
-    torch 2.13): float32 sums, sequential over k in pairs (k + 1, k) (vdpbf16ps). Sequential:
-    slow for large k, an option for bit parity with such a torch run."""
+    torch 2.13 / oneDNN 3.12; torch calls oneDNN when m k n > 16^3, ``_torch_cpu_mm``):
+    float32 sums over blocks of k, each sequential in pairs (k + 1, k) (vdpbf16ps) from 0,
+    the blocks' sums then added in order. Blocks of 512, or of 1024 when k > 1024 and ``a``
+    is contiguous (``a_view``: torch's ``a`` is a transposed view). Sequential: slow for
+    large k, an option for bit parity with such a torch run."""
     k = a.shape[1]
-    order = [j for i in range(0, k, 2) for j in ((i + 1, i) if i + 1 < k else (i,))]
-    a_ = a[:, jnp.asarray(order, jnp.int32)].T if k else a.T
-    b_ = b[jnp.asarray(order, jnp.int32), :] if k else b
+    kb = 1024 if k > 1024 and not a_view else 512
+    total = None
+    for s in range(0, k, kb):
+        e = min(k, s + kb)
+        order = [j for i in range(s, e, 2) for j in ((i + 1, i) if i + 1 < e else (i,))]
+        idx = jnp.asarray(order, jnp.int32)
+        part, _ = jax.lax.scan(lambda acc, xy: (acc + xy[0][:, None] * xy[1][None, :], None),
+                               jnp.zeros((a.shape[0], b.shape[1]), jnp.float32),
+                               (a[:, idx].T, b[idx, :]))
+        total = part if total is None else total + part
+    return jnp.zeros((a.shape[0], b.shape[1]), jnp.float32) if total is None else total
 
-    def body(acc, xy):
-        x, y = xy
-        return acc + x[:, None] * y[None, :], None
 
-    acc, _ = jax.lax.scan(body, jnp.zeros((a.shape[0], b.shape[1]), jnp.float32), (a_, b_))
-    return acc
+#: aten sends a bfloat16 CPU matmul to oneDNN only when m * k * n exceeds 16 ** 3
+#: (``mkldnn_gemm_min_size``); smaller ones run aten's own kernels (BlasKernel.cpp), whose
+#: summation order depends on which operands are transposed views
+_ONEDNN_MIN_MKN = 16 * 16 * 16
+
+
+def _seq_sum(chunks, init):
+    """``init + chunks[0] + chunks[1] + ...`` in float32, one rounding per addition, in that
+    order (a scan: XLA neither reorders nor fuses it)."""
+    if chunks.shape[0] == 0:
+        return init
+    return jax.lax.scan(lambda acc, c: (acc + c, None), init, chunks)[0]
+
+
+def _lane_tree(v):
+    """Sum of the last axis (8 lanes) as torch's AVX2 ``vec_reduce_all``: lanes i + 4, then
+    i + 2, then i + 1."""
+    while v.shape[-1] > 1:
+        h = v.shape[-1] // 2
+        v = v[..., :h] + v[..., h:]
+    return v[..., 0]
+
+
+def _dot_ilp4(prods):
+    """aten's ``sum`` (BlasKernel.cpp, both operands contiguous): four partial sums over
+    k = 0, 4, 8, ... / 1, 5, ... / ..., the leftover k added to the first, then
+    ((s0 + s1) + s2) + s3."""
+    k = prods.shape[-1]
+    k4 = k - k % 4
+    blocks = jnp.moveaxis(prods[..., :k4].reshape(*prods.shape[:-1], k4 // 4, 4), -2, 0)
+    s = _seq_sum(blocks, jnp.zeros((*prods.shape[:-1], 4), jnp.float32))
+    s0 = s[..., 0]
+    for j in range(k4, k):
+        s0 = s0 + prods[..., j]
+    return ((s0 + s[..., 1]) + s[..., 2]) + s[..., 3]
+
+
+def _dot_avx2(prods):
+    """aten's bfloat16 dot product with float32 arithmetic (``dot_with_fp32_arith``, the
+    AVX2 build torch dispatches to; A @ B.T with B a transposed view): blocks of 64 into 8
+    registers of 8 lanes, the registers summed as a tree (r + 4, r + 2, r + 1), then the
+    lanes (``_lane_tree``); blocks of 16 after them into one register of 8 lanes (low half,
+    then high half), its lane tree added; the last k % 16 products added one by one."""
+    lead, k = prods.shape[:-1], prods.shape[-1]
+    la = k - k % 64
+    regs = _seq_sum(jnp.moveaxis(prods[..., :la].reshape(*lead, la // 64, 8, 8), -3, 0),
+                    jnp.zeros((*lead, 8, 8), jnp.float32))
+    while regs.shape[-2] > 1:
+        h = regs.shape[-2] // 2
+        regs = regs[..., :h, :] + regs[..., h:, :]
+    red = _lane_tree(regs[..., 0, :])
+    lv = la + (k - la) // 16 * 16
+    tail = _seq_sum(jnp.moveaxis(prods[..., la:lv].reshape(*lead, (lv - la) // 8, 8), -2, 0),
+                    jnp.zeros((*lead, 8), jnp.float32))
+    red = red + _lane_tree(tail)
+    for j in range(lv, k):
+        red = red + prods[..., j]
+    return red
+
+
+def _dot_sequential(prods):
+    """aten's reduced-precision ``gemm_transb_`` (A a transposed view, B contiguous, beta 0,
+    alpha 1): a float32 accumulator per output, the products added for k = 0, 1, 2, ..."""
+    return _seq_sum(jnp.moveaxis(prods, -1, 0), jnp.zeros(prods.shape[:-1], jnp.float32))
+
+
+def _torch_cpu_mm(a, b, a_view=False, b_view=False):
+    """The float32 sums of torch 2.13's CPU ``a @ b`` of bfloat16 ``a`` (m, k), ``b`` (k, n)
+    before the rounding to bfloat16, in torch's order (measured on an AVX512-BF16 CPU, one
+    thread): oneDNN's (``_bf16_dot_torch_cpu``) when m k n > 16^3, else aten's kernel
+    for the operands' layout. ``a_view`` / ``b_view``: torch's operand is a transposed view
+    of a contiguous tensor (``x.T``)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m * k * n > _ONEDNN_MIN_MKN:
+        return _bf16_dot_torch_cpu(a, b, a_view)
+    prods = a[:, None, :] * b.T[None, :, :]  # exact: bfloat16 x bfloat16 fits in float32
+    if a_view and not b_view:
+        return _dot_sequential(prods)
+    if b_view and not a_view:
+        return _dot_avx2(prods)
+    return _dot_ilp4(prods)
+
+
+def _addmm_sum(beta, m, alpha, acc):
+    """torch's CPU bfloat16 ``addmm(M, A, B, beta=beta, alpha=alpha)`` before its rounding to
+    bfloat16, given the float32 sums ``acc`` of A @ B: fma(beta, M, alpha * acc) in float32
+    (oneDNN's sum post-op and aten's kernels alike; measured), the fused multiply-add
+    emulated in float64 (exact: a float32 times a bfloat16 fits in 53 bits) under x64.
+    ``alpha`` None: 1."""
+    scaled = acc if alpha is None else alpha * acc
+    if _sdt() == jnp.float64:
+        return (beta.astype(jnp.float64) * m.astype(jnp.float64)
+                + scaled.astype(jnp.float64)).astype(jnp.float32)
+    return beta * m + scaled
 
 
 def _newton_schulz(u, coefficients, steps, eps, accumulation="exact"):
@@ -286,10 +387,10 @@ def _newton_schulz(u, coefficients, steps, eps, accumulation="exact"):
     bfloat16 ops compute in float32 and round once to bfloat16 (addmm: beta * C + alpha *
     (A @ B) in float32, one rounding), a float64 input reaches bfloat16 through float32.
     ``accumulation``: "exact" (each float32 sum correctly rounded; any summation order that
-    is exact agrees) or "torch_cpu" (torch's order on AVX512-BF16 CPUs, see
-    ``_bf16_dot_torch_cpu``)."""
+    is exact agrees) or "torch_cpu" (torch 2.13's CPU order, ``_torch_cpu_mm``: which
+    kernel runs, and so the order, depends on the sizes and, at the first step of a tall
+    matrix, on torch's transposed views)."""
     f32 = jnp.float32
-    dot = _bf16_dot_torch_cpu if accumulation == "torch_cpu" else _bf16_dot
     a, b, c = (_c(v, f32) for v in coefficients)
     x = _bf16(u.astype(f32))
     tall = u.shape[0] > u.shape[1]
@@ -298,22 +399,22 @@ def _newton_schulz(u, coefficients, steps, eps, accumulation="exact"):
     norm = _bf16(jnp.sqrt(jnp.sum(jnp.square(x.astype(_sdt())))).astype(f32))
     norm = jnp.maximum(norm, _bf16(_c(eps, f32)))  # clamp(min=eps) on a bfloat16 tensor
     x = _bf16(x / norm)
-    def addmm(beta, m, alpha, acc):
-        """torch's CPU bfloat16 addmm before its rounding to bfloat16: fma(beta, M, alpha *
-        acc) in float32 (oneDNN's sum post-op; measured), the fused multiply-add emulated in
-        float64 (exact: a float32 times a bfloat16 fits in 53 bits) under x64."""
-        scaled = acc if alpha is None else alpha * acc
-        if _sdt() == jnp.float64:
-            return (beta.astype(jnp.float64) * m.astype(jnp.float64)
-                    + scaled.astype(jnp.float64)).astype(f32)
-        return beta * m + scaled
 
-    def body(_, x):
-        gram = _bf16(dot(x, x.T))
-        upd = _bf16(addmm(b, gram, c, dot(gram, gram)))
-        return _bf16(addmm(a, x, None, dot(upd, x)))
+    def step(x, x_view=False):
+        """One iteration; ``x_view``: torch's X is the transposed view of the tall input
+        (its first iteration), which changes aten's kernels for X @ X.T and U @ X."""
+        if accumulation == "torch_cpu":
+            gram = _bf16(_torch_cpu_mm(x, x.T, a_view=x_view, b_view=not x_view))
+            upd = _bf16(_addmm_sum(b, gram, c, _torch_cpu_mm(gram, gram)))
+            return _bf16(_addmm_sum(a, x, None, _torch_cpu_mm(upd, x, b_view=x_view)))
+        gram = _bf16(_bf16_dot(x, x.T))
+        upd = _bf16(_addmm_sum(b, gram, c, _bf16_dot(gram, gram)))
+        return _bf16(_addmm_sum(a, x, None, _bf16_dot(upd, x)))
 
-    x = jax.lax.fori_loop(0, steps, body, x)
+    first = 0
+    if tall and accumulation == "torch_cpu" and steps > 0:
+        x, first = step(x, x_view=True), 1
+    x = jax.lax.fori_loop(first, steps, lambda _, x: step(x), x)
     return x.T if tall else x
 
 

@@ -943,11 +943,12 @@ def case(case_id: str) -> Case:
     return _BY_ID[case_id]
 
 
-#: Muon on larger matrices (tall, wide, square): where torch's float32 sums in its bfloat16
-#: matmul, ordered by its CPU kernel, round to another bfloat16 than the correctly rounded
-#: sum does, the trajectories part (docs/optim.md reports these gaps)
-MUON_GAP_SHAPES = ({"tall": (32, 8)}, {"wide": (8, 32)}, {"square": (24, 24)},
-                   {"w": (48, 64), "t": (64, 16)})
+#: Muon on larger matrices (tall, wide, square, and (17, 16), whose matmuls run in both of
+#: torch's CPU kernels): where torch's float32 sums in its bfloat16 matmul, ordered by its
+#: CPU kernel, round to another bfloat16 than the correctly rounded sum does, the
+#: trajectories part (docs/optim.md reports these gaps)
+MUON_GAP_SHAPES = ({"tall": (32, 8)}, {"wide": (8, 32)}, {"square": (64, 64)},
+                   {"w": (128, 256), "t": (256, 128)}, {"mixed": (17, 16)})
 MUON_GAP_OPTIONS = ({"lr": 0.02}, {"lr": 0.02, "nesterov": False, "momentum": 0.9,
                                    "adjust_lr_fn": "match_rms_adamw", "weight_decay": 0.01})
 
