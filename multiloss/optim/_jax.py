@@ -37,7 +37,8 @@ class TorchOptState(NamedTuple):
     """count: updates so far (the schedule's step, torch's ``last_epoch``); step: torch's
     per-parameter ``state["step"]`` (a pytree of int32 like the parameters); buffers: torch's
     per-parameter state by name, each a pytree like the parameters; schedule: the state of a
-    metric-driven schedule (ReduceLROnPlateau), else ()."""
+    metric-driven schedule (ReduceLROnPlateau) or of a replayed ChainedScheduler (the groups'
+    lrs, ``schedules.ChainState``), else ()."""
 
     count: Any
     step: Any

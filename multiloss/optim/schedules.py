@@ -20,6 +20,9 @@ uses f(k): k is the number of earlier ``update`` calls, stored in the optimizer 
   of its schedules float32) from torch's closed forms; torch steps most schedulers
   recursively (lr_{k+1} = lr_k * ratio), which equals the closed form up to rounding (1e-16
   relative per step).
+- A ChainedScheduler whose schedulers are not all factor schedulers has no closed form: the
+  optimizer state carries the groups' lrs (:class:`ChainState`) and each update replays
+  torch's recursive steps on them (see :class:`ChainedScheduler`).
 - ReduceLROnPlateau is metric-driven: pass the metric to the update,
   ``tx.update(grads, state, params, metrics=val_loss)``; that update uses the current lr and
   then steps the plateau logic (torch: ``opt.step(); sched.step(val_loss)``). An update
