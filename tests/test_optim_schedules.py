@@ -271,6 +271,10 @@ def test_from_torch_of_a_replayed_chain_continues_torch():
         return opt, L.ChainedScheduler([one, L.MultiplicativeLR(opt, _mult), cos], opt)
 
     (o1, s1), (o2, s2) = build([0.05, 0.01]), build([0.02, 0.03])
+    fresh = mo.from_torch([o1, o2], [s1, s2]).transform.init([jnp.zeros(2)] * 4)
+    assert int(fresh.count) == 0
+    np.testing.assert_array_equal(np.asarray(fresh.schedule.lrs),
+                                  [g["lr"] for o in (o1, o2) for g in o.param_groups])
     for _ in range(13):
         for o, s_ in ((o1, s1), (o2, s2)):
             o.step()
