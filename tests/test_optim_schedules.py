@@ -213,17 +213,17 @@ class _Theirs:
 
 
 def _replayed(schedule, steps):
-    """The bound schedule's lrs and momenta, stepped as the transform steps it (jitted)."""
+    """The bound schedule's lrs and momenta, stepped as the transform steps it (one scan)."""
     b = schedule.bind(BASE)
-    state, lrs, moms = b.init(jnp.float64), [], []
-    advance = jax.jit(lambda s, t: b.advance(s, t, None))
-    for k in range(steps):
-        t = jnp.asarray(float(k))
-        lrs.append([float(x) for x in b.lrs(state, t)])
+
+    def body(state, t):
         m = b.momenta(state, t)
-        moms.append(None if m is None else [float(x) for x in m])
-        state = advance(state, t)
-    return np.array(lrs), None if moms[0] is None else np.array(moms)
+        out = (jnp.stack(b.lrs(state, t)), jnp.stack(m) if m is not None else jnp.zeros(0))
+        return b.advance(state, t, None), out
+
+    _, (lrs, moms) = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(steps * 1.0)))(
+        b.init(jnp.float64))
+    return np.asarray(lrs), np.asarray(moms) if moms.shape[1] else None
 
 
 @pytest.mark.parametrize(("name", "parts"), CHAINS, ids=[c[0] for c in CHAINS])
@@ -282,7 +282,8 @@ def test_from_torch_of_a_replayed_chain_continues_torch():
     tx = mo.from_torch([o1, o2], [s1, s2]).transform
     sched = tx.schedule
     assert sched.replayed and sched.schedulers[2]._bases == [0.05, 0.01, 0.02, 0.03]
-    momenta = sched.bind([1.0] * 4).momenta  # OneCycleLR's, from torch's group values
+    bound = sched.bind([1.0] * 4)  # OneCycleLR's momenta, from torch's group values
+    momenta = jax.jit(lambda t: jnp.stack(bound.momenta(None, t)))
     params = [jnp.zeros(2) for _ in range(4)]
     state = tx.init(params)
     update = jax.jit(tx.update)
@@ -290,7 +291,7 @@ def test_from_torch_of_a_replayed_chain_continues_torch():
         groups = [g for o in (o1, o2) for g in o.param_groups]
         np.testing.assert_allclose(np.asarray(state.schedule.lrs), [g["lr"] for g in groups],
                                    rtol=1e-13, atol=0)
-        np.testing.assert_allclose([float(m) for m in momenta(None, jnp.asarray(float(k)))],
+        np.testing.assert_allclose(np.asarray(momenta(jnp.asarray(float(k)))),
                                    [g["momentum"] for g in groups], rtol=1e-14, atol=0)
         assert int(state.count) == k
         _, state = update(params, state, params)
