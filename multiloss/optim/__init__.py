@@ -424,6 +424,8 @@ def _from_torch_many(T, optimizers, schedulers, params, extras) -> FromTorch:
             "count": max(sn["count"] for sn in snaps), "plateau": None,
             "lrs": (None if any(sn.get("lrs") is None for sn in snaps)
                     else [x for sn in snaps for x in sn["lrs"]]),
+            "momenta": (None if any(sn.get("momenta") is None for sn in snaps)
+                        else [x for sn in snaps for x in sn["momenta"]]),
             "names": None if None in names else names}
     if len(groups) == 1:
         tx = get(first.name, backend="jax", schedule=scheds[0], **groups[0], **extras)

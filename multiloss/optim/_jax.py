@@ -1114,8 +1114,11 @@ def with_torch_state(tx, snap):
                                  jnp.asarray(pl["last_epoch"], jnp.int32))
         from .schedules import ChainState
 
-        if snap.get("lrs") is not None and isinstance(sched, ChainState):  # a replayed chain
-            sched = ChainState(jnp.asarray(snap["lrs"], sdt))  # the groups' lrs now
+        if snap.get("lrs") is not None and isinstance(sched, ChainState):  # a replay
+            moms = sched.momenta  # the groups' lrs (and cycled momenta) now
+            if moms.shape[0]:
+                moms = jnp.asarray(snap["momenta"], sdt)
+            sched = ChainState(jnp.asarray(snap["lrs"], sdt), moms)
         if isinstance(state, LBFGSState):
             return _lbfgs_from_torch(state, snap, leaves, idx)._replace(count=count,
                                                                         schedule=sched)

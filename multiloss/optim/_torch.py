@@ -121,7 +121,9 @@ def _schedule(s, top=False):
     if type(s) is L.LambdaLR:
         return S.LambdaLR(list(s.lr_lambdas))
     if type(s) is L.SequentialLR and top:
-        return S.SequentialLR([_schedule(x) for x in s._schedulers], list(s._milestones))
+        out = S.SequentialLR([_schedule(x, top=type(x) is not torch.optim.swa_utils.SWALR)
+                              for x in s._schedulers], list(s._milestones))
+        return _with_bases(out, s) if out.replayed else out
     if type(s) is L.OneCycleLR and top:
         phases = s._schedule_phases
         pct = (phases[0]["end_step"] + 1) / s.total_steps
@@ -287,8 +289,13 @@ def read_state(spec: OptimizerSpec, optimizer, scheduler, params=None) -> dict:
         while isinstance(last, torch.optim.lr_scheduler.ChainedScheduler):
             last = last._schedulers[0]
         out["count"] = int(last.last_epoch)
-        if isinstance(scheduler, torch.optim.lr_scheduler.ChainedScheduler):
-            out["lrs"] = [_scalar(g["lr"]) for g in optimizer.param_groups]  # a replay's state
+        if isinstance(scheduler, (torch.optim.lr_scheduler.ChainedScheduler,
+                                  torch.optim.lr_scheduler.SequentialLR)):
+            # a replayed schedule's state: the groups' lrs and momenta now
+            gs = optimizer.param_groups
+            out["lrs"] = [_scalar(g["lr"]) for g in gs]
+            out["momenta"] = [_scalar(g["momentum"]) if "momentum" in g else
+                              _scalar(g["betas"][0]) if "betas" in g else None for g in gs]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             out["plateau"] = {
                 "lrs": [_scalar(g["lr"]) for g in optimizer.param_groups],

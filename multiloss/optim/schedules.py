@@ -371,7 +371,16 @@ class SequentialLR(Schedule):
     """torch.optim.lr_scheduler.SequentialLR: ``schedulers[i]`` from ``milestones[i-1]`` on,
     restarted at its own step 0 (torch calls its closed form at 0 at the milestone). Stage i's
     lr at global step t is f_i(t - milestones[i-1]); torch's warmup chains
-    (LinearLR -> CosineAnnealingLR, ...) are the common use."""
+    (LinearLR -> CosineAnnealingLR, ...) are the common use.
+
+    With a MultiplicativeLR, CyclicLR or OneCycleLR stage there is no such closed form (torch
+    restarts MultiplicativeLR with ``lr * lr_lambda(0)`` on the lr the previous stage left;
+    CyclicLR and OneCycleLR, made before SequentialLR resets the lr, overwrite initial_lr, the
+    base lr of the stages made after them, and set momentum / beta1, which stays as the last
+    cycling stage left it): the lr and momenta are then replayed step by step from the
+    optimizer state, as in :class:`ChainedScheduler`. Refused: ReduceLROnPlateau (torch
+    refuses it), SequentialLR and ChainedScheduler stages (torch restarts a stage with
+    ``_update_lr(0)``, which neither implements)."""
 
     torch_name = "SequentialLR"
     _args = ("schedulers", "milestones")
@@ -384,16 +393,11 @@ class SequentialLR(Schedule):
             if not isinstance(s, Schedule):
                 raise TypeError(f"schedulers[{i}]: expected a multiloss.optim.schedules "
                                 f"schedule, got {type(s).__name__}")
-            if isinstance(s, (ReduceLROnPlateau, SequentialLR, OneCycleLR)):
+            if isinstance(s, (ReduceLROnPlateau, SequentialLR, ChainedScheduler)):
                 raise ValueError(f"schedulers[{i}]: {s.torch_name} cannot be a stage of "
-                                 "SequentialLR (torch rejects ReduceLROnPlateau and cannot "
-                                 "restart SequentialLR; OneCycleLR overwrites the base lrs)")
-            if isinstance(s, (MultiplicativeLR, ChainedScheduler, CyclicLR)):
-                raise ValueError(
-                    f"schedulers[{i}]: {s.torch_name} cannot be a stage of SequentialLR here "
-                    "(torch restarts a stage with step(0): MultiplicativeLR then multiplies "
-                    "the previous stage's lr by lr_lambda(0), ChainedScheduler.step takes no "
-                    "epoch, CyclicLR overwrites the base lrs)")
+                                 "SequentialLR (torch rejects ReduceLROnPlateau and restarts "
+                                 "a stage with _update_lr(0), which SequentialLR and "
+                                 "ChainedScheduler do not implement)")
         if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
             raise ValueError(f"milestones: expected {len(schedulers) - 1} milestones (one fewer "
                              f"than schedulers), got {milestones!r}")
@@ -403,8 +407,23 @@ class SequentialLR(Schedule):
         self.schedulers = list(schedulers)
         self.milestones = ms
 
+    @property
+    def cycles_momentum(self) -> bool:
+        return any(s.cycles_momentum for s in self.schedulers)
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the lr is replayed step by step (state carried) rather than a closed form."""
+        return any(isinstance(s, (MultiplicativeLR, CyclicLR, OneCycleLR))
+                   for s in self.schedulers)
+
     def bind(self, base_lrs):
+        if self.replayed:
+            return _ReplayBound(self, base_lrs)
         return _SequentialBound(self, base_lrs)
+
+    def as_optax(self, lr: float) -> Callable:
+        return _replay_as_optax(self, lr) if self.replayed else super().as_optax(lr)
 
     def torch(self, optimizer):
         import torch
@@ -907,30 +926,32 @@ class ChainedScheduler(Schedule):
         return _ChainedBound(self, base_lrs)
 
     def as_optax(self, lr: float) -> Callable:
-        if not self.replayed:
-            return super().as_optax(lr)
-        bound = self.bind([real(0.0)("lr", lr)])
-
-        def schedule(count):
-            import jax
-
-            jnp = _np()
-            state = bound.init(_sdt())
-
-            def one(c):
-                return jax.lax.fori_loop(
-                    0, c, lambda k, s: bound.advance(s, k.astype(s.lrs.dtype), None),
-                    state).lrs[0]
-
-            return jnp.vectorize(one)(jnp.asarray(count).astype("int32"))
-
-        return schedule
+        return _replay_as_optax(self, lr) if self.replayed else super().as_optax(lr)
 
     def torch(self, optimizer):
         import torch
 
         inner = [s.torch(optimizer) for s in self.schedulers]
         return torch.optim.lr_scheduler.ChainedScheduler(inner, optimizer)
+
+
+def _replay_as_optax(schedule, lr):
+    """``count -> lr`` of a replayed schedule: the count steps replayed in a fori_loop."""
+    bound = schedule.bind([real(0.0)("lr", lr)])
+
+    def optax_schedule(count):
+        import jax
+
+        jnp = _np()
+        state = bound.init(_sdt())
+
+        def one(c):
+            return jax.lax.fori_loop(
+                0, c, lambda k, s: bound.advance(s, k.astype(s.lrs.dtype), None), state).lrs[0]
+
+        return jnp.vectorize(one)(jnp.asarray(count).astype("int32"))
+
+    return optax_schedule
 
 
 def _is_product(s) -> bool:
@@ -955,10 +976,12 @@ class _ChainedBound(_Bound):
 
 
 class ChainState(NamedTuple):
-    """A replayed :class:`ChainedScheduler`'s state: each parameter group's lr for the next
-    update (torch's ``group["lr"]``), shape (G,)."""
+    """A replayed :class:`ChainedScheduler`'s (or :class:`SequentialLR`'s) state: each
+    parameter group's lr for the next update (torch's ``group["lr"]``), shape (G,), and,
+    when a scheduler in it cycles momentum, each group's momentum / beta1 (else shape (0,))."""
 
     lrs: Any
+    momenta: Any
 
 
 class _ReplayBound(_Bound):
@@ -970,25 +993,30 @@ class _ReplayBound(_Bound):
         self.root = _node(schedule, self.n)
         groups = _Groups(self.base_lrs)
         self.root.construct(groups)  # torch's constructors, in order (Python numbers)
-        self.first = list(groups.lr)
-        cyclers = [x for x in self.root.leaves() if x.schedule.cycles_momentum]
-        self.cycler = cyclers[-1] if cyclers else None
+        self.first, self.first_momenta = list(groups.lr), groups.mom
+        self.cycles = groups.mom is not None  # a scheduler in it cycles momentum
 
     def init(self, sdt):
-        jnp = _np()
-        return ChainState(jnp.stack([jnp.asarray(v, sdt) for v in self.first]))
+        return ChainState(_vec(self.first, sdt), _vec(self.first_momenta or [], sdt))
 
     def lrs(self, state, t):
         return [state.lrs[g] for g in range(self.n)]
 
     def momenta(self, state, t):
-        return None if self.cycler is None else self.cycler.momenta(t)
+        return [state.momenta[g] for g in range(self.n)] if self.cycles else None
 
     def advance(self, state, t, metrics):
-        jnp = _np()
         dt = state.lrs.dtype
-        new = self.root.step([state.lrs[g] for g in range(self.n)], t + 1)
-        return ChainState(jnp.stack([jnp.asarray(v, dt) for v in new]))
+        lrs, moms = self.root.step([state.lrs[g] for g in range(self.n)],
+                                   self.momenta(state, t), t + 1)
+        return ChainState(_vec(lrs, dt), _vec(moms or [], dt))
+
+
+def _vec(values, dt):
+    jnp = _np()
+    if not values:
+        return jnp.zeros((0,), dt)
+    return jnp.stack([jnp.asarray(v, dt) for v in values])
 
 
 class _Groups:
@@ -998,6 +1026,7 @@ class _Groups:
 
     def __init__(self, lrs):
         self.lr = list(lrs)
+        self.mom = None  # the momenta the cycling schedulers wrote (None: none did)
         self.groups = [{} for _ in self.lr]
 
     def initial(self):
@@ -1025,10 +1054,10 @@ class _ChainNode:
         for c in self.children:
             c.construct(groups)
 
-    def step(self, lrs, e):
+    def step(self, lrs, moms, e):
         for c in self.children:
-            lrs = c.step(lrs, e)
-        return lrs
+            lrs, moms = c.step(lrs, moms, e)
+        return lrs, moms
 
 
 class _SequentialNode:
@@ -1048,16 +1077,22 @@ class _SequentialNode:
         for st in self.stages:
             st.construct(groups)
         groups.lr = [g["initial_lr"] for g in groups.groups]  # torch resets the lrs
-        groups.lr = self.stages[bisect.bisect_right(self.milestones, 0)].first(groups.lr)
+        first = self.stages[bisect.bisect_right(self.milestones, 0)]
+        groups.lr, groups.mom = first.first(groups.lr), first.mom0(groups.mom)
 
-    def step(self, lrs, e):
+    def step(self, lrs, moms, e):
         jnp = _np()
-        out = self.stages[0].step(lrs, e)
+        out, out_m = self.stages[0].step(lrs, moms, e)
+
+        def pick(cond, a, b):
+            return None if a is None else [jnp.where(cond, x, y) for x, y in zip(a, b)]
+
         for m, st in zip(self.milestones, self.stages[1:]):
-            local = st.step(lrs, jnp.maximum(e - m, 0.0))
-            vals = [jnp.where(e == m, z, v) for z, v in zip(st.zero(lrs), local)]
-            out = [jnp.where(e >= m, v, o) for v, o in zip(vals, out)]
-        return out
+            local, local_m = st.step(lrs, moms, jnp.maximum(e - m, 0.0))
+            at = e == m  # torch's _update_lr(0): the stage restarts
+            vals, vals_m = pick(at, st.zero(lrs), local), pick(at, st.mom0(moms), local_m)
+            out, out_m = pick(e >= m, vals, out), pick(e >= m, vals_m, out_m)
+        return out, out_m
 
 
 class _Leaf:
@@ -1072,6 +1107,15 @@ class _Leaf:
 
     def leaves(self):
         return [self]
+
+    def mom0(self, moms):
+        """The momenta after a step at last_epoch 0 (the constructor's, a restart)."""
+        s = self.schedule
+        if not s.cycles_momentum:
+            return moms
+        if isinstance(s, CyclicLR):  # max_momentum - (max - base) * 0 * f
+            return [hi - (hi - lo) * 0.0 for lo, hi in zip(self.cyc.m_lo, self.cyc.m_hi)]
+        return [_onecycle_at0(s, v, momentum=True) for v in self._onecycle()]
 
     def construct(self, groups):
         s, n = self.schedule, self.n
@@ -1101,8 +1145,9 @@ class _Leaf:
         if isinstance(s, CyclicLR):
             self.cyc = _CyclicBound(s, bases)
             groups.lr = list(initial)  # torch's first step: from initial_lr, scale 0
-            return
-        groups.lr = self.first(groups.lr)
+        else:
+            groups.lr = self.first(groups.lr)
+        groups.mom = self.mom0(groups.mom)
 
     # -- the numbers, as torch's get_lr computes them (e: the scheduler's last_epoch)
 
@@ -1129,6 +1174,8 @@ class _Leaf:
             return [lr * s.start_factor for lr in lrs]
         if isinstance(s, OneCycleLR):
             return [_onecycle_at0(s, v) for v in self._onecycle()]
+        if isinstance(s, CyclicLR):  # SequentialLR's first step, from CyclicLR's own base_lr
+            return list(self.cyc.lo)
         if type(s).__name__ == "SWALR":
             if s.anneal_epochs:
                 return list(lrs)
@@ -1163,12 +1210,18 @@ class _Leaf:
                     for b in bs]
         if type(s) is LambdaLR:
             return [b * f(0) for b, f in zip(bs, self.lam.fns)]
-        if type(s).__name__ == "SWALR":
-            return self.first(lrs)
+        if type(s).__name__ == "SWALR" or isinstance(s, (CyclicLR, OneCycleLR)):
+            return self.first(lrs)  # get_lr at last_epoch 0
+        if isinstance(s, MultiplicativeLR):  # get_lr at last_epoch 0: lr * lr_lambda(0)
+            return [lr * f(0) for lr, f in zip(lrs, self.lam.fns)]
         raise ValueError(f"{s.torch_name} cannot restart at a SequentialLR milestone")
 
-    def step(self, lrs, e):
-        """torch's ``get_lr`` at last_epoch e >= 1 on the current lrs (traced)."""
+    def step(self, lrs, moms, e):
+        """torch's ``get_lr`` at last_epoch e >= 1 on the current lrs and momenta (traced)."""
+        s = self.schedule
+        return self._lrs(lrs, e), (self.momenta(e) if s.cycles_momentum else moms)
+
+    def _lrs(self, lrs, e):
         jnp = _np()
         s = self.schedule
         if isinstance(s, StepLR):
@@ -1232,10 +1285,11 @@ class _Leaf:
         return [s._value(t, v, "momentum") for v in self._onecycle()]
 
 
-def _onecycle_at0(s, v):
-    """OneCycleLR's lr at step 0, torch's arithmetic in Python floats."""
+def _onecycle_at0(s, v, momentum=False):
+    """OneCycleLR's lr (momentum) at step 0, torch's arithmetic in Python floats."""
     start = 0.0
-    for i, (end, a, b, _, _) in enumerate(s._phases):
+    for i, phase in enumerate(s._phases):
+        end, a, b = (phase[0], phase[3], phase[4]) if momentum else phase[:3]
         if 0 <= end or i == len(s._phases) - 1:
             pct = (0 - start) / (end - start)
             first, last = v[a], v[b]

@@ -894,6 +894,11 @@ def _cases_issue18(add, mid, sch):
         zero_grad=_absent_rows, k=13)
     mid("sgd_onecycle_cosine_chained", "sgd", {"lr": 0.05, "momentum": 0.9},
         torch_schedule=_onecycle_then_cosine, k=11)  # made in another order than chained
+    mid("adam_sequential_multiplicative_cyclic", "adam", {"lr": 0.05},
+        torch_schedule=lambda o: L_().SequentialLR(o, [
+            L_().MultiplicativeLR(o, _lambda_b),
+            L_().CyclicLR(o, 0.01, 0.05, step_size_up=4, base_momentum=0.8, max_momentum=0.9),
+            L_().MultiplicativeLR(o, lambda e: 0.97)], [6, 15]), k=9)  # beta1 cycled, kept
     mid("sgd_chained", "sgd", {"lr": 0.05, "momentum": 0.9},
         torch_schedule=lambda o: _chained(o, [("LinearLR", {"start_factor": 0.2}),
                                               ("ExponentialLR", {"gamma": 0.95})]), k=7)
