@@ -20,8 +20,9 @@ uses f(k): k is the number of earlier ``update`` calls, stored in the optimizer 
   of its schedules float32) from torch's closed forms; torch steps most schedulers
   recursively (lr_{k+1} = lr_k * ratio), which equals the closed form up to rounding (1e-16
   relative per step).
-- A ChainedScheduler whose schedulers are not all factor schedulers has no closed form: the
-  optimizer state carries the groups' lrs (:class:`ChainState`) and each update replays
+- A ChainedScheduler whose schedulers are not all factor schedulers, and a SequentialLR with a
+  MultiplicativeLR, CyclicLR or OneCycleLR stage, have no closed form: the optimizer state
+  carries the groups' lrs (and cycled momenta) (:class:`ChainState`) and each update replays
   torch's recursive steps on them (see :class:`ChainedScheduler`).
 - ReduceLROnPlateau is metric-driven: pass the metric to the update,
   ``tx.update(grads, state, params, metrics=val_loss)``; that update uses the current lr and
@@ -882,8 +883,8 @@ class ChainedScheduler(Schedule):
       stage restarts from its closed form at its milestone): the transform replays torch's
       steps, each scheduler's ``get_lr`` formula on the lr carried in the optimizer state
       (:class:`ChainState`, one float per parameter group), O(1) per update, jit-able.
-      Momentum / beta1 is the last momentum-cycling scheduler's (CyclicLR, OneCycleLR), as
-      torch's, where each such scheduler sets it in turn.
+      Momentum / beta1, when a scheduler cycles it (CyclicLR, OneCycleLR), is carried too:
+      each cycling scheduler sets it as it steps, the others leave it, as in torch.
 
     Construction is replayed too, as torch's constructors run when the schedulers are made in
     list order (what ``schedule.torch(optimizer)`` does): each one's first step on the lr the
