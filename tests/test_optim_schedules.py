@@ -264,9 +264,11 @@ def test_replayed_chain_as_optax_replays_the_count():
                                 S.LambdaLR(lambda e: 1.0 if e < 20 else 0.5)])
     ref, _ = _torch_lrs(lambda o: sched.torch(o), 40)
     f = jax.jit(sched.as_optax(BASE[0]))
-    got = np.asarray(f(jnp.arange(40)))  # vectorised over counts, under jit
-    assert _rel(got[:, None], ref[:, :1]) <= 1e-13
-    assert float(f(25)) == got[25]
+    counts = [0, 1, 8, 9, 25, 39]  # a restart at 9 (T_max + 1), the lambda's drop at 20
+    got = np.array([float(f(k)) for k in counts])
+    assert _rel(got[:, None], ref[counts, :1]) <= 1e-13
+    np.testing.assert_array_equal(np.asarray(jax.jit(sched.as_optax(BASE[0]))(
+        jnp.asarray([[8, 25]]))), [[got[2], got[4]]])  # any shape of counts
     # a product of factor schedulers keeps its closed form (no state)
     prod = S.ChainedScheduler([S.StepLR(3), S.ExponentialLR(0.9)])
     assert not prod.replayed and prod.bind(BASE).init(jnp.float64) == ()
