@@ -505,3 +505,18 @@ def test_momentum_cycling_needs_momentum_or_beta1():
     with pytest.raises(TypeError, match=r"schedule: expected a multiloss.optim.schedules "
                                         r"schedule, got function"):
         mo.get("sgd", schedule=lambda c: 0.1)
+
+
+def test_from_torch_of_several_optimizers_concatenates_per_group_schedule_values():
+    """Each optimizer's LambdaLR holds one lr_lambda per group: one transform over all the
+    groups takes them all, in order (before: 'expected 2 callables, got 1')."""
+    opts = [torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=lr) for lr in BASE]
+    scheds = [L.LambdaLR(o, _mult) for o in opts]
+    for _ in range(4):
+        for o, s_ in zip(opts, scheds):
+            o.step()
+            s_.step()
+    tx = mo.from_torch(opts, scheds).transform
+    assert tx.schedule.lr_lambda == [_mult, _mult]
+    lrs = tx.schedule.bind(BASE).lrs((), jnp.asarray(4.0))
+    np.testing.assert_array_equal([float(x) for x in lrs], [o.param_groups[0]["lr"] for o in opts])

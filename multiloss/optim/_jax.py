@@ -37,8 +37,8 @@ class TorchOptState(NamedTuple):
     """count: updates so far (the schedule's step, torch's ``last_epoch``); step: torch's
     per-parameter ``state["step"]`` (a pytree of int32 like the parameters); buffers: torch's
     per-parameter state by name, each a pytree like the parameters; schedule: the state of a
-    metric-driven schedule (ReduceLROnPlateau) or of a replayed ChainedScheduler (the groups'
-    lrs, ``schedules.ChainState``), else ()."""
+    metric-driven schedule (ReduceLROnPlateau) or of a replayed ChainedScheduler or
+    SequentialLR (the groups' lrs and cycled momenta, ``schedules.ChainState``), else ()."""
 
     count: Any
     step: Any
@@ -836,7 +836,7 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
             for k in bufs:
                 new_bufs[k].append(out.get(k, old[k]))
         sched_state = state.schedule
-        if bound is not None:  # ReduceLROnPlateau with metrics; a replayed ChainedScheduler
+        if bound is not None:  # ReduceLROnPlateau with metrics; a replayed schedule
             sched_state = bound.advance(sched_state, state.count.astype(sdt), metrics)
         new_state = TorchOptState(
             state.count + 1,
@@ -1032,7 +1032,7 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
         step = jnp.where(converged, jnp.zeros_like(step), step)
         keep = lambda new, old: jnp.where(converged, old, new)  # noqa: E731
         sched_state = state.schedule
-        if bound is not None:  # ReduceLROnPlateau with metrics; a replayed ChainedScheduler
+        if bound is not None:  # ReduceLROnPlateau with metrics; a replayed schedule
             sched_state = bound.advance(sched_state, state.count.astype(sdt), metrics)
         new_state = LBFGSState(
             state.count + 1, keep(n_state, state.n_iter), keep(d, state.d), keep(t, state.t),

@@ -181,7 +181,7 @@ def _with_bases(ours, theirs):
 
 #: the per-group values a schedule read from torch holds (one per parameter group)
 _PER_GROUP = ("lr_lambda", "base_lr", "max_lr", "base_momentum", "max_momentum", "swa_lr",
-              "_groups", "_bases")
+              "_groups", "_bases", "_start")
 
 
 def merge_groups(schedules):
