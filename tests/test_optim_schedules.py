@@ -508,15 +508,21 @@ def test_momentum_cycling_needs_momentum_or_beta1():
 
 
 def test_from_torch_of_several_optimizers_concatenates_per_group_schedule_values():
-    """Each optimizer's LambdaLR holds one lr_lambda per group: one transform over all the
-    groups takes them all, in order (before: 'expected 2 callables, got 1')."""
-    opts = [torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=lr) for lr in BASE]
-    scheds = [L.LambdaLR(o, _mult) for o in opts]
-    for _ in range(4):
-        for o, s_ in zip(opts, scheds):
-            o.step()
-            s_.step()
-    tx = mo.from_torch(opts, scheds).transform
-    assert tx.schedule.lr_lambda == [_mult, _mult]
-    lrs = tx.schedule.bind(BASE).lrs((), jnp.asarray(4.0))
-    np.testing.assert_array_equal([float(x) for x in lrs], [o.param_groups[0]["lr"] for o in opts])
+    """Each optimizer's LambdaLR / CyclicLR holds one value per group: one transform over all
+    the groups takes them all, in order (before: 'expected 2 callables, got 1')."""
+    for make in (lambda o: L.LambdaLR(o, _mult),
+                 lambda o: L.CyclicLR(o, 0.01, 0.1, step_size_up=3)):
+        opts = [torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=lr, momentum=0.9)
+                for lr in BASE]
+        scheds = [make(o) for o in opts]
+        for _ in range(4):
+            for o, s_ in zip(opts, scheds):
+                o.step()
+                s_.step()
+        b = mo.from_torch(opts, scheds).transform.schedule.bind(BASE)
+        t = jnp.asarray(4.0)
+        np.testing.assert_array_equal([float(x) for x in b.lrs((), t)],
+                                      [o.param_groups[0]["lr"] for o in opts])
+        if b.momenta((), t) is not None:
+            np.testing.assert_array_equal([float(x) for x in b.momenta((), t)],
+                                          [o.param_groups[0]["momentum"] for o in opts])
