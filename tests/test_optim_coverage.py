@@ -203,7 +203,9 @@ def test_new_schedules_pickle_with_the_transform():
     import pickle
 
     for sched in (S.CyclicLR(0.01, 0.1, step_size_up=3, scale_fn=T._cyclic_scale),
-                  S.ChainedScheduler([S.ConstantLR(0.5, 4), S.MultiplicativeLR(T._lambda_b)])):
+                  S.ChainedScheduler([S.ConstantLR(0.5, 4), S.MultiplicativeLR(T._lambda_b)]),
+                  S.ChainedScheduler([S.CosineAnnealingLR(4), S.LambdaLR(T._lambda_b),
+                                      S.CyclicLR(0.01, 0.1, step_size_up=3)])):  # replayed
         tx = mo.get("sgd", lr=0.1, momentum=0.9, schedule=sched)
         tx2 = pickle.loads(pickle.dumps(tx))
         p = {"w": jnp.arange(3.0)}

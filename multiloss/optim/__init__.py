@@ -397,6 +397,8 @@ def _from_torch_many(T, optimizers, schedulers, params, extras) -> FromTorch:
     if any(type(s_).__name__ in ("OneCycleLR", "ReduceLROnPlateau") for s_ in scheds):
         raise ValueError("scheduler: OneCycleLR and ReduceLROnPlateau keep per-optimizer "
                          "numbers; from_torch of several optimizers takes the other schedules")
+    if scheds[0] is not None:
+        scheds[0] = T.merge_groups(scheds)  # their per-group values, over all the groups
     first = specs_[0]
     groups, labels, snaps, offset = [], None, [], 0
     for o, s_, sch in zip(optimizers, specs_, schedulers):
@@ -420,6 +422,10 @@ def _from_torch_many(T, optimizers, schedulers, params, extras) -> FromTorch:
     snap = {"shapes": [x for sn in snaps for x in sn["shapes"]],
             "params": [x for sn in snaps for x in sn["params"]], "lbfgs": None,
             "count": max(sn["count"] for sn in snaps), "plateau": None,
+            "lrs": (None if any(sn.get("lrs") is None for sn in snaps)
+                    else [x for sn in snaps for x in sn["lrs"]]),
+            "momenta": (None if any(sn.get("momenta") is None for sn in snaps)
+                        else [x for sn in snaps for x in sn["momenta"]]),
             "names": None if None in names else names}
     if len(groups) == 1:
         tx = get(first.name, backend="jax", schedule=scheds[0], **groups[0], **extras)

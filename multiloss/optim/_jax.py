@@ -37,7 +37,8 @@ class TorchOptState(NamedTuple):
     """count: updates so far (the schedule's step, torch's ``last_epoch``); step: torch's
     per-parameter ``state["step"]`` (a pytree of int32 like the parameters); buffers: torch's
     per-parameter state by name, each a pytree like the parameters; schedule: the state of a
-    metric-driven schedule (ReduceLROnPlateau), else ()."""
+    metric-driven schedule (ReduceLROnPlateau) or of a replayed ChainedScheduler or
+    SequentialLR (the groups' lrs and cycled momenta, ``schedules.ChainState``), else ()."""
 
     count: Any
     step: Any
@@ -936,8 +937,8 @@ def make(spec: OptimizerSpec, groups: list[dict], keys: list, labels=None, sched
             for k in bufs:
                 new_bufs[k].append(out.get(k, old[k]))
         sched_state = state.schedule
-        if bound is not None and metrics is not None:
-            sched_state = bound.step(sched_state, metrics)
+        if bound is not None:  # ReduceLROnPlateau with metrics; a replayed schedule
+            sched_state = bound.advance(sched_state, state.count.astype(sdt), metrics)
         new_state = TorchOptState(
             state.count + 1,
             jax.tree_util.tree_unflatten(treedef, new_steps),
@@ -1132,8 +1133,8 @@ def _make_lbfgs(spec, groups, keys, labels, schedule, clip):
         step = jnp.where(converged, jnp.zeros_like(step), step)
         keep = lambda new, old: jnp.where(converged, old, new)  # noqa: E731
         sched_state = state.schedule
-        if bound is not None and metrics is not None:
-            sched_state = bound.step(sched_state, metrics)
+        if bound is not None:  # ReduceLROnPlateau with metrics; a replayed schedule
+            sched_state = bound.advance(sched_state, state.count.astype(sdt), metrics)
         new_state = LBFGSState(
             state.count + 1, keep(n_state, state.n_iter), keep(d, state.d), keep(t, state.t),
             Y, S, ro, num_old, head, keep(Hd, state.H_diag), keep(prev_g, state.prev_flat_grad),
@@ -1212,6 +1213,13 @@ def with_torch_state(tx, snap):
                                  jnp.asarray(pl["num_bad_epochs"], jnp.int32),
                                  jnp.asarray(pl["cooldown_counter"], jnp.int32),
                                  jnp.asarray(pl["last_epoch"], jnp.int32))
+        from .schedules import ChainState
+
+        if snap.get("lrs") is not None and isinstance(sched, ChainState):  # a replay
+            moms = sched.momenta  # the groups' lrs (and cycled momenta) now
+            if moms.shape[0]:
+                moms = jnp.asarray(snap["momenta"], sdt)
+            sched = ChainState(jnp.asarray(snap["lrs"], sdt), moms)
         if isinstance(state, LBFGSState):
             return _lbfgs_from_torch(state, snap, leaves, idx)._replace(count=count,
                                                                         schedule=sched)

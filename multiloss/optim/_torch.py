@@ -121,7 +121,9 @@ def _schedule(s, top=False):
     if type(s) is L.LambdaLR:
         return S.LambdaLR(list(s.lr_lambdas))
     if type(s) is L.SequentialLR and top:
-        return S.SequentialLR([_schedule(x) for x in s._schedulers], list(s._milestones))
+        out = S.SequentialLR([_schedule(x, top=type(x) is not torch.optim.swa_utils.SWALR)
+                              for x in s._schedulers], list(s._milestones))
+        return _with_bases(out, s) if out.replayed else out
     if type(s) is L.OneCycleLR and top:
         phases = s._schedule_phases
         pct = (phases[0]["end_step"] + 1) / s.total_steps
@@ -143,7 +145,11 @@ def _schedule(s, top=False):
     if type(s) is L.MultiplicativeLR:
         return S.MultiplicativeLR(list(s.lr_lambdas))
     if type(s) is L.ChainedScheduler:
-        return S.ChainedScheduler([_schedule(x) for x in s._schedulers])
+        # any scheduler chains (SequentialLR, OneCycleLR, CyclicLR as torch holds them); a
+        # replayed chain keeps each scheduler's own base lrs (initial_lr when it was made)
+        out = S.ChainedScheduler([_schedule(x, top=type(x) is not torch.optim.swa_utils.SWALR)
+                                  for x in s._schedulers])
+        return _with_bases(out, s) if out.replayed else out
     if type(s) is L.CyclicLR and top:
         up = s.total_size * s.step_ratio
         cyc = s.cycle_momentum
@@ -158,8 +164,41 @@ def _schedule(s, top=False):
     raise ValueError(f"scheduler: {name} has no multiloss equivalent here; supported: StepLR, "
                      "MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, "
                      "CosineAnnealingLR, CosineAnnealingWarmRestarts, LambdaLR, "
-                     "MultiplicativeLR, SequentialLR, ChainedScheduler (of the chainable "
-                     "ones), OneCycleLR, CyclicLR, ReduceLROnPlateau, SWALR")
+                     "MultiplicativeLR, SequentialLR, ChainedScheduler, OneCycleLR, CyclicLR, "
+                     "ReduceLROnPlateau, SWALR")
+
+
+def _with_bases(ours, theirs):
+    """``ours`` (a schedule read from the torch scheduler ``theirs``) with each scheduler's
+    base lrs as torch holds them."""
+    if isinstance(ours, (S.ChainedScheduler, S.SequentialLR)):
+        for o, t in zip(ours.schedulers, theirs._schedulers):
+            _with_bases(o, t)
+    else:
+        ours._bases = [_scalar(b) for b in theirs.base_lrs]
+    return ours
+
+
+#: the per-group values a schedule read from torch holds (one per parameter group)
+_PER_GROUP = ("lr_lambda", "base_lr", "max_lr", "base_momentum", "max_momentum", "swa_lr",
+              "_groups", "_bases", "_start")
+
+
+def merge_groups(schedules):
+    """One schedule for several optimizers' schedulers (the same class and arguments, so the
+    same number of groups each): the first, its per-group values (lr_lambda lists, CyclicLR's
+    and OneCycleLR's bounds, a replayed chain's base lrs, ...) concatenated over the
+    optimizers' groups in order, nested schedulers too."""
+    first = schedules[0]
+    if isinstance(first, (S.ChainedScheduler, S.SequentialLR)):
+        for i, _ in enumerate(first.schedulers):
+            merge_groups([x.schedulers[i] for x in schedules])
+        return first
+    for name in _PER_GROUP:
+        vals = [getattr(x, name, None) for x in schedules]
+        if all(isinstance(v, list) for v in vals):
+            setattr(first, name, [item for v in vals for item in v])
+    return first
 
 
 _ONECYCLE_KEYS = {"initial_lr": "initial", "max_lr": "max", "min_lr": "min",
@@ -250,6 +289,13 @@ def read_state(spec: OptimizerSpec, optimizer, scheduler, params=None) -> dict:
         while isinstance(last, torch.optim.lr_scheduler.ChainedScheduler):
             last = last._schedulers[0]
         out["count"] = int(last.last_epoch)
+        if isinstance(scheduler, (torch.optim.lr_scheduler.ChainedScheduler,
+                                  torch.optim.lr_scheduler.SequentialLR)):
+            # a replayed schedule's state: the groups' lrs and momenta now
+            gs = optimizer.param_groups
+            out["lrs"] = [_scalar(g["lr"]) for g in gs]
+            out["momenta"] = [_scalar(g["momentum"]) if "momentum" in g else
+                              _scalar(g["betas"][0]) if "betas" in g else None for g in gs]
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             out["plateau"] = {
                 "lrs": [_scalar(g["lr"]) for g in optimizer.param_groups],

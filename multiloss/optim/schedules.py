@@ -20,6 +20,10 @@ uses f(k): k is the number of earlier ``update`` calls, stored in the optimizer 
   of its schedules float32) from torch's closed forms; torch steps most schedulers
   recursively (lr_{k+1} = lr_k * ratio), which equals the closed form up to rounding (1e-16
   relative per step).
+- A ChainedScheduler whose schedulers are not all factor schedulers, and a SequentialLR with a
+  MultiplicativeLR, CyclicLR or OneCycleLR stage, have no closed form: the optimizer state
+  carries the groups' lrs (and cycled momenta) (:class:`ChainState`) and each update replays
+  torch's recursive steps on them (see :class:`ChainedScheduler`).
 - ReduceLROnPlateau is metric-driven: pass the metric to the update,
   ``tx.update(grads, state, params, metrics=val_loss)``; that update uses the current lr and
   then steps the plateau logic (torch: ``opt.step(); sched.step(val_loss)``). An update
@@ -52,6 +56,7 @@ __all__ = [
     "OneCycleLR",
     "PolynomialLR",
     "ReduceLROnPlateau",
+    "ChainState",
     "Schedule",
     "SequentialLR",
     "StepLR",
@@ -99,6 +104,10 @@ class _Bound:
     def step(self, state, metrics):
         return state
 
+    def advance(self, state, t, metrics):
+        """The state after update ``t`` (``metrics``: the update's, or None)."""
+        return state if metrics is None else self.step(state, metrics)
+
 
 class Schedule:
     """Base class: one torch LR scheduler's rule."""
@@ -107,6 +116,7 @@ class Schedule:
     stateful = False
     cycles_momentum = False
     _args: tuple = ()
+    _bases = None  # from_torch, in a ChainedScheduler: torch's own base lrs of the scheduler
 
     def bind(self, base_lrs: Sequence[float]) -> _Bound:
         return _Bound(self, base_lrs)
@@ -362,7 +372,16 @@ class SequentialLR(Schedule):
     """torch.optim.lr_scheduler.SequentialLR: ``schedulers[i]`` from ``milestones[i-1]`` on,
     restarted at its own step 0 (torch calls its closed form at 0 at the milestone). Stage i's
     lr at global step t is f_i(t - milestones[i-1]); torch's warmup chains
-    (LinearLR -> CosineAnnealingLR, ...) are the common use."""
+    (LinearLR -> CosineAnnealingLR, ...) are the common use.
+
+    With a MultiplicativeLR, CyclicLR or OneCycleLR stage there is no such closed form (torch
+    restarts MultiplicativeLR with ``lr * lr_lambda(0)`` on the lr the previous stage left;
+    CyclicLR and OneCycleLR, made before SequentialLR resets the lr, overwrite initial_lr, the
+    base lr of the stages made after them, and set momentum / beta1, which stays as the last
+    cycling stage left it): the lr and momenta are then replayed step by step from the
+    optimizer state, as in :class:`ChainedScheduler`. Refused: ReduceLROnPlateau (torch
+    refuses it), SequentialLR and ChainedScheduler stages (torch restarts a stage with
+    ``_update_lr(0)``, which neither implements)."""
 
     torch_name = "SequentialLR"
     _args = ("schedulers", "milestones")
@@ -375,16 +394,11 @@ class SequentialLR(Schedule):
             if not isinstance(s, Schedule):
                 raise TypeError(f"schedulers[{i}]: expected a multiloss.optim.schedules "
                                 f"schedule, got {type(s).__name__}")
-            if isinstance(s, (ReduceLROnPlateau, SequentialLR, OneCycleLR)):
+            if isinstance(s, (ReduceLROnPlateau, SequentialLR, ChainedScheduler)):
                 raise ValueError(f"schedulers[{i}]: {s.torch_name} cannot be a stage of "
-                                 "SequentialLR (torch rejects ReduceLROnPlateau and cannot "
-                                 "restart SequentialLR; OneCycleLR overwrites the base lrs)")
-            if isinstance(s, (MultiplicativeLR, ChainedScheduler, CyclicLR)):
-                raise ValueError(
-                    f"schedulers[{i}]: {s.torch_name} cannot be a stage of SequentialLR here "
-                    "(torch restarts a stage with step(0): MultiplicativeLR then multiplies "
-                    "the previous stage's lr by lr_lambda(0), ChainedScheduler.step takes no "
-                    "epoch, CyclicLR overwrites the base lrs)")
+                                 "SequentialLR (torch rejects ReduceLROnPlateau and restarts "
+                                 "a stage with _update_lr(0), which SequentialLR and "
+                                 "ChainedScheduler do not implement)")
         if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
             raise ValueError(f"milestones: expected {len(schedulers) - 1} milestones (one fewer "
                              f"than schedulers), got {milestones!r}")
@@ -394,8 +408,23 @@ class SequentialLR(Schedule):
         self.schedulers = list(schedulers)
         self.milestones = ms
 
+    @property
+    def cycles_momentum(self) -> bool:
+        return any(s.cycles_momentum for s in self.schedulers)
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the lr is replayed step by step (state carried) rather than a closed form."""
+        return any(isinstance(s, (MultiplicativeLR, CyclicLR, OneCycleLR))
+                   for s in self.schedulers)
+
     def bind(self, base_lrs):
+        if self.replayed:
+            return _ReplayBound(self, base_lrs)
         return _SequentialBound(self, base_lrs)
+
+    def as_optax(self, lr: float) -> Callable:
+        return _replay_as_optax(self, lr) if self.replayed else super().as_optax(lr)
 
     def torch(self, optimizer):
         import torch
@@ -838,17 +867,33 @@ class _CyclicBound(_Bound):
 
 
 class ChainedScheduler(Schedule):
-    """torch.optim.lr_scheduler.ChainedScheduler: every scheduler steps once per step, each
-    multiplying the lr by its own ratio, so lr_t = base * F_1(t) * ... * F_n(t) with F_i
-    scheduler i's closed form for a base lr of 1.
+    """torch.optim.lr_scheduler.ChainedScheduler: every scheduler steps once per step, in
+    order, each reading the lr the previous one left (torch's recursive ``get_lr``), so any
+    schedulers torch accepts chain (all but ReduceLROnPlateau, which torch refuses too),
+    nested ChainedScheduler and SequentialLR included.
 
-    Chainable here: StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR,
-    MultiplicativeLR and ChainedScheduler, the schedulers whose torch step multiplies the
-    current lr by a factor. Refused (ValueError): ReduceLROnPlateau (torch refuses it too);
-    LambdaLR, CosineAnnealingWarmRestarts, OneCycleLR, CyclicLR and SequentialLR, which set
-    the lr from the base lrs and discard the other schedulers' factors; CosineAnnealingLR,
-    whose torch step is affine (eta_min + ratio (lr - eta_min), and additive at each
-    restart), not a product of closed forms."""
+    - When every scheduler's torch step multiplies the lr by a factor of the step alone
+      (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR,
+      MultiplicativeLR, and chains of these), lr_t = base * F_1(t) * ... * F_n(t) with F_i
+      scheduler i's closed form for a base lr of 1: a pure function of the count, no state.
+    - Otherwise no closed form exists (CosineAnnealingLR's step is affine in the lr,
+      eta_min + ratio (lr - eta_min), additive at each restart; LambdaLR,
+      CosineAnnealingWarmRestarts, CyclicLR and OneCycleLR set the lr from the base lrs,
+      discarding the factors before them; SWALR anneals from the lr it finds; a SequentialLR
+      stage restarts from its closed form at its milestone): the transform replays torch's
+      steps, each scheduler's ``get_lr`` formula on the lr carried in the optimizer state
+      (:class:`ChainState`, one float per parameter group), O(1) per update, jit-able.
+      Momentum / beta1, when a scheduler cycles it (CyclicLR, OneCycleLR), is carried too:
+      each cycling scheduler sets it as it steps, the others leave it, as in torch.
+
+    Construction is replayed too, as torch's constructors run when the schedulers are made in
+    list order (what ``schedule.torch(optimizer)`` does): each one's first step on the lr the
+    previous one left, ``initial_lr`` (the base lr) set by the first and overwritten by
+    OneCycleLR, CyclicLR starting from it, SequentialLR resetting the lr to it. ``as_optax``
+    of a replayed chain (a pure function ``count -> lr``) replays the count steps in a
+    ``fori_loop`` (O(count) per call); inside ``multiloss.optim.get`` it is O(1).
+    :func:`multiloss.optim.from_torch` reads each torch scheduler's own base lrs and the
+    groups' current lrs into the state, whatever order they were made in."""
 
     torch_name = "ChainedScheduler"
     _args = ("schedulers",)
@@ -857,8 +902,6 @@ class ChainedScheduler(Schedule):
         if not isinstance(schedulers, (list, tuple)) or not schedulers:
             raise ValueError("schedulers: expected a non-empty list of schedules, got "
                              f"{schedulers!r}")
-        chainable = (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR,
-                     MultiplicativeLR, ChainedScheduler)
         for i, s in enumerate(schedulers):
             if not isinstance(s, Schedule):
                 raise TypeError(f"schedulers[{i}]: expected a multiloss.optim.schedules "
@@ -866,16 +909,25 @@ class ChainedScheduler(Schedule):
             if isinstance(s, ReduceLROnPlateau):
                 raise ValueError(f"schedulers[{i}]: ChainedScheduler does not support "
                                  "ReduceLROnPlateau (torch refuses it too)")
-            if not isinstance(s, chainable):
-                raise ValueError(
-                    f"schedulers[{i}]: {s.torch_name} is not chainable here: expected one of "
-                    "StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, "
-                    "MultiplicativeLR, ChainedScheduler (schedulers whose step multiplies the "
-                    "lr by a factor); see ChainedScheduler's docstring")
         self.schedulers = list(schedulers)
 
+    @property
+    def cycles_momentum(self) -> bool:
+        return any(s.cycles_momentum for s in self.schedulers)
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the lr is replayed step by step (state carried) rather than a product of
+        closed forms."""
+        return not _is_product(self)
+
     def bind(self, base_lrs):
+        if self.replayed:
+            return _ReplayBound(self, base_lrs)
         return _ChainedBound(self, base_lrs)
+
+    def as_optax(self, lr: float) -> Callable:
+        return _replay_as_optax(self, lr) if self.replayed else super().as_optax(lr)
 
     def torch(self, optimizer):
         import torch
@@ -884,7 +936,35 @@ class ChainedScheduler(Schedule):
         return torch.optim.lr_scheduler.ChainedScheduler(inner, optimizer)
 
 
+def _replay_as_optax(schedule, lr):
+    """``count -> lr`` of a replayed schedule: the count steps replayed in a fori_loop."""
+    bound = schedule.bind([real(0.0)("lr", lr)])
+
+    def optax_schedule(count):
+        import jax
+
+        jnp = _np()
+        state = bound.init(_sdt())
+
+        def one(c):
+            return jax.lax.fori_loop(
+                0, c, lambda k, s: bound.advance(s, k.astype(s.lrs.dtype), None), state).lrs[0]
+
+        return jnp.vectorize(one)(jnp.asarray(count).astype("int32"))
+
+    return optax_schedule
+
+
+def _is_product(s) -> bool:
+    if isinstance(s, ChainedScheduler):
+        return all(_is_product(x) for x in s.schedulers)
+    return type(s) in (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR,
+                       MultiplicativeLR)
+
+
 class _ChainedBound(_Bound):
+    """A chain of factor schedulers: the product of their closed forms."""
+
     def __init__(self, schedule, base_lrs):
         super().__init__(schedule, base_lrs)
         self.stages = [s.bind([1.0] * self.n) for s in schedule.schedulers]
@@ -894,3 +974,328 @@ class _ChainedBound(_Bound):
         for stage in self.stages:
             out = [o * f for o, f in zip(out, stage.lrs((), t))]
         return out
+
+
+class ChainState(NamedTuple):
+    """A replayed :class:`ChainedScheduler`'s (or :class:`SequentialLR`'s) state: each
+    parameter group's lr for the next update (torch's ``group["lr"]``), shape (G,), and,
+    when a scheduler in it cycles momentum, each group's momentum / beta1 (else shape (0,))."""
+
+    lrs: Any
+    momenta: Any
+
+
+class _ReplayBound(_Bound):
+    """torch's ChainedScheduler replayed: the lrs in the state, stepped after each update by
+    every scheduler's recursive rule (the nodes below)."""
+
+    def __init__(self, schedule, base_lrs):
+        super().__init__(schedule, base_lrs)
+        self.root = _node(schedule, self.n)
+        groups = _Groups(self.base_lrs)
+        self.root.construct(groups)  # torch's constructors, in order (Python numbers)
+        self.first, self.first_momenta = list(groups.lr), groups.mom
+        self.cycles = groups.mom is not None  # a scheduler in it cycles momentum
+
+    def init(self, sdt):
+        return ChainState(_vec(self.first, sdt), _vec(self.first_momenta or [], sdt))
+
+    def lrs(self, state, t):
+        return [state.lrs[g] for g in range(self.n)]
+
+    def momenta(self, state, t):
+        return [state.momenta[g] for g in range(self.n)] if self.cycles else None
+
+    def advance(self, state, t, metrics):
+        dt = state.lrs.dtype
+        lrs, moms = self.root.step([state.lrs[g] for g in range(self.n)],
+                                   self.momenta(state, t), t + 1)
+        return ChainState(_vec(lrs, dt), _vec(moms or [], dt))
+
+
+def _vec(values, dt):
+    jnp = _np()
+    if not values:
+        return jnp.zeros((0,), dt)
+    return jnp.stack([jnp.asarray(v, dt) for v in values])
+
+
+class _Groups:
+    """The optimizer's param groups as torch's scheduler constructors leave them: the lr and
+    the keys schedulers write (initial_lr, OneCycleLR's max_lr / min_lr, the cycled
+    momenta's bounds, SWALR's swa_lr)."""
+
+    def __init__(self, lrs):
+        self.lr = list(lrs)
+        self.mom = None  # the momenta the cycling schedulers wrote (None: none did)
+        self.groups = [{} for _ in self.lr]
+
+    def initial(self):
+        for g, lr in zip(self.groups, self.lr):
+            g.setdefault("initial_lr", lr)  # torch's LRScheduler.__init__
+        return [g["initial_lr"] for g in self.groups]
+
+
+def _node(s, n):
+    if isinstance(s, ChainedScheduler):
+        return _ChainNode(s, n)
+    if isinstance(s, SequentialLR):
+        return _SequentialNode(s, n)
+    return _Leaf(s, n)
+
+
+class _ChainNode:
+    def __init__(self, s, n):
+        self.children = [_node(x, n) for x in s.schedulers]
+
+    def leaves(self):
+        return [x for c in self.children for x in c.leaves()]
+
+    def construct(self, groups):
+        for c in self.children:
+            c.construct(groups)
+
+    def step(self, lrs, moms, e):
+        for c in self.children:
+            lrs, moms = c.step(lrs, moms, e)
+        return lrs, moms
+
+
+class _SequentialNode:
+    """SequentialLR in a chain: the active stage steps the current lr; at its milestone a
+    stage restarts from its closed form at step 0 (torch's ``_update_lr(0)``)."""
+
+    def __init__(self, s, n):
+        self.milestones = list(s.milestones)
+        self.stages = [_node(x, n) for x in s.schedulers]
+
+    def leaves(self):
+        return [x for c in self.stages for x in c.leaves()]
+
+    def construct(self, groups):
+        import bisect
+
+        for st in self.stages:
+            st.construct(groups)
+        groups.lr = [g["initial_lr"] for g in groups.groups]  # torch resets the lrs
+        first = self.stages[bisect.bisect_right(self.milestones, 0)]
+        groups.lr, groups.mom = first.first(groups.lr), first.mom0(groups.mom)
+
+    def step(self, lrs, moms, e):
+        jnp = _np()
+        out, out_m = self.stages[0].step(lrs, moms, e)
+
+        def pick(cond, a, b):
+            return None if a is None else [jnp.where(cond, x, y) for x, y in zip(a, b)]
+
+        for m, st in zip(self.milestones, self.stages[1:]):
+            local, local_m = st.step(lrs, moms, jnp.maximum(e - m, 0.0))
+            at = e == m  # torch's _update_lr(0): the stage restarts
+            vals, vals_m = pick(at, st.zero(lrs), local), pick(at, st.mom0(moms), local_m)
+            out, out_m = pick(e >= m, vals, out), pick(e >= m, vals_m, out_m)
+        return out, out_m
+
+
+class _Leaf:
+    """One torch scheduler in a replayed chain: its constructor (``construct``), its first
+    step (``first``, initial mode), its recursive ``get_lr`` at step e >= 1 (``step``), its
+    restart at a SequentialLR milestone (``zero``) and its momenta."""
+
+    def __init__(self, s, n):
+        self.schedule, self.n = s, n
+        if isinstance(s, (LambdaLR, CyclicLR, OneCycleLR)) or type(s).__name__ == "SWALR":
+            s.bind([1.0] * n)  # the per-group lists' lengths, checked now
+
+    def leaves(self):
+        return [self]
+
+    def mom0(self, moms):
+        """The momenta after a step at last_epoch 0 (the constructor's, a restart)."""
+        s = self.schedule
+        if not s.cycles_momentum:
+            return moms
+        if isinstance(s, CyclicLR):  # max_momentum - (max - base) * 0 * f
+            return [hi - (hi - lo) * 0.0 for lo, hi in zip(self.cyc.m_lo, self.cyc.m_hi)]
+        return [_onecycle_at0(s, v, momentum=True) for v in self._onecycle()]
+
+    def construct(self, groups):
+        s, n = self.schedule, self.n
+        gs = groups.groups
+        if isinstance(s, CyclicLR):
+            groups.lr = _per_group("base_lr", s.base_lr, n, real())
+            if s.cycle_momentum:
+                b = _CyclicBound(s, [1.0] * n)
+                for g, lo, hi in zip(gs, b.m_lo, b.m_hi):
+                    g["max_momentum"], g["base_momentum"] = hi, lo
+        elif isinstance(s, OneCycleLR):
+            for g, v in zip(gs, s.group_values(n)):
+                g["initial_lr"], g["max_lr"], g["min_lr"] = v["initial"], v["max"], v["min"]
+                if s.cycle_momentum:
+                    g["max_momentum"], g["base_momentum"] = v["max_m"], v["base_m"]
+        elif type(s).__name__ == "SWALR":
+            for g, v in zip(gs, _per_group("swa_lr", s.swa_lr, n, real())):
+                g["swa_lr"] = v
+        initial = groups.initial()
+        bases = list(initial) if s._bases is None else list(s._bases)
+        if len(bases) != n:
+            raise ValueError(f"{s.torch_name}: expected {len(bases)} parameter groups, got {n}")
+        self.bases, self.groups = bases, gs  # the groups are read when stepping (final)
+        if isinstance(s, LambdaLR):  # MultiplicativeLR too: the factors lr_lambda(e)
+            fns = LambdaLR.bind(s, [1.0] * n).fns
+            self.lam = _LambdaBound(s, bases if type(s) is LambdaLR else [1.0] * n, fns)
+        if isinstance(s, CyclicLR):
+            self.cyc = _CyclicBound(s, bases)
+            groups.lr = list(initial)  # torch's first step: from initial_lr, scale 0
+        else:
+            groups.lr = self.first(groups.lr)
+        groups.mom = self.mom0(groups.mom)
+
+    # -- the numbers, as torch's get_lr computes them (e: the scheduler's last_epoch)
+
+    def _onecycle(self):
+        s = self.schedule
+        if s._groups is not None:
+            return s._groups
+        return [{"initial": g["initial_lr"], "max": g["max_lr"], "min": g["min_lr"],
+                 "base_m": g.get("base_momentum"), "max_m": g.get("max_momentum")}
+                for g in self.groups]
+
+    def first(self, lrs):
+        """The constructor's step (last_epoch 0, torch's initial mode), Python numbers."""
+        s = self.schedule
+        if isinstance(s, MultiplicativeLR) or type(s) in (StepLR, ExponentialLR, PolynomialLR,
+                                                          CosineAnnealingLR):
+            return list(lrs)
+        if isinstance(s, MultiStepLR):
+            c = s.milestones.count(0)
+            return [lr * s.gamma ** c for lr in lrs] if c else list(lrs)
+        if isinstance(s, ConstantLR):
+            return [lr * s.factor for lr in lrs]
+        if isinstance(s, LinearLR):
+            return [lr * s.start_factor for lr in lrs]
+        if isinstance(s, OneCycleLR):
+            return [_onecycle_at0(s, v) for v in self._onecycle()]
+        if isinstance(s, CyclicLR):  # SequentialLR's first step, from CyclicLR's own base_lr
+            return list(self.cyc.lo)
+        if type(s).__name__ == "SWALR":
+            if s.anneal_epochs:
+                return list(lrs)
+            return [g["swa_lr"] * 1.0 + lr * 0.0 for g, lr in zip(self.groups, lrs)]
+        return self.zero(lrs)  # LambdaLR, CosineAnnealingWarmRestarts
+
+    def zero(self, lrs):
+        """torch's ``_update_lr(0)`` (a SequentialLR milestone): the closed form at 0 where
+        the scheduler has one, else ``get_lr`` at last_epoch 0."""
+        s, bs = self.schedule, self.bases
+        if isinstance(s, StepLR):
+            return [b * s.gamma ** (0 // s.step_size) for b in bs]
+        if isinstance(s, MultiStepLR):
+            import bisect
+
+            return [b * s.gamma ** bisect.bisect_right(s.milestones, 0) for b in bs]
+        if isinstance(s, ConstantLR):
+            return [b * (s.factor + (0 >= s.total_iters) * (1 - s.factor)) for b in bs]
+        if isinstance(s, LinearLR):
+            d = s.end_factor - s.start_factor
+            return [b * (s.start_factor + d * min(s.total_iters, 0) / s.total_iters)
+                    for b in bs]
+        if isinstance(s, ExponentialLR):
+            return [b * s.gamma ** 0 for b in bs]
+        if isinstance(s, PolynomialLR):
+            return [b * (1.0 - min(s.total_iters, 0) / s.total_iters) ** s.power for b in bs]
+        if isinstance(s, CosineAnnealingLR):
+            return [s.eta_min + (b - s.eta_min) * (1 + math.cos(math.pi * 0 / s.T_max)) / 2
+                    for b in bs]
+        if isinstance(s, CosineAnnealingWarmRestarts):
+            return [s.eta_min + (b - s.eta_min) * (1 + math.cos(math.pi * 0 / s.T_0)) / 2
+                    for b in bs]
+        if type(s) is LambdaLR:
+            return [b * f(0) for b, f in zip(bs, self.lam.fns)]
+        if type(s).__name__ == "SWALR" or isinstance(s, (CyclicLR, OneCycleLR)):
+            return self.first(lrs)  # get_lr at last_epoch 0
+        if isinstance(s, MultiplicativeLR):  # get_lr at last_epoch 0: lr * lr_lambda(0)
+            return [lr * f(0) for lr, f in zip(lrs, self.lam.fns)]
+        raise ValueError(f"{s.torch_name} cannot restart at a SequentialLR milestone")
+
+    def step(self, lrs, moms, e):
+        """torch's ``get_lr`` at last_epoch e >= 1 on the current lrs and momenta (traced)."""
+        s = self.schedule
+        return self._lrs(lrs, e), (self.momenta(e) if s.cycles_momentum else moms)
+
+    def _lrs(self, lrs, e):
+        jnp = _np()
+        s = self.schedule
+        if isinstance(s, StepLR):
+            return [jnp.where(jnp.mod(e, s.step_size) != 0, lr, lr * s.gamma) for lr in lrs]
+        if isinstance(s, MultiStepLR):
+            out = list(lrs)
+            for m in sorted(set(s.milestones)):
+                f = s.gamma ** s.milestones.count(m)
+                out = [jnp.where(e == m, lr * f, o) for lr, o in zip(lrs, out)]
+            return out
+        if isinstance(s, ConstantLR):
+            return [jnp.where(e == s.total_iters, lr * (1.0 / s.factor), lr) for lr in lrs]
+        if isinstance(s, LinearLR):
+            d = s.end_factor - s.start_factor
+            r = 1.0 + d / (s.total_iters * s.start_factor + (e - 1) * d)
+            return [jnp.where(e > s.total_iters, lr, lr * r) for lr in lrs]
+        if isinstance(s, ExponentialLR):
+            return [lr * s.gamma for lr in lrs]
+        if isinstance(s, PolynomialLR):
+            T = s.total_iters
+            r = ((1.0 - e / T) / (1.0 - (e - 1) / T)) ** s.power
+            return [jnp.where(e > T, lr, lr * r) for lr in lrs]
+        if isinstance(s, CosineAnnealingLR):
+            T, eta = s.T_max, s.eta_min
+            restart = jnp.mod(e - 1 - T, 2 * T) == 0
+            r = (1 + jnp.cos(math.pi * e / T)) / (1 + jnp.cos(math.pi * (e - 1) / T))
+            c = 1 - math.cos(math.pi / T)
+            return [jnp.where(restart, lr + (b - eta) * c / 2, r * (lr - eta) + eta)
+                    for lr, b in zip(lrs, self.bases)]
+        if isinstance(s, MultiplicativeLR):
+            return [lr * f for lr, f in zip(lrs, self.lam.lrs((), e))]
+        if isinstance(s, LambdaLR):
+            return self.lam.lrs((), e)
+        if isinstance(s, CosineAnnealingWarmRestarts):
+            return [s._lr(e, b, g) for g, b in enumerate(self.bases)]
+        if isinstance(s, CyclicLR):
+            return self.cyc.lrs((), e)
+        if isinstance(s, OneCycleLR):
+            return [s._value(e, v, "lr") for v in self._onecycle()]
+        if type(s).__name__ == "SWALR":
+            E = s.anneal_epochs
+            k = jnp.maximum(e, 1.0) if E == 0 else e
+
+            def anneal(x):
+                x = jnp.clip(x / max(1, E), 0.0, 1.0)
+                return (1 - jnp.cos(math.pi * x)) / 2 if s.anneal_strategy == "cos" else x
+
+            a0, a = anneal(k - 1), anneal(k)
+            out = []
+            for g, lr in zip(self.groups, lrs):
+                swa = g["swa_lr"]
+                prev = jnp.where(a0 == 1, swa, (lr - a0 * swa) / (1 - a0))
+                out.append(swa * a + prev * (1 - a))
+            return out
+        raise ValueError(f"{s.torch_name} has no replayed step")  # not reached
+
+    def momenta(self, t):
+        s = self.schedule
+        if isinstance(s, CyclicLR):
+            return self.cyc.momenta((), t)
+        return [s._value(t, v, "momentum") for v in self._onecycle()]
+
+
+def _onecycle_at0(s, v, momentum=False):
+    """OneCycleLR's lr (momentum) at step 0, torch's arithmetic in Python floats."""
+    start = 0.0
+    for i, phase in enumerate(s._phases):
+        end, a, b = (phase[0], phase[3], phase[4]) if momentum else phase[:3]
+        if 0 <= end or i == len(s._phases) - 1:
+            pct = (0 - start) / (end - start)
+            first, last = v[a], v[b]
+            if s.anneal_strategy == "cos":
+                return last + (first - last) / 2.0 * (math.cos(math.pi * pct) + 1)
+            return (last - first) * pct + first
+        start = end
+    raise AssertionError  # not reached

@@ -846,6 +846,27 @@ def _cases_issue18(add, mid, sch):
         lambda o: _chained(o, [("LinearLR", {"start_factor": 0.5, "total_iters": 10}),
                                ("StepLR", {"step_size": 15, "gamma": 0.5})]),
         optimizer="rprop", hyper={"lr": 0.05})  # Rprop reads lr only on its first step
+    # any scheduler chains: the lr replayed through each one's recursive torch step
+    sch("ChainedScheduler/cyclic_cosine_exp_adam",
+        S.ChainedScheduler([S.CyclicLR(0.01, 0.1, step_size_up=7, step_size_down=5,
+                                       base_momentum=0.8, max_momentum=0.9),
+                            S.CosineAnnealingLR(12, 1e-3), S.ExponentialLR(0.99)]),
+        lambda o: _chained(o, [("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 7,
+                                             "step_size_down": 5, "base_momentum": 0.8,
+                                             "max_momentum": 0.9}),
+                               ("CosineAnnealingLR", {"T_max": 12, "eta_min": 1e-3}),
+                               ("ExponentialLR", {"gamma": 0.99})]),
+        optimizer="adam", hyper={"lr": 0.05})
+    sch("ChainedScheduler/sequential_lambda_warm_restarts_nested",
+        S.ChainedScheduler([S.ExponentialLR(0.99),
+                            S.SequentialLR([S.LinearLR(0.2, 1.0, 5),
+                                            S.CosineAnnealingWarmRestarts(8, 2)], [5]),
+                            S.ChainedScheduler([S.LambdaLR(_lambda_b), S.StepLR(9, 0.7)])]),
+        lambda o: L_().ChainedScheduler([
+            L_().ExponentialLR(o, 0.99),
+            L_().SequentialLR(o, [L_().LinearLR(o, 0.2, 1.0, 5),
+                                  L_().CosineAnnealingWarmRestarts(o, 8, 2)], [5]),
+            L_().ChainedScheduler([L_().LambdaLR(o, _lambda_b), L_().StepLR(o, 9, 0.7)])]))
     add("groups/CyclicLR_per_group", "sgd", dict(sgd),
         {"param_groups": [{}, {"lr": 0.02}], "labels": _LABELS,
          "schedule": S.CyclicLR([0.01, 0.02], [0.1, 0.05], step_size_up=12,
@@ -871,9 +892,31 @@ def _cases_issue18(add, mid, sch):
     mid("sparse_adam_cyclic", "sparse_adam", {"lr": 0.05, "betas": (0.85, 0.99)},
         torch_schedule=_sched("CyclicLR", base_lr=0.01, max_lr=0.05, step_size_up=4),
         zero_grad=_absent_rows, k=13)
+    mid("sgd_onecycle_cosine_chained", "sgd", {"lr": 0.05, "momentum": 0.9},
+        torch_schedule=_onecycle_then_cosine, k=11)  # made in another order than chained
+    mid("adam_sequential_multiplicative_cyclic", "adam", {"lr": 0.05},
+        torch_schedule=lambda o: L_().SequentialLR(o, [
+            L_().MultiplicativeLR(o, _lambda_b),
+            L_().CyclicLR(o, 0.01, 0.05, step_size_up=4, base_momentum=0.8, max_momentum=0.9),
+            L_().MultiplicativeLR(o, lambda e: 0.97)], [6, 15]), k=9)  # beta1 cycled, kept
     mid("sgd_chained", "sgd", {"lr": 0.05, "momentum": 0.9},
         torch_schedule=lambda o: _chained(o, [("LinearLR", {"start_factor": 0.2}),
                                               ("ExponentialLR", {"gamma": 0.95})]), k=7)
+
+
+def L_():
+    import torch
+
+    return torch.optim.lr_scheduler
+
+
+def _onecycle_then_cosine(opt):
+    """A ChainedScheduler whose schedulers were made in another order than they step: the
+    cosine first (base lr: the group's lr), OneCycleLR second (overwriting initial_lr)."""
+    L = L_()
+    cos = L.CosineAnnealingLR(opt, 9, 1e-3)
+    one = L.OneCycleLR(opt, 0.1, total_steps=40, pct_start=0.2)
+    return L.ChainedScheduler([one, L.MultiplicativeLR(opt, _lambda_b), cos], opt)
 
 
 def _chained(opt, parts):
