@@ -343,6 +343,17 @@ def _random(form):
 # ---------------------------------------------------------------------------------------------
 
 
+def _converts(form, plain):
+    """The plain loss's float32 upcast of its log-probs (orpo: TRL's ``.float()``) moved to
+    the head's inputs: float16/bfloat16 hidden states and head computed in float32 (the
+    logits, the log-probs, the loss) and the result float32, as the reference's."""
+    if not any(rule[1] == "float32+" for rule in plain.converts.values()):
+        return {}
+    names = ("input", "linear_weight") + (("ref_input", "ref_linear_weight") if form.ref
+                                          else ())
+    return {name: ("f", "float32+") for name in names}
+
+
 def _spec(form):
     plain = _SPECS[form.plain]
     unit = "pair" if form.paired else "sequence"
@@ -389,7 +400,16 @@ def _spec(form):
                + ("reduction='none' gives each pair's loss with its share of the NLL term "
                   "(their mean and sum are TRL's). " if form.nll else "")
                + ("ref_logps (and old_logps) are per-token inputs, precomputed as TRL does "
-                  "at generation time. " if form.family == "policy" else "")),
+                  "at generation time. " if form.family == "policy" else "")
+               + (f"float16/bfloat16 hidden states and heads are converted to float32 (the "
+                  f"logits, log-probs and loss computed in float32) and the loss is float32, "
+                  f"as TRL's (its {form.plain} upcasts the log-probs, .float()): TRL computes "
+                  f"the logits and log-probs in the model's dtype first, so its float16 "
+                  f"numbers differ from this (its own float32 computation on the same "
+                  f"values) by its rounding of the log-probs; Liger-Kernel's are float32 "
+                  f"too (log_softmax of the logits in float32). Mixed float dtypes of the "
+                  f"hidden states and the head are accepted (both converted), where torch's "
+                  f"F.linear raises. " if _converts(form, plain) else "")),
         check=_check(form, plain),
         check_values=_check_values(form, plain),
         value_args=("target",) + tuple(a for a in plain.value_args if a in form.extras),
@@ -399,6 +419,7 @@ def _spec(form):
         normalizer=_normalizer(form, plain),
         warn=plain.warn,
         batch_coupled=plain.batch_coupled,
+        converts=_converts(form, plain),
     )
 
 
