@@ -66,10 +66,7 @@ def _inputs(form, plain):
                 InputSpec("ref_linear_weight", "the reference model's head weight, (V, "
                           "D_ref); frozen", differentiable=False)]
     byname = {i.name: i for i in plain.inputs}
-    # the fused forms take their extras as given: kto's kl is required here (the plain kto's
-    # may be left out)
-    out += [replace_doc(byname[e], byname[e].doc.split("; left out (or None)")[0], False)
-            if form.name == "linear_kto" and e == "kl" else byname[e] for e in form.extras]
+    out += [byname[e] for e in form.extras]  # as the plain loss's (optional where it is)
     return tuple(out)
 
 
@@ -188,14 +185,10 @@ def _reference(form, plain):
         if form.paired:
             tok, valid = _pairs_torch(torch, tok, n), _pairs_torch(torch, valid, n)
             rtok = None if rtok is None else _pairs_torch(torch, rtok, n)
-        if form.name == "linear_kto":
-            extras = [extras[0], extras[1].expand(n)]
         scale = None
         if form.nll:
             scale = (n / (lab[:n] != ignore).sum().to(tok.dtype)).expand(n)
         args = form.to_plain(tok, valid, rtok, extras, scale, opts)
-        if form.name == "linear_kto":
-            args = args[:3] + (inputs[-1],)
         while args and args[-1] is None:
             args = args[:-1]
         return plain.reference(torch, args, opts, reduction)
@@ -210,13 +203,10 @@ def _normalizer(form, plain):
         t = lab.shape[1] * (2 if form.paired else 1)
         zeros = np.zeros((n, t))
         extras = list(inputs[3 + 2 * form.ref:])
+        extras = [None if e is None else np.asarray(e) for e in extras]
         extras += [None] * (len(form.extras) - len(extras))
-        if form.name == "linear_kto":
-            extras = [extras[0], np.broadcast_to(np.asarray(extras[1]), (n,))]
         args = form.to_plain(zeros, zeros + 1, zeros if form.ref else None, extras,
                              np.ones(n) if form.nll else None, opts)
-        if form.name == "linear_kto":
-            args = args[:3] + (np.asarray(inputs[-1]),)
         while args and args[-1] is None:
             args = args[:-1]
         return plain.normalizer(args, opts)
@@ -305,8 +295,11 @@ def _samples(form):
         if form.family == "policy":
             inputs[-2][-1, :] = 0  # an all-masked completion
             inputs = inputs[:-1]
-        yield Sample(f"{form.name}[edge:unscored-sequence,chunk_size=1]", tuple(inputs),
-                     {"chunk_size": 1})
+        left_out = ""
+        if "kl" in form.extras:  # kto's kl left out (z_ref = 0, TRL's loss without it)
+            inputs, left_out = inputs[:-1], "no-kl,"
+        yield Sample(f"{form.name}[edge:unscored-sequence,{left_out}chunk_size=1]",
+                     tuple(inputs), {"chunk_size": 1})
         # edge: nothing counts: an empty batch (no pair), every completion masked (grpo)
         if form.family == "policy":
             inputs = _problem(rng, form, dtype, n)
@@ -333,6 +326,8 @@ def _random(form):
         if rng.random() < 0.4:
             opts["linear_bias"] = (rng.normal(size=v) * 0.3).astype(dtype)
         if form.family == "policy" and not opts.get("beta"):
+            inputs = inputs[:-1]
+        if "kl" in form.extras and rng.random() < 0.3:  # kto's kl left out
             inputs = inputs[:-1]
         sw = loss_shape_weight(rng, (n,), dtype) if rng.random() < 0.4 else None
         return Sample(case_id(f"{form.name}[random]", opts), tuple(inputs), opts, sw)
