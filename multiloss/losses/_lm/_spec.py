@@ -49,20 +49,20 @@ def _options(form):
 
 
 def _inputs(form, plain):
-    rows = "(2N, T, D): the N chosen sequences, then the N rejected (TRL's and Liger's " \
-           "concatenation)" if form.paired else "(N, T, D)"
+    lead = "(2N, T" if form.paired else "(N, T"
+    rows = f"{lead}, D): the N chosen sequences, then the N rejected (TRL's and Liger's " \
+           "concatenation)" if form.paired else f"{lead}, D)"
     out = [
         InputSpec("input", f"the policy's hidden states before the head, {rows}"),
         InputSpec("linear_weight", "the policy's head (lm_head) weight, (V, D)"),
-        InputSpec("target", f"the token ids scored at each position, {rows[:7]}"
-                  f"{')' if not form.paired else ', T)'} integer, ignore_index where a "
-                  "position is not scored; aligned with input (shift them for a causal LM: "
-                  "hidden[:, :-1], ids[:, 1:])", differentiable=False),
+        InputSpec("target", f"the token ids scored at each position, {lead}) integer, "
+                  "ignore_index where a position is not scored; aligned with input (shift "
+                  "them for a causal LM: hidden[:, :-1], ids[:, 1:])", differentiable=False),
     ]
     if form.ref:
-        out += [InputSpec("ref_input", f"the reference model's hidden states, {rows[:7]}"
-                          f"{')' if not form.paired else ', T, D_ref)'}; frozen (no gradient, "
-                          "as TRL's and Liger's reference)", differentiable=False),
+        out += [InputSpec("ref_input", f"the reference model's hidden states, {lead}, "
+                          "D_ref); frozen (no gradient, as TRL's and Liger's reference)",
+                          differentiable=False),
                 InputSpec("ref_linear_weight", "the reference model's head weight, (V, "
                           "D_ref); frozen", differentiable=False)]
     byname = {i.name: i for i in plain.inputs}
