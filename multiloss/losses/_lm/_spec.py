@@ -339,13 +339,17 @@ def _random(form):
 
 
 def _converts(form, plain):
-    """The plain loss's float32 upcast of its log-probs (orpo: TRL's ``.float()``) moved to
-    the head's inputs: float16/bfloat16 hidden states and head computed in float32 (the
-    logits, the log-probs, the loss) and the result float32, as the reference's."""
+    """The plain loss's float32 upcast of its inputs (orpo: TRL's ``.float()`` of the
+    log-probs; forward_kl ...: torchtune's float32 softmax of the logits) moved to the heads'
+    inputs: float16/bfloat16 hidden states and heads computed in float32 (the logits, the
+    log-probs, the loss) and the result float32, as the reference's."""
     if not any(rule[1] == "float32+" for rule in plain.converts.values()):
         return {}
-    names = ("input", "linear_weight") + (("ref_input", "ref_linear_weight") if form.ref
-                                          else ())
+    if form is None:  # a distillation form
+        names = ("input", "linear_weight", "teacher_input", "teacher_linear_weight")
+    else:
+        names = ("input", "linear_weight") + (("ref_input", "ref_linear_weight") if form.ref
+                                              else ())
     return {name: ("f", "float32+") for name in names}
 
 
@@ -606,7 +610,13 @@ def _distill_spec(name):
                f"cotangent does not matter), recomputed otherwise. The teacher is frozen (its "
                f"hidden states and head get no gradient; the plain {name} differentiates "
                f"teacher_logits). JAX: a custom_vjp (reverse mode only); torch: an autograd "
-               f"function (double backward recomputes with autograd; no torch.func)."),
+               f"function (double backward recomputes with autograd; no torch.func)."
+               + (" float16/bfloat16 hidden states and heads are converted to float32 (the "
+                  "logits and the loss computed in float32) and the loss is float32, as "
+                  "torchtune's (its float32 softmax of the logits, which it takes in the "
+                  "model's dtype: its float16 numbers differ from this by that rounding of "
+                  "the logits). Mixed float dtypes of the hidden states and the heads are "
+                  "accepted (converted)." if _converts(None, plain) else "")),
         check=_distill_check(plain),
         samples=_distill_samples(name),
         random_sample=_distill_random(name),
@@ -615,6 +625,7 @@ def _distill_spec(name):
         reductions=plain.reductions,
         reduction_aliases=plain.reduction_aliases,
         default_empty_reduction=plain.default_empty_reduction,
+        converts=_converts(None, plain),
     )
 
 
