@@ -97,3 +97,48 @@ def test_torch_backward_paths(chunk_size=2):
         (h,) = torch.autograd.grad((g * w).sum(), wl)
         hv.append(h.numpy())
     assert testing.rel_error(hv[0], hv[1]) <= 1e-12
+
+
+def test_linear_kto_kl_optional_as_kto():
+    """kto's kl is optional on linear_kto as on kto (issue 17): left out, or None, z_ref = 0:
+    the plain kto without kl on the materialised logits' log-probs, and TRL's KTOTrainer loss
+    (its KL estimate 0), on both backends, values and gradients; a positive kl changes the
+    loss (so it is not dropped when given)."""
+    from trl.trainer.utils import selective_log_softmax
+
+    from multiloss.losses.preference import kto_reference_terms
+
+    n, t, d, v = 4, 5, 3, 7
+    x = RNG.normal(size=(n, t, d)) * 0.7
+    w = RNG.normal(size=(v, d)) * 0.7
+    lab = RNG.integers(0, v, size=(n, t))
+    lab[:, 0] = -100
+    rx, rw = x + RNG.normal(size=x.shape) * 0.1, w + RNG.normal(size=w.shape) * 0.1
+    y = np.array([True, False, True, True])
+    mask = torch.tensor(lab != -100)
+
+    def seq(z):
+        return (selective_log_softmax(z, torch.where(mask, torch.tensor(lab), 0)) * mask).sum(-1)
+
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    s = seq(xt @ wt.T)
+    with torch.no_grad():
+        rs = seq(torch.tensor(rx) @ torch.tensor(rw).T)
+    opts = multiloss.resolve("kto").bind({})
+    _, trl = kto_reference_terms(torch, (s, rs, torch.tensor(y)), opts)  # TRL, KL 0
+    trl_grads = [g.numpy() for g in torch.autograd.grad(trl, (xt, wt))]
+    plain = multiloss.get("kto", backend="torch")(s.detach(), rs, torch.tensor(y))
+    trl = float(trl.detach())
+    assert abs(float(plain) - trl) <= 1e-15
+    args = (x, w, lab, rx, rw, y)
+    for backend in ("jax", "torch"):
+        value, grads = testing.value_and_grads(backend, "linear_kto", args, wrt=(0, 1),
+                                               chunk_size=2)
+        assert abs(float(value) - trl) <= 1e-12 * abs(trl), backend
+        for g, r in zip(grads, trl_grads):
+            assert testing.rel_error(g, r) <= 1e-12, backend
+        loss = multiloss.get("linear_kto", backend=backend)
+        conv = torch.tensor if backend == "torch" else jnp.asarray
+        assert float(loss(*map(conv, args), kl=None)) == float(value), backend
+        with_kl = float(loss(*map(conv, args), conv(np.float64(0.5))))
+        assert abs(with_kl - trl) > 1e-3, backend

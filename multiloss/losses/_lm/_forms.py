@@ -14,7 +14,10 @@ class Form:
     """``name``: the fused loss; ``plain``: the loss it equals on the materialised logits;
     ``paired``: rows are [chosen (N); rejected (N)] and a unit is a pair (its 2T tokens), else
     a unit is a sequence; ``ref``: whether it takes the reference model's hidden states and
-    head; ``extras``: the plain loss's other inputs, in order (one leading axis N);
+    head; ``extras``: the plain loss's other inputs, in order (one leading axis N, but those
+    named in ``scalars``), each optional where the plain loss's is (None: left out);
+    ``scalars``: the extras that are one number for the batch (kto's kl): the engines chunk
+    them broadcast over the units, ``to_plain`` reads them back (``_scalar``);
     ``average(opts)``: length-averaged log-probs (TRL's ``average_log_prob``); ``nll``: the
     pair's share of the batch's chosen-token NLL is an input of the plain loss;
     ``to_plain(tok, valid, ref_tok, extras, nll_scale, opts)``: the plain loss's inputs."""
@@ -28,6 +31,7 @@ class Form:
     to_plain: Callable
     average: Callable = field(default=lambda opts: False)
     nll: bool = False
+    scalars: tuple = ()
 
 
 def _seq(tok, valid, average):
@@ -80,9 +84,17 @@ def _orpo(tok, valid, rtok, extras, nll_scale, opts):
     return c, r, _nll(tok, nll_scale)
 
 
+def _scalar(a):
+    """A scalar extra as given (0-d), or read back from its broadcast over a chunk's units
+    (the engines chunk every extra by units); None where it is left out."""
+    if a is None or a.ndim == 0:
+        return a
+    return a[:1].sum()
+
+
 def _kto(tok, valid, rtok, extras, nll_scale, opts):
     labels, kl = extras
-    return tok.sum(-1), rtok.sum(-1), labels, kl[:1].sum()  # kl: the scalar, broadcast (N,)
+    return tok.sum(-1), rtok.sum(-1), labels, _scalar(kl)  # kl None: left out, z_ref = 0
 
 
 def _grpo(tok, valid, rtok, extras, nll_scale, opts):
@@ -94,7 +106,8 @@ FORMS = {f.name: f for f in (
     Form("linear_cpo", "cpo", "preference", True, False, (), _cpo, _cpo_average, nll=True),
     Form("linear_simpo", "simpo", "preference", True, False, (), _simpo, lambda o: True),
     Form("linear_orpo", "orpo", "preference", True, False, (), _orpo, lambda o: True, nll=True),
-    Form("linear_kto", "kto", "preference", False, True, ("labels", "kl"), _kto),
+    Form("linear_kto", "kto", "preference", False, True, ("labels", "kl"), _kto,
+         scalars=("kl",)),
     Form("linear_grpo", "grpo", "policy", False, False,
          ("old_logps", "advantages", "completion_mask", "ref_logps"), _grpo),
 )}

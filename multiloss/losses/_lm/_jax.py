@@ -280,8 +280,9 @@ def linear_form(form, plain_fn):
                 rx = _units(rx, n)
         if form.ref:
             ref = (rx, rw, rb)
-        if form.name == "linear_kto":
-            extras[1] = jnp.broadcast_to(extras[1].astype(dtype), (n,))
+        for i, name in enumerate(form.extras):  # one number for the batch: chunked by units
+            if name in form.scalars and extras[i] is not None:
+                extras[i] = jnp.broadcast_to(jnp.asarray(extras[i]).astype(dtype), (n,))
         scale = None
         if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean)
             count = jnp.sum(target[:n] != ignore).astype(dtype)

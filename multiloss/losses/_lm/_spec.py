@@ -49,27 +49,24 @@ def _options(form):
 
 
 def _inputs(form, plain):
-    rows = "(2N, T, D): the N chosen sequences, then the N rejected (TRL's and Liger's " \
-           "concatenation)" if form.paired else "(N, T, D)"
+    lead = "(2N, T" if form.paired else "(N, T"
+    rows = f"{lead}, D): the N chosen sequences, then the N rejected (TRL's and Liger's " \
+           "concatenation)" if form.paired else f"{lead}, D)"
     out = [
         InputSpec("input", f"the policy's hidden states before the head, {rows}"),
         InputSpec("linear_weight", "the policy's head (lm_head) weight, (V, D)"),
-        InputSpec("target", f"the token ids scored at each position, {rows[:7]}"
-                  f"{')' if not form.paired else ', T)'} integer, ignore_index where a "
-                  "position is not scored; aligned with input (shift them for a causal LM: "
-                  "hidden[:, :-1], ids[:, 1:])", differentiable=False),
+        InputSpec("target", f"the token ids scored at each position, {lead}) integer, "
+                  "ignore_index where a position is not scored; aligned with input (shift "
+                  "them for a causal LM: hidden[:, :-1], ids[:, 1:])", differentiable=False),
     ]
     if form.ref:
-        out += [InputSpec("ref_input", f"the reference model's hidden states, {rows[:7]}"
-                          f"{')' if not form.paired else ', T, D_ref)'}; frozen (no gradient, "
-                          "as TRL's and Liger's reference)", differentiable=False),
+        out += [InputSpec("ref_input", f"the reference model's hidden states, {lead}, "
+                          "D_ref); frozen (no gradient, as TRL's and Liger's reference)",
+                          differentiable=False),
                 InputSpec("ref_linear_weight", "the reference model's head weight, (V, "
                           "D_ref); frozen", differentiable=False)]
     byname = {i.name: i for i in plain.inputs}
-    # the fused forms take their extras as given: kto's kl is required here (the plain kto's
-    # may be left out)
-    out += [replace_doc(byname[e], byname[e].doc.split("; left out (or None)")[0], False)
-            if form.name == "linear_kto" and e == "kl" else byname[e] for e in form.extras]
+    out += [byname[e] for e in form.extras]  # as the plain loss's (optional where it is)
     return tuple(out)
 
 
@@ -188,14 +185,10 @@ def _reference(form, plain):
         if form.paired:
             tok, valid = _pairs_torch(torch, tok, n), _pairs_torch(torch, valid, n)
             rtok = None if rtok is None else _pairs_torch(torch, rtok, n)
-        if form.name == "linear_kto":
-            extras = [extras[0], extras[1].expand(n)]
         scale = None
         if form.nll:
             scale = (n / (lab[:n] != ignore).sum().to(tok.dtype)).expand(n)
         args = form.to_plain(tok, valid, rtok, extras, scale, opts)
-        if form.name == "linear_kto":
-            args = args[:3] + (inputs[-1],)
         while args and args[-1] is None:
             args = args[:-1]
         return plain.reference(torch, args, opts, reduction)
@@ -210,13 +203,10 @@ def _normalizer(form, plain):
         t = lab.shape[1] * (2 if form.paired else 1)
         zeros = np.zeros((n, t))
         extras = list(inputs[3 + 2 * form.ref:])
+        extras = [None if e is None else np.asarray(e) for e in extras]
         extras += [None] * (len(form.extras) - len(extras))
-        if form.name == "linear_kto":
-            extras = [extras[0], np.broadcast_to(np.asarray(extras[1]), (n,))]
         args = form.to_plain(zeros, zeros + 1, zeros if form.ref else None, extras,
                              np.ones(n) if form.nll else None, opts)
-        if form.name == "linear_kto":
-            args = args[:3] + (np.asarray(inputs[-1]),)
         while args and args[-1] is None:
             args = args[:-1]
         return plain.normalizer(args, opts)
@@ -305,8 +295,11 @@ def _samples(form):
         if form.family == "policy":
             inputs[-2][-1, :] = 0  # an all-masked completion
             inputs = inputs[:-1]
-        yield Sample(f"{form.name}[edge:unscored-sequence,chunk_size=1]", tuple(inputs),
-                     {"chunk_size": 1})
+        left_out = ""
+        if "kl" in form.extras:  # kto's kl left out (z_ref = 0, TRL's loss without it)
+            inputs, left_out = inputs[:-1], "no-kl,"
+        yield Sample(f"{form.name}[edge:unscored-sequence,{left_out}chunk_size=1]",
+                     tuple(inputs), {"chunk_size": 1})
         # edge: nothing counts: an empty batch (no pair), every completion masked (grpo)
         if form.family == "policy":
             inputs = _problem(rng, form, dtype, n)
@@ -334,6 +327,8 @@ def _random(form):
             opts["linear_bias"] = (rng.normal(size=v) * 0.3).astype(dtype)
         if form.family == "policy" and not opts.get("beta"):
             inputs = inputs[:-1]
+        if "kl" in form.extras and rng.random() < 0.3:  # kto's kl left out
+            inputs = inputs[:-1]
         sw = loss_shape_weight(rng, (n,), dtype) if rng.random() < 0.4 else None
         return Sample(case_id(f"{form.name}[random]", opts), tuple(inputs), opts, sw)
 
@@ -341,6 +336,21 @@ def _random(form):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _converts(form, plain):
+    """The plain loss's float32 upcast of its inputs (orpo: TRL's ``.float()`` of the
+    log-probs; forward_kl ...: torchtune's float32 softmax of the logits) moved to the heads'
+    inputs: float16/bfloat16 hidden states and heads computed in float32 (the logits, the
+    log-probs, the loss) and the result float32, as the reference's."""
+    if not any(rule[1] == "float32+" for rule in plain.converts.values()):
+        return {}
+    if form is None:  # a distillation form
+        names = ("input", "linear_weight", "teacher_input", "teacher_linear_weight")
+    else:
+        names = ("input", "linear_weight") + (("ref_input", "ref_linear_weight") if form.ref
+                                              else ())
+    return {name: ("f", "float32+") for name in names}
 
 
 def _spec(form):
@@ -389,7 +399,16 @@ def _spec(form):
                + ("reduction='none' gives each pair's loss with its share of the NLL term "
                   "(their mean and sum are TRL's). " if form.nll else "")
                + ("ref_logps (and old_logps) are per-token inputs, precomputed as TRL does "
-                  "at generation time. " if form.family == "policy" else "")),
+                  "at generation time. " if form.family == "policy" else "")
+               + (f"float16/bfloat16 hidden states and heads are converted to float32 (the "
+                  f"logits, log-probs and loss computed in float32) and the loss is float32, "
+                  f"as TRL's (its {form.plain} upcasts the log-probs, .float()): TRL computes "
+                  f"the logits and log-probs in the model's dtype first, so its float16 "
+                  f"numbers differ from this (its own float32 computation on the same "
+                  f"values) by its rounding of the log-probs; Liger-Kernel's are float32 "
+                  f"too (log_softmax of the logits in float32). Mixed float dtypes of the "
+                  f"hidden states and the head are accepted (both converted), where torch's "
+                  f"F.linear raises. " if _converts(form, plain) else "")),
         check=_check(form, plain),
         check_values=_check_values(form, plain),
         value_args=("target",) + tuple(a for a in plain.value_args if a in form.extras),
@@ -399,6 +418,7 @@ def _spec(form):
         normalizer=_normalizer(form, plain),
         warn=plain.warn,
         batch_coupled=plain.batch_coupled,
+        converts=_converts(form, plain),
     )
 
 
@@ -590,7 +610,13 @@ def _distill_spec(name):
                f"cotangent does not matter), recomputed otherwise. The teacher is frozen (its "
                f"hidden states and head get no gradient; the plain {name} differentiates "
                f"teacher_logits). JAX: a custom_vjp (reverse mode only); torch: an autograd "
-               f"function (double backward recomputes with autograd; no torch.func)."),
+               f"function (double backward recomputes with autograd; no torch.func)."
+               + (" float16/bfloat16 hidden states and heads are converted to float32 (the "
+                  "logits and the loss computed in float32) and the loss is float32, as "
+                  "torchtune's (its float32 softmax of the logits, which it takes in the "
+                  "model's dtype: its float16 numbers differ from this by that rounding of "
+                  "the logits). Mixed float dtypes of the hidden states and the heads are "
+                  "accepted (converted)." if _converts(None, plain) else "")),
         check=_distill_check(plain),
         samples=_distill_samples(name),
         random_sample=_distill_random(name),
@@ -599,6 +625,7 @@ def _distill_spec(name):
         reductions=plain.reductions,
         reduction_aliases=plain.reduction_aliases,
         default_empty_reduction=plain.default_empty_reduction,
+        converts=_converts(None, plain),
     )
 
 

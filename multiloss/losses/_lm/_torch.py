@@ -360,8 +360,9 @@ def linear_form(form, plain_fn):
                 rx = _units(rx, n)
         if form.ref:
             ref = (rx, rw, rb)
-        if form.name == "linear_kto":
-            extras[1] = extras[1].to(dtype).expand(n)
+        for i, name in enumerate(form.extras):  # one number for the batch: chunked by units
+            if name in form.scalars and extras[i] is not None:
+                extras[i] = extras[i].to(dtype).expand(n)
         scale = None
         if form.nll:
             count = (target[:n] != ignore).sum().to(dtype)

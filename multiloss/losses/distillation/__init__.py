@@ -190,7 +190,8 @@ def _torchtune_reference(cls_name, ratio=False):
         rows = [loss(s2[i:i + 1], t2[i:i + 1], y2[i:i + 1], normalize=False).reshape(())
                 for i in range(s2.shape[0])]
         out = torch.stack(rows) if rows else s2.sum(-1)
-        return out.reshape(y.shape).to(s.dtype)
+        # torchtune's dtype: float32 for float16/bfloat16/float32 logits (float64 kept)
+        return out.reshape(y.shape).to(torch.promote_types(s.dtype, torch.float32))
 
     return reference
 
@@ -290,8 +291,17 @@ def _random_for(name, draw):
 # the family constructor
 
 
+#: torchtune's F.softmax / F.log_softmax(..., dtype=torch.float32): float16/bfloat16 logits
+#: computed in float32 and the loss float32 (LossSpec.converts)
+_TORCHTUNE_UPCAST = {"student_logits": ("f", "float32+"), "teacher_logits": ("f", "float32+")}
+_TORCHTUNE_NOTE = ("torchtune computes in float32 even for float64 logits; multiloss keeps "
+                   "float64. float16/bfloat16 logits are computed in float32 and the loss is "
+                   "float32, as torchtune's (its softmax and log_softmax with "
+                   "dtype=torch.float32).")
+
+
 def distillation_spec(name, summary, formula, reference, reference_name, *, options=(),
-                      variants=({},), draw=lambda rng: {}, aliases=(), notes=""):
+                      variants=({},), draw=lambda rng: {}, aliases=(), notes="", converts=None):
     """Register one distillation loss: the family's inputs, checks, normaliser, reductions
     ('batchmean' an alias of 'mean'), empty rule (0) and sample grid; the loss states its
     own name, formula, reference, options and notes."""
@@ -312,6 +322,7 @@ def distillation_spec(name, summary, formula, reference, reference_name, *, opti
         reduction_aliases={"batchmean": "mean"},
         default_empty_reduction="zero",
         notes=(notes + " " + _COMMON_NOTES).strip(),
+        converts=converts or {},
     ))
 
 
@@ -373,8 +384,8 @@ distillation_spec(
         "teacher's entropy (generalized_jsd with beta=0 is the KL itself); the gradient "
         "w.r.t. the student is the KL's. The gradient w.r.t. the teacher is the "
         "cross-entropy's, and NaN where the student's logit is -inf (torchtune's masked "
-        "product 0 * log q_s = 0 * -inf), as in torchtune. torchtune computes in float32 even "
-        "for float64 logits; multiloss keeps float64."),
+        "product 0 * log q_s = 0 * -inf), as in torchtune. " + _TORCHTUNE_NOTE),
+    converts=_TORCHTUNE_UPCAST,
 )
 
 distillation_spec(
@@ -391,7 +402,8 @@ distillation_spec(
         "As torchtune, the gradient of a token with a -inf logit (student or teacher) is "
         "NaN (the masked product q_s * log q_s backpropagates 0 * -inf), though its value is "
         "finite: mask vocabulary entries with a large negative number (e.g. -1e4), not -inf. "
-        "torchtune computes in float32 even for float64 logits; multiloss keeps float64."),
+        + _TORCHTUNE_NOTE),
+    converts=_TORCHTUNE_UPCAST,
 )
 
 distillation_spec(
@@ -411,6 +423,7 @@ distillation_spec(
         "forward_kl's and reverse_kl's notes hold (the cross-entropy value of the forward "
         "part; NaN gradients at -inf logits, also with sym_kd_ratio 0 or 1, since both parts "
         "are computed, as in torchtune)."),
+    converts=_TORCHTUNE_UPCAST,
 )
 
 distillation_spec(
