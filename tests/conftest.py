@@ -20,24 +20,63 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def _once(config, tmp_path_factory, name, compute):
+    """compute() once per test session; under pytest-xdist the first worker to get there
+    computes and saves (JSON), the others wait on a file lock and read."""
+    if getattr(config, "workerinput", None) is None:
+        cache = config.__dict__.setdefault("_multiloss_shared", {})
+        if name not in cache:
+            cache[name] = compute()
+        return cache[name]
+    from filelock import FileLock
+
+    path = tmp_path_factory.getbasetemp().parent / f"multiloss-{name}.json"
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            return json.loads(path.read_text())
+        data = compute()
+        path.write_text(json.dumps(data))
+        return data
+
+
 @pytest.fixture(scope="session")
 def shared_once(request, tmp_path_factory):
     """``shared_once(name, compute)``: compute() once per test session, also under
-    pytest-xdist: the first worker to get there computes and saves (JSON), the others wait on
-    a file lock and read. For expensive subprocesses (the 8-device JAX run, the gloo worlds)
-    that must not run on every worker."""
+    pytest-xdist (``_once``). For expensive subprocesses (the 8-device JAX runs, the gloo
+    worlds) that must not run on every worker. Those named in a test module's
+    ``SHARED_ONCE`` are started early under xdist (``pytest_runtestloop``)."""
+    return lambda name, compute: _once(request.config, tmp_path_factory, name, compute)
 
-    def once(name, compute):
-        if getattr(request.config, "workerinput", None) is None:
-            return compute()
-        from filelock import FileLock
 
-        path = tmp_path_factory.getbasetemp().parent / f"multiloss-{name}.json"
-        with FileLock(str(path) + ".lock"):
-            if path.is_file():
-                return json.loads(path.read_text())
-            data = compute()
-            path.write_text(json.dumps(data))
-            return data
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    """Under pytest-xdist, one worker starts every selected module's ``SHARED_ONCE``
+    computations (name -> compute(tmp_path_factory), subprocesses) in a background thread as
+    the session begins, so that they run beside the tests instead of a worker waiting on
+    them when its first test needs one (each is still computed once: ``_once``'s lock)."""
+    config = session.config
+    if getattr(config, "workerinput", None) is None or session.testsfailed or not session.items:
+        return
+    base = config._tmp_path_factory.getbasetemp().parent
+    try:  # one worker starts them: the first to create the marker
+        os.close(os.open(base / "multiloss-prefetch", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    jobs = {}
+    for module in {item.module for item in session.items if hasattr(item, "module")}:
+        for name, compute in getattr(module, "SHARED_ONCE", {}).items():
+            jobs[name] = compute
+    if not jobs:
+        return
+    factory = config._tmp_path_factory
 
-    return once
+    def run():
+        for name, compute in jobs.items():
+            try:
+                _once(config, factory, name, lambda compute=compute: compute(factory))
+            except BaseException:  # noqa: BLE001 - the fixture computes it again and fails
+                pass
+
+    import threading
+
+    threading.Thread(target=run, name="multiloss-prefetch", daemon=True).start()

@@ -260,10 +260,17 @@ def _run_world(world, tmp_path_factory):
     return [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(world)]
 
 
+def _run_worlds(tmp_path_factory):
+    return {str(w): _run_world(w, tmp_path_factory) for w in WORLDS}
+
+
+#: started early under pytest-xdist (conftest.pytest_runtestloop)
+SHARED_ONCE = {"distributed": _run_worlds}
+
+
 @pytest.fixture(scope="session")
 def worlds(shared_once, tmp_path_factory):
-    data = shared_once("distributed",
-                       lambda: {str(w): _run_world(w, tmp_path_factory) for w in WORLDS})
+    data = shared_once("distributed", lambda: _run_worlds(tmp_path_factory))
     return {int(w): ranks for w, ranks in data.items()}
 
 

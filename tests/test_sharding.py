@@ -269,6 +269,10 @@ def _run_worker():
     return json.loads(lines[-1][len("RESULTS "):])
 
 
+#: started early under pytest-xdist (conftest.pytest_runtestloop)
+SHARED_ONCE = {"sharding": lambda tmp_path_factory: _run_worker()}
+
+
 @pytest.fixture(scope="session")
 def results(shared_once):
     return shared_once("sharding", _run_worker)

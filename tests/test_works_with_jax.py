@@ -621,9 +621,14 @@ def _run_sharding_worker():
     return json.loads(lines[-1][len("RESULTS "):])
 
 
+_SHARDING_NAME = "works-with-sharding" + ("-long" if LONG else "")
+#: started early under pytest-xdist (conftest.pytest_runtestloop)
+SHARED_ONCE = {_SHARDING_NAME: lambda tmp_path_factory: _run_sharding_worker()}
+
+
 @pytest.fixture(scope="session")
 def sharding_results(shared_once):
-    return shared_once("works-with-sharding" + ("-long" if LONG else ""), _run_sharding_worker)
+    return shared_once(_SHARDING_NAME, _run_sharding_worker)
 
 
 SHARDING_CASES = [(cid, configs) for cid, _, _, configs in sharding_cases()]
