@@ -133,15 +133,74 @@ def _sw_differentiable(spec: LossSpec, sample: Sample) -> bool:
 # runners: each returns (value, [grad per differentiable input (+ sample weight)], seconds)
 
 
+#: run_jax's compiled functions by what they close over (``_jit_key``): a sample that differs
+#: from an earlier one only in the values of its differentiated inputs (the non-finite sweep
+#: puts a NaN into one input at a time) reuses the compilation; bounded, oldest dropped
+_JITTED: dict = {}
+_JITTED_MAX = 16
+
+
+def _array_key(a):
+    a = np.asarray(a)
+    return (a.shape, a.dtype.str, a.tobytes())
+
+
+def _jit_key(spec, sample, pos, sw_diff):
+    """Everything the compiled function depends on besides the differentiated inputs' values
+    (their shapes and dtypes), or None where an option cannot be keyed by value."""
+    import jax
+
+    opts = []
+    for k, v in sorted(sample.options.items()):
+        if isinstance(v, (np.ndarray, np.generic)):
+            opts.append((k, _array_key(v)))
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            opts.append((k, type(v).__name__, v))
+        elif isinstance(v, (tuple, list)) and all(
+                isinstance(e, (bool, int, float, str)) for e in v):
+            opts.append((k, type(v).__name__, tuple(v)))
+        else:  # a callable, an array of another library, ...: not cached
+            return None
+    inputs = tuple((np.asarray(x).shape, np.asarray(x).dtype.str) if i in pos else _array_key(x)
+                   for i, x in enumerate(sample.inputs))
+    sw = sample.sample_weight
+    sw = None if sw is None else (
+        (np.asarray(sw).shape, np.asarray(sw).dtype.str) if sw_diff else _array_key(sw))
+    return (spec.name, sample.id, tuple(opts), tuple(pos), inputs, sw_diff, sw,
+            bool(jax.config.jax_enable_x64))
+
+
 def run_jax(spec: LossSpec, sample: Sample):
+    import jax
+
+    pos = _diff_positions(spec, sample)
+    sw = sample.sample_weight
+    sw_diff = _sw_differentiable(spec, sample)
+    primals = [sample.inputs[i] for i in pos] + ([sw] if sw_diff else [])
+    key = _jit_key(spec, sample, pos, sw_diff)
+    value_and_grads = _JITTED.get(key) if key is not None else None
+    if value_and_grads is None:
+        value_and_grads = _compile_jax(spec, sample, pos)
+        if key is not None:
+            if len(_JITTED) >= _JITTED_MAX:
+                _JITTED.pop(next(iter(_JITTED)))
+            _JITTED[key] = value_and_grads
+    value, grads = value_and_grads(primals)
+    t0 = time.perf_counter()
+    jax.block_until_ready(value_and_grads(primals))
+    seconds = time.perf_counter() - t0
+    return np.asarray(value), [np.asarray(g) for g in grads], seconds, str(value.dtype)
+
+
+def _compile_jax(spec: LossSpec, sample: Sample, pos):
+    """The jitted (value, gradients) of ``sample``'s loss as a function of its differentiated
+    inputs (and sample weight); the rest of the sample closed over."""
     import jax
 
     import multiloss
 
     loss = multiloss.get(spec.name, backend="jax", **sample.options)
-    pos = _diff_positions(spec, sample)
     sw = sample.sample_weight
-    primals = [sample.inputs[i] for i in pos] + ([sw] if _sw_differentiable(spec, sample) else [])
 
     def f(*diff):
         inputs = list(sample.inputs)
@@ -158,11 +217,7 @@ def run_jax(spec: LossSpec, sample: Sample):
         ct = _cotangent(sample, out.shape, out.dtype)
         return out, (vjp(ct) if primals else ())
 
-    value, grads = value_and_grads(primals)
-    t0 = time.perf_counter()
-    jax.block_until_ready(value_and_grads(primals))
-    seconds = time.perf_counter() - t0
-    return np.asarray(value), [np.asarray(g) for g in grads], seconds, str(value.dtype)
+    return value_and_grads
 
 
 def _torch_inputs(torch, spec, sample):
