@@ -16,6 +16,7 @@ from ..._registry import (
     Option,
     Sample,
     array_option,
+    boolean,
     integer,
     register,
 )
@@ -23,6 +24,18 @@ from .._common import case_id, expect_float, expect_same_dtype, loss_shape_weigh
 from ..classification._linear_spec import _positive_int_or_none
 from . import IGNORE_INDEX
 from ._forms import FORMS
+
+#: The choice of differentiation path, the same option on every fused-linear loss.
+GRAD_IN_FORWARD = Option(
+    "grad_in_forward", True,
+    "True: each chunk's gradient is computed in the forward pass (three matrix products per "
+    "chunk, Liger's approach; reverse mode only: a jax.custom_vjp, a torch autograd function "
+    "without torch.func support). False: the chunks run in a loop whose body is "
+    "rematerialised and differentiated by the framework's own autodiff (four products per "
+    "chunk: the backward recomputes the chunk's logits), so that forward mode (jax.jvp, "
+    "jacfwd, linearize; torch.func.jvp), second order, jax.vmap/shard_map and torch.func "
+    "(grad, vmap, jvp, hessian) work; memory stays one chunk's (docs/fused-linear.md)",
+    boolean, allowed="bool")
 
 
 def _options(form):
@@ -44,6 +57,7 @@ def _options(form):
         Option("memory_budget", None, "bytes for a chunk's temporaries (its logits, the "
                "reference's, their gradient); None: 128 MiB", _positive_int_or_none,
                allowed="None | int bytes"),
+        GRAD_IN_FORWARD,
     ]
     return tuple(out)
 
@@ -285,6 +299,8 @@ def _samples(form):
         for i, plain_opts in enumerate(CASES[form.name]):
             red, sw, chunks, bias = VARIANTS[i % len(VARIANTS)]
             opts = {**plain_opts, **chunks, "reduction": red}
+            if i == 1:  # the second differentiation path, on a per-unit cotangent
+                opts["grad_in_forward"] = False
             if bias:
                 opts["linear_bias"] = True
                 if form.ref:
@@ -521,6 +537,8 @@ def _distill_samples(name):
                 if j > 1 and i:  # the chunk/bias variants once per loss
                     continue
                 opts = {**plain_opts, **chunks, "reduction": red}
+                if j == 1 and not i:  # the second differentiation path
+                    opts["grad_in_forward"] = False
                 if bias:
                     opts["linear_bias"] = True
                     opts["teacher_linear_bias"] = True
@@ -577,7 +595,8 @@ def _distill_spec(name):
                         allowed="None | int >= 1"),
                  Option("memory_budget", None, "bytes for a chunk's temporaries (the "
                         "student's and the teacher's logits, their softmax, the gradient); "
-                        "None: 128 MiB", _positive_int_or_none, allowed="None | int bytes")),
+                        "None: 128 MiB", _positive_int_or_none, allowed="None | int bytes"),
+                 GRAD_IN_FORWARD),
         formula=(f"student_logits = input @ linear_weight.T + linear_bias, teacher_logits = "
                  f"teacher_input @ teacher_linear_weight.T + teacher_linear_bias (no "
                  f"gradient);\nthen {name} per token (its formula: multiloss.info('{name}'))."),
