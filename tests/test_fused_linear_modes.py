@@ -193,3 +193,51 @@ def test_torch_second_path(spec):
         _rel(vgrads[k], torch.autograd.grad(val, xk)[0])
     with pytest.raises(RuntimeError, match="grad_in_forward=False"):
         torch.func.grad(torch_s(True), argnums)(*tp)
+
+
+def _dpo_problem(pairs=32, t=8, d=16, v=8192):
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(2 * pairs, t, d)) * 0.5).astype(np.float32)
+    w = (rng.normal(size=(v, d)) * 0.5).astype(np.float32)
+    lab = rng.integers(0, v, size=(2 * pairs, t))
+    lab[:, :2] = -100
+    return x, w, lab, x + 0.1, w + 0.1
+
+
+def test_jax_second_path_keeps_the_logits_out_of_memory():
+    """XLA's compiled temporaries of jax.grad and of a Hessian-vector product (forward over
+    reverse) of linear_dpo, grad_in_forward=False, one pair per chunk: under a quarter of the
+    batch's logits (16 MiB; one pair's: 0.5 MiB; measured 2.1 and 2.6 MiB: a chunk's
+    temporaries and the head's gradient, 0.5 MiB)."""
+    x, w, lab, rx, rw = (jnp.asarray(a) for a in _dpo_problem())
+    loss = multiloss.get("linear_dpo", backend="jax", chunk_size=1, grad_in_forward=False)
+
+    def f(x, w):
+        return loss(x, w, lab, rx, rw)
+
+    logits = x.shape[0] * x.shape[1] * w.shape[0] * 4
+    for g in (jax.grad(f, (0, 1)),
+              lambda x, w: jax.jvp(jax.grad(f, (0, 1)), (x, w), (x, w))):
+        temp = jax.jit(g).lower(x, w).compile().memory_analysis().temp_size_in_bytes
+        print(f"temporaries {temp / 2**20:.2f} MiB, logits {logits / 2**20:.2f} MiB")
+        assert temp < logits / 4, (temp, logits)
+
+
+def test_torch_second_path_saves_no_logits():
+    """What autograd keeps for the backward of linear_dpo, grad_in_forward=False (every tensor
+    saved by any node, through saved_tensors_hooks): the inputs and the heads, never a chunk's
+    logits; the backward recomputes them (tests above: its gradients)."""
+    x, w, lab, rx, rw = (torch.from_numpy(np.asarray(a))
+                         for a in _dpo_problem(pairs=8, d=4, v=2048))
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    loss = multiloss.get("linear_dpo", backend="torch", chunk_size=1, grad_in_forward=False)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = loss(x, w, lab, rx, rw)
+    shapes = [tuple(t.shape) for t in saved]
+    assert saved and all(s[-1] != w.shape[0] for s in shapes), shapes  # no (..., V) logits
+    logits = x.shape[0] * x.shape[1] * w.shape[0]
+    assert sum(t.numel() for t in saved) < logits / 4, shapes  # the inputs (and the head)
+    out.backward()
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape
