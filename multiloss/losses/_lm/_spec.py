@@ -37,6 +37,18 @@ GRAD_IN_FORWARD = Option(
     "(grad, vmap, jvp, hessian) work; memory stays one chunk's (docs/fused-linear.md)",
     boolean, allowed="bool")
 
+#: How each differentiation path transforms (the specs' notes).
+_PATHS = (
+    "The default path (grad_in_forward=True) is on JAX a jax.custom_vjp (jit, grad, vmap, "
+    "shard_map; jax.hessian and Hessian-vector products, forward over reverse, work; jax.jvp, "
+    "jacfwd and linearize raise: called eagerly, an error naming the option) and on torch an autograd function (double "
+    "backward recomputes with autograd; torch.func raises, naming the option). "
+    "grad_in_forward=False differentiates the chunks with the framework's own autodiff, each "
+    "rematerialised (four matrix products per chunk instead of three, the frozen head's "
+    "logits computed twice, the same memory): every JAX transform, and on torch torch.func "
+    "(grad, vmap, jvp, jacrev, jacfwd, hessian), forward AD, double backward and "
+    "torch.compile.")
+
 
 def _options(form):
     unit = "pairs" if form.paired else "sequences"
@@ -394,11 +406,8 @@ def _spec(form):
                f"products, as the materialised logits' forward + backward), scaled in the "
                f"backward when the cotangent is the same for every {unit} (reduction 'mean' "
                f"or 'sum' without sample_weight), recomputed otherwise (three more). Memory: "
-               f"one chunk's logits (memory_budget) instead of all of them. JAX: a "
-               f"custom_vjp (reverse mode; no jax.jvp / jax.hessian: use {form.plain} on "
-               f"multiloss.linear_sequence_logps for forward mode); torch: an autograd "
-               f"function (double backward recomputes with autograd; torch.func transforms "
-               f"are not supported). Labels are aligned with input (no shift), as Liger's "
+               f"one chunk's logits (memory_budget) instead of all of them. {_PATHS} "
+               f"Labels are aligned with input (no shift), as Liger's "
                f"chunked losses take them. "
                + ("The reference model is frozen: ref_input and ref_linear_weight get no "
                   "gradient. " if form.ref else "")
@@ -608,8 +617,7 @@ def _distill_spec(name):
                f"sample_weight; an ignored token's loss is 0 with a zero gradient, so its "
                f"cotangent does not matter), recomputed otherwise. The teacher is frozen (its "
                f"hidden states and head get no gradient; the plain {name} differentiates "
-               f"teacher_logits). JAX: a custom_vjp (reverse mode only); torch: an autograd "
-               f"function (double backward recomputes with autograd; no torch.func)."),
+               f"teacher_logits). {_PATHS}"),
         check=_distill_check(plain),
         samples=_distill_samples(name),
         random_sample=_distill_random(name),
