@@ -4,18 +4,29 @@ the chunks in a rematerialised loop differentiated by the framework's own autodi
 function in ``setup_context`` form whose backward recomputes each chunk under
 ``torch.func.vjp``), so that forward mode, second order and torch.func work.
 
-For every fused form of the registry (the losses with a ``grad_in_forward`` option), on one
-float64 sample with a sample weight (a cotangent that differs per unit, so that the default
-path recomputes its chunks): the second path's value and gradients equal the default path's
-(1e-10); ``jax.jvp`` / ``torch.func.jvp`` equal the reverse-mode directional derivative;
-the Hessian-vector products (JAX: ``jvp`` of ``grad`` on both paths; torch: ``torch.func`` and
-double backward) equal the reference's (TRL / torchtune / Liger's definition on the
-materialised logits, ``torch.autograd.functional.hvp``); ``torch.func.grad`` and ``vmap``
-(values and per-sample gradients) equal eager autograd. The default path under
-``jax.jvp`` and ``torch.func.grad`` raises our error naming the option. The registry's parity
-grid runs one case per fused form with ``grad_in_forward=False`` against the references in
-float64 and float32; tests/test_fused_linear.py checks that the second path keeps the logits
-out of memory."""
+Each fused form of the registry (the losses with a ``grad_in_forward`` option) on one float64
+sample with a sample weight (a cotangent that differs per unit), against the reference (TRL /
+torchtune / Liger's definition on the materialised logits, torch autograd): the value, the
+gradients, the directional derivative and the Hessian-vector product
+(``torch.autograd.functional.hvp``), to 1e-10.
+
+- torch, every form: ``torch.func.grad``, ``torch.func.jvp``, ``torch.autograd.forward_ad``,
+  Hessian-vector products by ``torch.func`` and by double backward, ``vmap`` of the value and
+  of the gradient (per-sample gradients); the default path under ``torch.func.grad`` raises
+  our error naming the option.
+- JAX: value, gradient, ``jax.jvp`` and the Hessian-vector product (``jvp`` of ``grad``) in
+  one transform; linear_dpo inside ``jax.shard_map``; the default path's error under
+  ``jax.jvp`` (and, long run, its Hessian-vector product, forward over its custom_vjp). CI
+  runs a subset of the forms (each JAX check compiles, ~1.5 s); ``MULTILOSS_LONG=1`` runs
+  every form, the default path's Hessian-vector products and torch.compile:
+
+      MULTILOSS_LONG=1 python -m pytest -q -p no:randomly tests/test_fused_linear_modes.py
+
+- memory: XLA's compiled temporaries stay a fraction of the logits; torch's autograd saves no
+  logits.
+
+The registry's parity grid runs one case per fused form with ``grad_in_forward=False``
+against the references in float64 and float32, on both backends."""
 
 from __future__ import annotations
 
@@ -80,21 +91,26 @@ def _scalar(sample, pos, call, ct):
 #: the engine (a pair with a reference model, a sequence with float extras, kto's scalar kl,
 #: a distillation form with a teacher); MULTILOSS_LONG=1 runs every fused form. The torch
 #: checks run on every form.
-JAX_CI = ("linear_dpo", "linear_grpo", "linear_kto", "linear_generalized_jsd")
-#: The default path under JAX (forward over its custom_vjp; our error under jax.jvp): one
-#: form in CI (one engine, one wrapper serve all), every form with MULTILOSS_LONG=1.
-DEFAULT_PATH_CI = ("linear_dpo",)
+#: (linear_dpo, a pair with a reference model: test_jax_second_path_under_shard_map.)
+JAX_CI = ("linear_grpo", "linear_kto", "linear_generalized_jsd")
+#: The default path under JAX: our error under jax.jvp on one form in CI (one engine, one
+#: wrapper serve all); with MULTILOSS_LONG=1 on every form, and its Hessian-vector product
+#: (forward over its custom_vjp) against the reference.
+DEFAULT_PATH_CI = ("linear_generalized_jsd",)
 
 
 @functools.cache
-def _reference(name):
+def _reference(name, mean=False):
     """(sample, positions, primals, tangents, cotangent, value, gradients, directional
     derivative, Hessian-vector product) of s = sum(ct * loss) for the reference: TRL /
     torchtune / Liger's definition on the materialised logits, in torch."""
     spec = multiloss.resolve(name)
     sample, pos, primals, tangents = _problem(spec)
+    if mean:  # the same sample with reduction "mean" and no sample weight
+        sample = sample._replace(options={**sample.options, "reduction": "mean"},
+                                 sample_weight=None)
     tt = [torch.from_numpy(np.array(a)) for a in sample.inputs]
-    tsw = torch.from_numpy(np.array(sample.sample_weight))
+    tsw = None if mean else torch.from_numpy(np.array(sample.sample_weight))
     shape = tuple(testing.reference_value(torch, spec, sample, tt, tsw).shape)
     ct = testing._cotangent(sample, shape, np.float64)
     tct = torch.from_numpy(np.array(ct))
@@ -139,15 +155,45 @@ def test_jax_second_path(spec):
     for a, b in zip(hv, ref_hvp):
         _rel(a, b)
     if LONG or spec.name in DEFAULT_PATH_CI:
-        # the default path: forward over reverse works (its custom_vjp's bwd is differentiable
-        # JAX); forward mode alone raises our error naming the option
+        # the default path: forward mode alone raises our error naming the option; forward
+        # over reverse works (its custom_vjp's bwd is differentiable JAX; a compile: LONG)
         jd = multiloss.get(spec.name, backend="jax", **_opts(sample, True))
         fd = _scalar(sample, pos, lambda inputs: jd(*inputs, sample_weight=sw), jnp.asarray(ct))
+        with pytest.raises(TypeError, match="grad_in_forward=False"):
+            jax.jvp(fd, tuple(primals), tuple(tangents))
+    if LONG:
         hv0 = jax.jvp(jax.grad(fd, argnums), tuple(primals), tuple(tangents))[1]
         for a, b in zip(hv0, ref_hvp):
             _rel(a, b)
-        with pytest.raises(TypeError, match="grad_in_forward=False"):
-            jax.jvp(fd, tuple(primals), tuple(tangents))
+
+
+def test_jax_second_path_under_shard_map():
+    """linear_dpo, grad_in_forward=False, made with axis_name, inside jax.shard_map (a
+    one-device mesh type-checks the varying values, check_vma): value, gradient and the
+    Hessian-vector product (forward over reverse inside the map) are the reference's."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    sample, pos, primals, tangents, ct, ref_v, ref_g, ref_jv, ref_hvp, _ = _reference(
+        "linear_dpo", mean=True)
+    assert pos == [0, 1]  # hidden states (rows), head
+    loss = multiloss.get("linear_dpo", backend="jax", axis_name="b", **_opts(sample, False))
+
+    def f(x, w):
+        return loss(x, w, *sample.inputs[2:])
+
+    def both(x, w, tx, tw):
+        (v, g), (_, hv) = jax.jvp(lambda x, w: jax.value_and_grad(f, (0, 1))(x, w), (x, w),
+                                  (tx, tw))
+        return v, g, hv
+
+    mesh = Mesh(np.array(jax.devices()[:1]), ("b",))
+    rows = P("b")
+    v, g, hv = jax.shard_map(both, mesh=mesh, in_specs=(rows, P(), rows, P()),
+                             out_specs=(P(), (rows, P()), (rows, P())))(*primals, *tangents)
+    _rel(v, ref_v)
+    for a, b in zip((*g, *hv), (*ref_g, *ref_hvp)):
+        _rel(a, b)
 
 
 @pytest.mark.parametrize("spec", FUSED, ids=[s.name for s in FUSED])
@@ -191,8 +237,33 @@ def test_torch_second_path(spec):
         val = ref_s(xk, *rest)
         _rel(vals[k], val.detach())
         _rel(vgrads[k], torch.autograd.grad(val, xk)[0])
+    with torch.autograd.forward_ad.dual_level():  # plain forward AD (not torch.func)
+        dual = [torch.autograd.forward_ad.make_dual(p, t) for p, t in zip(tp, tv)]
+        _rel(torch.autograd.forward_ad.unpack_dual(ts(*dual)).tangent, ref_jv)
     with pytest.raises(RuntimeError, match="grad_in_forward=False"):
         torch.func.grad(torch_s(True), argnums)(*tp)
+
+
+@pytest.mark.skipif(not LONG, reason="torch.compile costs ~4 s: MULTILOSS_LONG=1 runs it")
+def test_torch_second_path_compiles():
+    """torch.compile(fullgraph=True) of a training step through linear_dpo,
+    grad_in_forward=False (the autograd function without its jvp under Dynamo): the eager
+    value and gradients."""
+    sample, pos, primals, tangents, ct, ref_v, ref_g, ref_jv, ref_hvp, _ = _reference(
+        "linear_dpo", mean=True)
+    loss = multiloss.get("linear_dpo", backend="torch", **_opts(sample, False))
+    rest = [torch.from_numpy(np.array(a)) for a in sample.inputs[2:]]
+
+    def step(x, w):
+        return loss(x, w, *rest)
+
+    torch._dynamo.reset()
+    leaves = [torch.from_numpy(p).requires_grad_(True) for p in primals]
+    out = torch.compile(step, fullgraph=True, backend="aot_eager")(*leaves)
+    grads = torch.autograd.grad(out, leaves)
+    _rel(out.detach(), ref_v)
+    for a, b in zip(grads, ref_g):
+        _rel(a, b)
 
 
 def _dpo_problem(pairs=32, t=8, d=16, v=8192):
@@ -205,10 +276,10 @@ def _dpo_problem(pairs=32, t=8, d=16, v=8192):
 
 
 def test_jax_second_path_keeps_the_logits_out_of_memory():
-    """XLA's compiled temporaries of jax.grad and of a Hessian-vector product (forward over
-    reverse) of linear_dpo, grad_in_forward=False, one pair per chunk: under a quarter of the
-    batch's logits (16 MiB; one pair's: 0.5 MiB; measured 2.1 and 2.6 MiB: a chunk's
-    temporaries and the head's gradient, 0.5 MiB)."""
+    """XLA's compiled temporaries of jax.grad (and, with MULTILOSS_LONG=1, of a Hessian-vector
+    product, forward over reverse) of linear_dpo, grad_in_forward=False, one pair per chunk:
+    under a quarter of the batch's logits (16 MiB; one pair's: 0.5 MiB; measured 1.6 and
+    2.1 MiB: a chunk's temporaries and the head's gradient, 0.5 MiB)."""
     x, w, lab, rx, rw = (jnp.asarray(a) for a in _dpo_problem())
     loss = multiloss.get("linear_dpo", backend="jax", chunk_size=1, grad_in_forward=False)
 
@@ -216,8 +287,8 @@ def test_jax_second_path_keeps_the_logits_out_of_memory():
         return loss(x, w, lab, rx, rw)
 
     logits = x.shape[0] * x.shape[1] * w.shape[0] * 4
-    for g in (jax.grad(f, (0, 1)),
-              lambda x, w: jax.jvp(jax.grad(f, (0, 1)), (x, w), (x, w))):
+    hvp = lambda x, w: jax.jvp(jax.grad(f, (0, 1)), (x, w), (x, w))  # noqa: E731
+    for g in (jax.grad(f, (0, 1)),) + ((hvp,) if LONG else ()):  # each compile ~1 s
         temp = jax.jit(g).lower(x, w).compile().memory_analysis().temp_size_in_bytes
         print(f"temporaries {temp / 2**20:.2f} MiB, logits {logits / 2**20:.2f} MiB")
         assert temp < logits / 4, (temp, logits)
