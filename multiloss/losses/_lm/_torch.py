@@ -342,22 +342,20 @@ def _remat_diff(ctx, x, w, b, extras, flags):
 
 
 def _remat_fn(ctx, x, w, b, extras, ref, diff, s, e_):
-    """The chunk [s, e_) as a function of the differentiated inputs (whole w and b, the
-    chunk's rows of x and of the extras), and those inputs."""
+    """The chunk [s, e_) as a function of the differentiated inputs ``diff`` (positions in
+    (x, w, b, *extras)), and their values: the chunk's rows of x and of the extras, the whole
+    head w and b."""
     rx, rw, rb = ref
-    rows = [x, None, None, *extras]  # per-unit inputs are sliced
+    full = [x[s:e_], w, b, *[ex[s:e_] for ex in extras]]
 
     def chunk(*d):
-        full = [x, w, b, *extras]
+        args = list(full)
         for i, v in zip(diff, d):
-            full[i] = v
-        xs = full[0] if 0 in diff else full[0][s:e_]
-        exc = [full[3 + k] if 3 + k in diff else full[3 + k][s:e_] for k in range(len(extras))]
-        return _remat_chunk(ctx.fn, xs, full[1], full[2],
-                            None if rx is None else rx[s:e_], rw, rb, exc)
+            args[i] = v
+        return _remat_chunk(ctx.fn, args[0], args[1], args[2],
+                            None if rx is None else rx[s:e_], rw, rb, args[3:])
 
-    primals = [rows[i][s:e_] if rows[i] is not None else (w, b)[i - 1] for i in diff]
-    return chunk, primals
+    return chunk, [full[i] for i in diff]
 
 
 class _RematUnits(torch.autograd.Function):
@@ -397,8 +395,8 @@ class _RematUnits(torch.autograd.Function):
         for s in range(0, x.shape[0], ctx.per):
             e_ = min(x.shape[0], s + ctx.per)
             chunk, primals = _remat_fn(ctx, x, w, b, extras, ref, diff, s, e_)
-            _, vjp = torch.func.vjp(chunk, *primals)
-            for i, gi in zip(diff, vjp(g[s:e_].to(_out_dtype(x, w)))):
+            out, vjp = torch.func.vjp(chunk, *primals)
+            for i, gi in zip(diff, vjp(g[s:e_].to(out.dtype))):
                 grads[i].append(gi)
         res = [None] * len(inputs)
         for i in diff:
@@ -413,10 +411,6 @@ class _RematUnits(torch.autograd.Function):
         return (None, None, None, *res, *([None] * n_ref))
 
 
-def _out_dtype(x, w):
-    return torch.promote_types(x.dtype, w.dtype)
-
-
 class _RematUnitsJvp(_RematUnits):
     """``_RematUnits`` with forward mode (``torch.func.jvp``, ``jacfwd``,
     ``torch.autograd.forward_ad``): each chunk's tangent by ``torch.func.jvp`` inside a
@@ -426,9 +420,10 @@ class _RematUnitsJvp(_RematUnits):
     def jvp(ctx, *tangents):
         tangents = tangents[3:]
         x, w, b, extras, ref = _remat_split(ctx, ctx.saved_tensors)
-        inputs = (x, w, b, *extras)
         diff = _remat_diff(ctx, x, w, b, extras, [t is not None for t in tangents])
-        nested = torch._C._functorch.peek_interpreter_stack() is not None
+        # inside a torch.func transform (private API; without it, the vjp route below)
+        peek = getattr(torch._C._functorch, "peek_interpreter_stack", lambda: None)
+        nested = peek() is not None
         outs = []
         for s in range(0, x.shape[0], ctx.per):
             e_ = min(x.shape[0], s + ctx.per)
@@ -437,14 +432,13 @@ class _RematUnitsJvp(_RematUnits):
             if not diff:
                 out = chunk()
                 outs.append(torch.zeros_like(out))
-            elif nested:  # (contiguous: forward AD refuses an expanded primal, kto's kl)
+            elif nested:  # contiguous: forward AD refuses an expanded primal (the NLL scale)
                 outs.append(torch.func.jvp(chunk, tuple(p.contiguous() for p in primals),
                                            tuple(t.contiguous() for t in tan))[1])
             else:  # J t as the gradient of <J^T u, t> with respect to u (linear in u)
                 out, vjp = torch.func.vjp(chunk, *primals)
                 _, vjp2 = torch.func.vjp(vjp, torch.zeros_like(out))
                 outs.append(vjp2(tuple(tan))[0])
-        del inputs
         return torch.cat(outs)
 
 
