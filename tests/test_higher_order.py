@@ -51,9 +51,10 @@ CI_LOSSES = ("cross_entropy", "nll", "binary_cross_entropy_with_logits", "linear
              "ctc", "contrastive", "mse", "kl_div", "focal", "keras.categorical_crossentropy")
 
 
-#: The fused-linear losses: their JAX form is a custom_vjp computing the gradient in the
-#: forward (no forward mode: jax.hessian and jax.jvp raise; the plain loss on
-#: multiloss.linear_sequence_logps has them). Only in MULTILOSS_LONG=1 runs.
+#: The fused-linear losses: their default path is a custom_vjp computing the gradient in the
+#: forward (no jax.jvp); their second path (grad_in_forward=False) and the default path's
+#: Hessian-vector products are tested against the reference in tests/test_fused_linear_modes.py
+#: (their hidden states are larger than MAX_ENTRIES here).
 REVERSE_ONLY = ("linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo", "linear_kto",
                 "linear_grpo", "linear_generalized_jsd", "linear_forward_kl", "linear_reverse_kl",
                 "linear_symmetric_kl", "linear_tvd")
@@ -198,8 +199,8 @@ def _reference_hessian(spec, sample):
 @pytest.mark.parametrize("spec", _cases())
 def test_hessian_matches_reference(spec):
     if spec.name in REVERSE_ONLY:
-        pytest.skip(f"{spec.name}: a jax.custom_vjp (reverse mode only, documented); its "
-                    f"torch double backward: tests/test_fused_linear.py")  # reported as a skip
+        pytest.skip(f"{spec.name}: forward mode and second order of both differentiation "
+                    f"paths: tests/test_fused_linear_modes.py")  # reported as a skip
     sample = _pick(spec)
     if sample is None:
         pytest.skip(f"{spec.name}: no float64 sample with differentiable inputs of at most "

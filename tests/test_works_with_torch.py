@@ -26,8 +26,9 @@ TOL = testing.TOLERANCE["float64"]
 #: linear_cross_entropy's torch.func and autocast support belong to its own module (another
 #: change of issue 15); it is compiled here like every loss.
 OWN_FUNCTION = ("linear_cross_entropy",
-                #: the fused-linear losses: chunked autograd functions without torch.func
-                #: support (documented; tests/test_fused_linear.py tests their backward)
+                #: the fused-linear losses: the default path (an autograd function computing
+                #: the gradient in the forward) raises under torch.func, naming the option;
+                #: grad_in_forward=False under torch.func: tests/test_fused_linear_modes.py
                 "linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo", "linear_kto",
                 "linear_grpo", "linear_generalized_jsd", "linear_forward_kl",
                 "linear_reverse_kl", "linear_symmetric_kl", "linear_tvd")

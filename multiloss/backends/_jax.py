@@ -466,6 +466,17 @@ class Loss:
             raise ValueError(self._device_message(inputs, sample_weight)) from e
         except NameError as e:
             raise self._unbound(e) from e
+        except TypeError as e:
+            if "forward-mode autodiff (jvp) to a custom_vjp" not in str(e) or not \
+                    self.options.get("grad_in_forward", False):
+                raise
+            raise TypeError(
+                f"{self.spec.name}: forward-mode autodiff (jax.jvp, jacfwd, linearize) of the "
+                f"default path (grad_in_forward=True), a jax.custom_vjp that computes each "
+                f"chunk's gradient in the forward pass; make the loss with "
+                f"grad_in_forward=False (the chunks differentiated by JAX, rematerialised: four "
+                f"matrix products per chunk instead of three, the same memory). jax.grad and "
+                f"jax.hessian work on both paths. JAX said: {e}") from e
 
     def _unbound(self, error: NameError) -> Exception:
         """JAX's unbound-axis NameError of a loss made with ``axis_name``, called outside

@@ -233,6 +233,51 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     return f(x, w, b, ef, ints, *ref)
 
 
+def remat_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+    """The second differentiation path of the fused-linear losses (``grad_in_forward=False``):
+    ``fn(z, z_ref, *extras)`` per chunk of units, as ``fused_units`` (the same arguments and
+    result), differentiated by JAX's own autodiff instead of a custom rule.
+
+    A ``lax.scan`` over the chunks whose body (the chunk's logits, the frozen head's under
+    ``stop_gradient``, ``fn``) is a ``jax.checkpoint``: the residuals of reverse mode are the
+    body's inputs, never a chunk's logits, and the backward recomputes each chunk's logits
+    (four matrix products of the trained head per chunk: the logits, their recomputation,
+    ``dX = dz @ W``, ``dW += dz.T @ X``; the frozen head's logits are computed twice). No
+    custom derivative: forward mode (``jax.jvp``, ``jacfwd``, ``linearize``), reverse mode,
+    second order (``jax.hessian``, Hessian-vector products), ``vmap`` and ``shard_map`` are
+    JAX's own. A partial last chunk is padded with copies of the last unit, dropped from the
+    result (their cotangent is 0)."""
+    n_units = x.shape[0]
+    rx, rw, rb = (None, None, None) if ref is None else tuple(ref)
+
+    def body(xc, rxc, ec, w, b, rw, rb):
+        z = _logits(xc, w, b)
+        zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb))
+        return fn(z, zr, *ec)
+
+    if n_units == 0:
+        return body(x, rx, tuple(extras), w, b, rw, rb)
+    u = int(units_per_chunk)
+    chunks = -(-n_units // u)
+    pad = chunks * u - n_units
+
+    def split(a):
+        if a is None:
+            return None
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+        return a.reshape((chunks, u) + a.shape[1:])
+
+    step_body = jax.checkpoint(body, prevent_cse=False)
+
+    def step(carry, chunk):
+        xc, rxc, ec = chunk
+        return carry, step_body(xc, rxc, ec, w, b, rw, rb)
+
+    _, out = lax.scan(step, None, (split(x), split(rx), tuple(split(e) for e in extras)))
+    return out.reshape((chunks * u,) + out.shape[2:])[:n_units]
+
+
 # ---------------------------------------------------------------------------------------------
 # the fused-linear losses: a Form (``_forms.py``) and the plain loss's JAX function
 
@@ -251,7 +296,8 @@ def linear_form(form, plain_fn):
     from . import units_per_chunk
 
     def loss(input, linear_weight, target, *rest, linear_bias=None, ref_linear_bias=None,
-             ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None, **popts):
+             ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None,
+             grad_in_forward=True, **popts):
         popts.pop("reduction", None)
         ignore = int(ignore_index)
         dtype = jnp.result_type(input, linear_weight)
@@ -303,7 +349,8 @@ def linear_form(form, plain_fn):
         per = units_per_chunk(n, lab.shape[1], w.shape[0], jnp.dtype(dtype).itemsize,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
-        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per)
+        engine = fused_units if grad_in_forward else remat_units
+        out = engine(fn, x, w, b, args, ref, units_per_chunk=per)
         # the plain loss's denominator weights (from the masks, not the log-probs)
         zeros = jnp.zeros(lab.shape, dtype)
         valid = (lab != ignore).astype(dtype)
@@ -325,7 +372,7 @@ def linear_distillation(plain_fn):
 
     def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
              linear_bias=None, teacher_linear_bias=None, chunk_size=None, memory_budget=None,
-             **popts):
+             grad_in_forward=True, **popts):
         popts.pop("reduction", None)
         dtype = jnp.result_type(input, linear_weight)
         if linear_bias is not None:
@@ -347,7 +394,8 @@ def linear_distillation(plain_fn):
 
         per = units_per_chunk(x.shape[0], 1, w.shape[0], jnp.dtype(dtype).itemsize,
                               chunk_size, memory_budget)
-        out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
+        engine = fused_units if grad_in_forward else remat_units
+        out = engine(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
         if labels is None:
             return Terms(out.reshape(lead))
         keep = labels != ignore

@@ -16,6 +16,7 @@ from ..._registry import (
     Option,
     Sample,
     array_option,
+    boolean,
     integer,
     register,
 )
@@ -23,6 +24,30 @@ from .._common import case_id, expect_float, expect_same_dtype, loss_shape_weigh
 from ..classification._linear_spec import _positive_int_or_none
 from . import IGNORE_INDEX
 from ._forms import FORMS
+
+#: The choice of differentiation path, the same option on every fused-linear loss.
+GRAD_IN_FORWARD = Option(
+    "grad_in_forward", True,
+    "True: each chunk's gradient is computed in the forward pass (three matrix products per "
+    "chunk, Liger's approach; reverse mode only: a jax.custom_vjp, a torch autograd function "
+    "without torch.func support). False: the chunks run in a loop whose body is "
+    "rematerialised and differentiated by the framework's own autodiff (four products per "
+    "chunk: the backward recomputes the chunk's logits), so that forward mode (jax.jvp, "
+    "jacfwd, linearize; torch.func.jvp), second order, jax.vmap/shard_map and torch.func "
+    "(grad, vmap, jvp, hessian) work; memory stays one chunk's (docs/fused-linear.md)",
+    boolean, allowed="bool")
+
+#: How each differentiation path transforms (the specs' notes).
+_PATHS = (
+    "The default path (grad_in_forward=True) is on JAX a jax.custom_vjp (jit, grad, vmap, "
+    "shard_map; jax.hessian and Hessian-vector products, forward over reverse, work; jax.jvp, "
+    "jacfwd and linearize raise: called eagerly, an error naming the option) and on torch an autograd function (double "
+    "backward recomputes with autograd; torch.func raises, naming the option). "
+    "grad_in_forward=False differentiates the chunks with the framework's own autodiff, each "
+    "rematerialised (four matrix products per chunk instead of three, the frozen head's "
+    "logits computed twice, the same memory): every JAX transform, and on torch torch.func "
+    "(grad, vmap, jvp, jacrev, jacfwd, hessian), forward AD, double backward and "
+    "torch.compile.")
 
 
 def _options(form):
@@ -44,6 +69,7 @@ def _options(form):
         Option("memory_budget", None, "bytes for a chunk's temporaries (its logits, the "
                "reference's, their gradient); None: 128 MiB", _positive_int_or_none,
                allowed="None | int bytes"),
+        GRAD_IN_FORWARD,
     ]
     return tuple(out)
 
@@ -275,6 +301,8 @@ def _samples(form):
         for i, plain_opts in enumerate(CASES[form.name]):
             red, sw, chunks, bias = VARIANTS[i % len(VARIANTS)]
             opts = {**plain_opts, **chunks, "reduction": red}
+            if i == 1:  # the second differentiation path, on a per-unit cotangent
+                opts["grad_in_forward"] = False
             if bias:
                 opts["linear_bias"] = True
                 if form.ref:
@@ -388,11 +416,8 @@ def _spec(form):
                f"products, as the materialised logits' forward + backward), scaled in the "
                f"backward when the cotangent is the same for every {unit} (reduction 'mean' "
                f"or 'sum' without sample_weight), recomputed otherwise (three more). Memory: "
-               f"one chunk's logits (memory_budget) instead of all of them. JAX: a "
-               f"custom_vjp (reverse mode; no jax.jvp / jax.hessian: use {form.plain} on "
-               f"multiloss.linear_sequence_logps for forward mode); torch: an autograd "
-               f"function (double backward recomputes with autograd; torch.func transforms "
-               f"are not supported). Labels are aligned with input (no shift), as Liger's "
+               f"one chunk's logits (memory_budget) instead of all of them. {_PATHS} "
+               f"Labels are aligned with input (no shift), as Liger's "
                f"chunked losses take them. "
                + ("The reference model is frozen: ref_input and ref_linear_weight get no "
                   "gradient. " if form.ref else "")
@@ -541,6 +566,8 @@ def _distill_samples(name):
                 if j > 1 and i:  # the chunk/bias variants once per loss
                     continue
                 opts = {**plain_opts, **chunks, "reduction": red}
+                if j == 1 and not i:  # the second differentiation path
+                    opts["grad_in_forward"] = False
                 if bias:
                     opts["linear_bias"] = True
                     opts["teacher_linear_bias"] = True
@@ -597,7 +624,8 @@ def _distill_spec(name):
                         allowed="None | int >= 1"),
                  Option("memory_budget", None, "bytes for a chunk's temporaries (the "
                         "student's and the teacher's logits, their softmax, the gradient); "
-                        "None: 128 MiB", _positive_int_or_none, allowed="None | int bytes")),
+                        "None: 128 MiB", _positive_int_or_none, allowed="None | int bytes"),
+                 GRAD_IN_FORWARD),
         formula=(f"student_logits = input @ linear_weight.T + linear_bias, teacher_logits = "
                  f"teacher_input @ teacher_linear_weight.T + teacher_linear_bias (no "
                  f"gradient);\nthen {name} per token (its formula: multiloss.info('{name}'))."),
@@ -609,8 +637,7 @@ def _distill_spec(name):
                f"sample_weight; an ignored token's loss is 0 with a zero gradient, so its "
                f"cotangent does not matter), recomputed otherwise. The teacher is frozen (its "
                f"hidden states and head get no gradient; the plain {name} differentiates "
-               f"teacher_logits). JAX: a custom_vjp (reverse mode only); torch: an autograd "
-               f"function (double backward recomputes with autograd; no torch.func)."
+               f"teacher_logits). {_PATHS}"
                + (" float16/bfloat16 hidden states and heads are converted to float32 (the "
                   "logits and the loss computed in float32) and the loss is float32, as "
                   "torchtune's (its float32 softmax of the logits, which it takes in the "

@@ -316,7 +316,176 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
 
 
 # ---------------------------------------------------------------------------------------------
+# the second differentiation path (grad_in_forward=False; the twin of _jax.remat_units)
+
+
+def _remat_chunk(fn, xc, w, b, rxc, rw, rb, exc):
+    """A chunk's losses: ``fn`` of its logits and of the frozen head's (detached)."""
+    zr = None
+    if rxc is not None:
+        zr = _logits(rxc.detach(), rw.detach(), None if rb is None else rb.detach())
+    return fn(_logits(xc, w, b), zr, *exc)
+
+
+def _remat_split(ctx, tensors):
+    n = ctx.n_extras
+    x, w, b, rest = tensors[0], tensors[1], tensors[2], tensors[3:]
+    extras, ref = list(rest[:n]), tuple(rest[n:])
+    return x, w, b, extras, (ref if ref else (None, None, None))
+
+
+def _remat_diff(ctx, x, w, b, extras, flags):
+    """Positions in (x, w, b, *extras) that are differentiated: floating and flagged."""
+    inputs = (x, w, b, *extras)
+    return [i for i, (v, f) in enumerate(zip(inputs, flags))
+            if f and v is not None and v.is_floating_point()]
+
+
+def _remat_fn(ctx, x, w, b, extras, ref, diff, s, e_):
+    """The chunk [s, e_) as a function of the differentiated inputs ``diff`` (positions in
+    (x, w, b, *extras)), and their values: the chunk's rows of x and of the extras, the whole
+    head w and b."""
+    rx, rw, rb = ref
+    full = [x[s:e_], w, b, *[ex[s:e_] for ex in extras]]
+
+    def chunk(*d):
+        args = list(full)
+        for i, v in zip(diff, d):
+            args[i] = v
+        return _remat_chunk(ctx.fn, args[0], args[1], args[2],
+                            None if rx is None else rx[s:e_], rw, rb, args[3:])
+
+    return chunk, [full[i] for i in diff]
+
+
+class _RematUnits(torch.autograd.Function):
+    """``fn`` per chunk of units with autograd's own derivatives, rematerialised: the forward
+    keeps the inputs only, the backward recomputes each chunk under ``torch.func.vjp``. In the
+    ``setup_context`` form with ``generate_vmap_rule``, so that ``torch.func`` (grad, vmap,
+    jacrev, hessian) transforms it; double backward differentiates the recomputation. No
+    ``jvp`` here: Dynamo refuses an autograd function with one (``_RematUnitsJvp`` adds it
+    outside torch.compile)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(fn, per, n_extras, x, w, b, *rest):
+        extras, ref = rest[:n_extras], rest[n_extras:]
+        rx, rw, rb = ref if ref else (None, None, None)
+        outs = []
+        for s in range(0, x.shape[0], per):
+            e_ = min(x.shape[0], s + per)
+            outs.append(_remat_chunk(fn, x[s:e_], w, b, None if rx is None else rx[s:e_], rw,
+                                     rb, [ex[s:e_] for ex in extras]))
+        return torch.cat(outs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        fn, per, n_extras, *tensors = inputs
+        ctx.fn, ctx.per, ctx.n_extras = fn, per, n_extras
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w, b, extras, ref = _remat_split(ctx, ctx.saved_tensors)
+        inputs = (x, w, b, *extras)
+        diff = _remat_diff(ctx, x, w, b, extras, ctx.needs_input_grad[3:3 + len(inputs)])
+        grads = [[] for _ in inputs]
+        for s in range(0, x.shape[0], ctx.per):
+            e_ = min(x.shape[0], s + ctx.per)
+            chunk, primals = _remat_fn(ctx, x, w, b, extras, ref, diff, s, e_)
+            out, vjp = torch.func.vjp(chunk, *primals)
+            for i, gi in zip(diff, vjp(g[s:e_].to(out.dtype))):
+                grads[i].append(gi)
+        res = [None] * len(inputs)
+        for i in diff:
+            if i in (1, 2):  # the head's: summed over the chunks
+                acc = grads[i][0]
+                for gi in grads[i][1:]:
+                    acc = acc + gi
+                res[i] = acc
+            else:
+                res[i] = torch.cat(grads[i])
+        n_ref = len(ctx.saved_tensors) - 3 - ctx.n_extras
+        return (None, None, None, *res, *([None] * n_ref))
+
+
+class _RematUnitsJvp(_RematUnits):
+    """``_RematUnits`` with forward mode (``torch.func.jvp``, ``jacfwd``,
+    ``torch.autograd.forward_ad``): each chunk's tangent by ``torch.func.jvp`` inside a
+    torch.func transform, else (forward AD does not nest) as the transpose of its vjp."""
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        tangents = tangents[3:]
+        x, w, b, extras, ref = _remat_split(ctx, ctx.saved_tensors)
+        diff = _remat_diff(ctx, x, w, b, extras, [t is not None for t in tangents])
+        # inside a torch.func transform (private API; without it, the vjp route below)
+        peek = getattr(torch._C._functorch, "peek_interpreter_stack", lambda: None)
+        nested = peek() is not None
+        outs = []
+        for s in range(0, x.shape[0], ctx.per):
+            e_ = min(x.shape[0], s + ctx.per)
+            chunk, primals = _remat_fn(ctx, x, w, b, extras, ref, diff, s, e_)
+            tan = [tangents[i] if i in (1, 2) else tangents[i][s:e_] for i in diff]
+            if not diff:
+                out = chunk()
+                outs.append(torch.zeros_like(out))
+            elif nested:  # contiguous: forward AD refuses an expanded primal (the NLL scale)
+                outs.append(torch.func.jvp(chunk, tuple(p.contiguous() for p in primals),
+                                           tuple(t.contiguous() for t in tan))[1])
+            else:  # J t as the gradient of <J^T u, t> with respect to u (linear in u)
+                out, vjp = torch.func.vjp(chunk, *primals)
+                _, vjp2 = torch.func.vjp(vjp, torch.zeros_like(out))
+                outs.append(vjp2(tuple(tan))[0])
+        return torch.cat(outs)
+
+
+def remat_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+    """The twin of ``_jax.remat_units`` (``grad_in_forward=False``): ``fn`` per chunk of
+    ``units_per_chunk`` units, the forward keeping no chunk's logits, the backward recomputing
+    each chunk and differentiating it with autograd (``torch.func.vjp``): four matrix products
+    of the trained head per chunk (the frozen head's logits computed twice), never more than
+    one chunk's logits. ``torch.func`` (grad, vmap, jvp, jacrev, jacfwd, hessian),
+    ``torch.autograd.forward_ad``, double backward and torch.compile (without forward mode)
+    work."""
+    extras = tuple(extras)
+    ref = tuple(ref) if ref is not None else ()
+    if x.shape[0] == 0:
+        rx, rw, rb = ref if ref else (None, None, None)
+        return _remat_chunk(fn, x, w, b, rx, rw, rb, extras)
+    cls = _RematUnits if torch.compiler.is_compiling() else _RematUnitsJvp
+    with torch.autocast(x.device.type, enabled=False):
+        return cls.apply(fn, int(units_per_chunk), len(extras), x, w, b, *extras, *ref)
+
+
+# ---------------------------------------------------------------------------------------------
 # the fused-linear losses (the twin of _jax.linear_form)
+
+
+def _engine(grad_in_forward, name):
+    """The chunk engine of a fused-linear loss: ``fused_units`` (the default, gradients in the
+    forward), whose autograd function torch.func cannot transform (our error names the
+    option), or ``remat_units``."""
+    if not grad_in_forward:
+        return remat_units
+
+    def engine(*args, **kw):
+        try:
+            return fused_units(*args, **kw)
+        except RuntimeError as e:
+            if "setup_context" not in str(e):
+                raise
+            raise RuntimeError(
+                f"{name}: torch.func transforms (grad, vmap, jvp, jacrev, hessian, ...) "
+                f"cannot differentiate the default path (grad_in_forward=True), an autograd "
+                f"function that computes each chunk's gradient in the forward pass; make the "
+                f"loss with grad_in_forward=False (the chunks differentiated by autograd, "
+                f"rematerialised: four matrix products per chunk instead of three, the same "
+                f"memory)") from e
+
+    return engine
 
 
 def _units(a, n):
@@ -332,7 +501,7 @@ def linear_form(form, plain_fn):
 
     def loss(input, linear_weight, target, *rest, reduction=None, linear_bias=None,
              ref_linear_bias=None, ignore_index=IGNORE_INDEX, chunk_size=None,
-             memory_budget=None, **popts):
+             memory_budget=None, grad_in_forward=True, **popts):
         ignore = int(ignore_index)
         dtype = torch.promote_types(input.dtype, linear_weight.dtype)
         if linear_bias is not None:
@@ -391,7 +560,8 @@ def linear_form(form, plain_fn):
         per = units_per_chunk(n, lab.shape[1], w.shape[0], torch.finfo(dtype).bits // 8,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
-        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per)
+        out = _engine(grad_in_forward, form.name)(fn, x, w, b, args, ref,
+                                                  units_per_chunk=per)
         with torch.no_grad():
             zeros = torch.zeros(lab.shape, dtype=dtype, device=x.device)
             valid = (lab != ignore).to(dtype)
@@ -410,7 +580,7 @@ def linear_distillation(plain_fn):
 
     def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
              reduction=None, linear_bias=None, teacher_linear_bias=None, chunk_size=None,
-             memory_budget=None, **popts):
+             memory_budget=None, grad_in_forward=True, **popts):
         dtype = torch.promote_types(input.dtype, linear_weight.dtype)
         if linear_bias is not None:
             dtype = torch.promote_types(dtype, linear_bias.dtype)
@@ -431,7 +601,8 @@ def linear_distillation(plain_fn):
 
         per = units_per_chunk(x.shape[0], 1, w.shape[0], torch.finfo(dtype).bits // 8,
                               chunk_size, memory_budget)
-        out = fused_units(fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
+        out = _engine(grad_in_forward, f"linear_{plain_fn.__name__}")(
+            fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
         if labels is None:
             return Terms(out.reshape(lead))
         keep = labels != ignore
