@@ -251,7 +251,8 @@ def linear_form(form, plain_fn):
     from . import units_per_chunk
 
     def loss(input, linear_weight, target, *rest, linear_bias=None, ref_linear_bias=None,
-             ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None, **popts):
+             ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None, batch_sum=None,
+             **popts):
         popts.pop("reduction", None)
         ignore = int(ignore_index)
         dtype = jnp.result_type(input, linear_weight)
@@ -283,9 +284,11 @@ def linear_form(form, plain_fn):
         if form.name == "linear_kto":
             extras[1] = jnp.broadcast_to(extras[1].astype(dtype), (n,))
         scale = None
-        if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean)
-            count = jnp.sum(target[:n] != ignore).astype(dtype)
-            scale = jnp.broadcast_to(n / count, (n,))
+        if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean), both counts
+            # the whole batch's under axis_name (the contract's batch_sum)
+            total = (lambda c: c) if batch_sum is None else batch_sum
+            count = total(jnp.sum(target[:n] != ignore).astype(dtype))
+            scale = jnp.broadcast_to(total(jnp.asarray(n, dtype)) / count, (n,))
         present = [i for i, e in enumerate(extras) if e is not None]
         k = len(present)
 
@@ -311,6 +314,7 @@ def linear_form(form, plain_fn):
         return Terms(out, terms.weight, terms.count, terms.scale)
 
     loss.__name__ = loss.__qualname__ = form.name
+    loss.wants_batch_sum = form.nll
     return loss
 
 

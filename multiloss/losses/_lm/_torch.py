@@ -332,7 +332,7 @@ def linear_form(form, plain_fn):
 
     def loss(input, linear_weight, target, *rest, reduction=None, linear_bias=None,
              ref_linear_bias=None, ignore_index=IGNORE_INDEX, chunk_size=None,
-             memory_budget=None, **popts):
+             memory_budget=None, batch_sum=None, **popts):
         ignore = int(ignore_index)
         dtype = torch.promote_types(input.dtype, linear_weight.dtype)
         if linear_bias is not None:
@@ -363,9 +363,11 @@ def linear_form(form, plain_fn):
         if form.name == "linear_kto":
             extras[1] = extras[1].to(dtype).expand(n)
         scale = None
-        if form.nll:
-            count = (target[:n] != ignore).sum().to(dtype)
-            scale = (n / count).expand(n)
+        if form.nll:  # both counts the whole batch's over process_group (batch_sum)
+            total = (lambda c: c) if batch_sum is None else batch_sum
+            count = total((target[:n] != ignore).sum().to(dtype))
+            scale = (total(torch.tensor(float(n), dtype=dtype, device=x.device)) / count
+                     ).expand(n)
         present = [i for i, e in enumerate(extras) if e is not None]
         k = len(present)
 
@@ -399,6 +401,7 @@ def linear_form(form, plain_fn):
         return Terms(out, terms.weight, terms.count, terms.scale)
 
     loss.__name__ = loss.__qualname__ = form.name
+    loss.wants_batch_sum = form.nll
     return loss
 
 
