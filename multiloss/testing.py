@@ -620,6 +620,39 @@ def _heterogeneous_cases():
     return out
 
 
+def fused_pair_cases(pairs: int = 16):
+    """The data-parallel cases of the fused pair forms whose terms hold a count of the batch
+    (linear_cpo's and linear_orpo's NLL term: N / the chosen tokens of the whole batch):
+    ``[(case id, name, (input (2N, T, D), linear_weight (V, D), target (2N, T)), options)]``,
+    float64, the chosen tokens spread unevenly over the pairs (the first pairs' chosen rows
+    score one token, one pair's rejected row none). Their rows are [chosen (N); rejected (N)],
+    so a shard of pairs ``p`` is the rows ``pair_rows(p, N)``."""
+    rng = np.random.default_rng(17)
+    t, d, v = 5, 3, 7
+    x = rng.normal(size=(2 * pairs, t, d))
+    w = rng.normal(size=(v, d))
+    lab = rng.integers(0, v, size=(2 * pairs, t))
+    lab[rng.random(lab.shape) < 0.3] = -100
+    lab[:3, 1:] = -100  # pairs 0-2: one chosen token each
+    lab[:3, 0] = 1
+    lab[pairs + 5] = -100  # a rejected row that scores nothing (cpo hinge sums, not averages)
+    bias = rng.normal(size=v)
+    # two cases (each compiles the fused form under shard_map: seconds of CI)
+    return [
+        ("linear_cpo:hinge-bias", "linear_cpo", (x, w, lab),
+         {"loss_type": "hinge", "cpo_alpha": 0.5, "linear_bias": bias}),
+        ("linear_orpo:beta", "linear_orpo", (x, w, np.where(
+            np.arange(2 * pairs)[:, None] == pairs + 5, 2, lab)), {"beta": 0.5}),
+    ]
+
+
+def pair_rows(pairs, n: int):
+    """The rows of a fused pair form's input that hold the pairs ``pairs`` of ``n``: their
+    chosen rows, then their rejected rows (a shard keeps the [chosen; rejected] layout)."""
+    pairs = np.asarray(pairs, dtype=np.int64)
+    return np.concatenate([pairs, pairs + n])
+
+
 def data_parallel_cases(multiple: int = 8, all_reductions: bool = False) -> list:
     """Batches for the data-parallel and gradient-accumulation tests: ``[(case id, spec,
     sample, layout)]``, float64, a number of rows divisible by ``multiple``.

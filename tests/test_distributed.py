@@ -127,6 +127,33 @@ def _run_case(torch, dist, multiloss, spec, sample, layout, rank, world, group="
     return res
 
 
+def _pair_case(torch, dist, multiloss, name, inputs, opts, rank, world):
+    """A fused pair form whose NLL term divides by the batch's chosen tokens (linear_cpo,
+    linear_orpo) with process_group: each rank holds an uneven share of the pairs ([its
+    chosen; its rejected] rows); its value is the whole batch's, and DDP's average of the
+    gradients (the hidden states' rows, the shared head) the whole batch's gradients."""
+    x, w, t = (torch.from_numpy(np.array(a)) for a in inputs)
+    n = x.shape[0] // 2
+    opts = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in opts.items()}
+    full = multiloss.get(name, "torch", **opts)
+    xf, wf = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    ref = full(xf, wf, t)
+    ref_dx, ref_dw = torch.autograd.grad(ref, (xf, wf))
+    cuts = _cuts(n, world, seed=n + world)
+    rows = torch.from_numpy(testing.pair_rows(np.arange(cuts[rank], cuts[rank + 1]), n))
+    dloss = multiloss.get(name, "torch", process_group="world", **opts)
+    xl, wl = x[rows].clone().requires_grad_(True), w.clone().requires_grad_(True)
+    out = dloss(xl, wl, t[rows])
+    dx, dw = torch.autograd.grad(out, (xl, wl))
+    buf = torch.zeros_like(ref_dx)
+    buf[rows] = dx
+    for g in (buf, dw):
+        dist.all_reduce(g)
+    return {"value": testing.rel_error(out.detach().numpy(), ref.detach().numpy()),
+            "d_input": testing.rel_error((buf / world).numpy(), ref_dx.numpy()),
+            "d_linear_weight": testing.rel_error((dw / world).numpy(), ref_dw.numpy())}
+
+
 def _ddp_case(torch, dist, multiloss, rank, world):
     """A model under DDP: token-level cross-entropy with class weights and label smoothing,
     each rank with a batch of its own size, its own ignored targets and sample weights; the
@@ -211,6 +238,12 @@ def _rank_main(rank, world, port, out_dir):  # pragma: no cover - runs in the ra
             results[cid] = _run_case(torch, dist, multiloss, spec, sample, layout, rank, world)
         except Exception as e:  # noqa: BLE001 - reported per case
             results[cid] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    for cid, name, inputs, opts in testing.fused_pair_cases():
+        try:
+            results[f"__pairs__:{cid}"] = _pair_case(torch, dist, multiloss, name, inputs, opts,
+                                                      rank, world)
+        except Exception as e:  # noqa: BLE001 - reported per case
+            results[f"__pairs__:{cid}"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     try:
         results["__ddp__"] = _ddp_case(torch, dist, multiloss, rank, world)
     except Exception as e:  # noqa: BLE001
@@ -298,6 +331,15 @@ def test_process_group_equals_full_batch(worlds, world, cid):
 def test_ddp_gradients_equal_full_batch(worlds, world):
     for rank, r in enumerate(worlds[world]):
         _check(r["__ddp__"], f"DDP, rank {rank} of {world}")
+
+
+@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize("cid", [c for c, *_ in testing.fused_pair_cases()])
+def test_fused_pair_nll_counts_the_whole_batch(worlds, world, cid):
+    """linear_cpo's and linear_orpo's NLL term (the chosen tokens' mean over the batch) with
+    process_group: the whole batch's count of chosen tokens and pairs, not the rank's."""
+    for rank, r in enumerate(worlds[world]):
+        _check(r[f"__pairs__:{cid}"], f"fused pair form, rank {rank} of {world}")
 
 
 def test_subgroups_reduce_over_their_own_ranks(worlds):

@@ -204,6 +204,12 @@ def _worker():  # pragma: no cover - runs in the subprocess
         except Exception as e:  # noqa: BLE001 - reported per case
             results[cid] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     results["__pmap__"] = _pmap_cases(jax, jnp, multiloss)
+    for cid, name, inputs, opts in testing.fused_pair_cases():
+        try:
+            results[f"__pairs__:{cid}"] = _pair_case(jax, multiloss, meshes["auto"], name,
+                                                      inputs, opts)
+        except Exception as e:  # noqa: BLE001 - reported per case
+            results[f"__pairs__:{cid}"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     results["__devices__"] = _device_mismatch(jax, multiloss)
     print("RESULTS " + json.dumps(results))
 
@@ -239,6 +245,35 @@ def _pmap_cases(jax, jnp, multiloss):  # pragma: no cover - runs in the subproce
                                                 np.asarray(ref_g)),
         "param_grad_pmean": testing.rel_error(np.asarray(pg), np.full(N_DEVICES, float(ref_pg))),
     }
+
+
+def _pair_case(jax, multiloss, mesh, name, inputs, opts):  # pragma: no cover - subprocess
+    """A fused pair form whose NLL term divides by the batch's chosen tokens (linear_cpo,
+    linear_orpo) inside shard_map with axis_name: each device holds [its chosen; its rejected]
+    rows, and its value and gradients (the hidden states' block, the replicated head's sum)
+    are the whole batch's on one device."""
+    from jax.sharding import PartitionSpec as P
+
+    x, w, t = inputs
+    n = x.shape[0] // 2
+    k = n // N_DEVICES
+    # the device-major row order: device d's pairs d*k .. (d+1)*k-1, chosen then rejected
+    perm = np.concatenate([testing.pair_rows(np.arange(d * k, (d + 1) * k), n)
+                           for d in range(N_DEVICES)])
+    full = multiloss.get(name, "jax", **opts)
+    ref_v, (ref_dx, ref_dw) = jax.value_and_grad(full, (0, 1))(x, w, t)
+    dloss = multiloss.get(name, "jax", axis_name="b", **opts)
+    fn = jax.jit(jax.shard_map(jax.value_and_grad(dloss, (0, 1)), mesh=mesh,
+                               in_specs=(P("b"), P(), P("b")), out_specs=(P(), (P("b"), P()))))
+    v, (dx, dw) = fn(x[perm], w, t[perm])
+    dx_full = np.empty_like(np.asarray(ref_dx))
+    dx_full[perm] = np.asarray(dx)
+    # the device-local count (the bug this case guards against) differs from the global one
+    local = [float(np.sum(t[perm][i * 2 * k:i * 2 * k + k] != -100)) for i in range(N_DEVICES)]
+    assert len(set(local)) > 1, local
+    return {"value": testing.rel_error(np.asarray(v), np.asarray(ref_v)),
+            "d_input": testing.rel_error(dx_full, np.asarray(ref_dx)),
+            "d_linear_weight": testing.rel_error(np.asarray(dw), np.asarray(ref_dw))}
 
 
 def _device_mismatch(jax, multiloss):  # pragma: no cover - runs in the subprocess
@@ -327,6 +362,13 @@ def test_all_ignored_batch_gives_nan_or_zero_with_zero_gradient(results):
 
 def test_pmap_axis_name(results):
     _check(results["__pmap__"], "pmap")
+
+
+@pytest.mark.parametrize("cid", [c for c, *_ in testing.fused_pair_cases()])
+def test_shard_map_fused_pair_nll_counts_the_whole_batch(results, cid):
+    """linear_cpo's and linear_orpo's NLL term (the chosen tokens' mean over the batch) under
+    shard_map with axis_name: the whole batch's count, not each device's."""
+    _check(results[f"__pairs__:{cid}"], "shard_map with axis_name, fused pair form")
 
 
 def test_inputs_on_different_devices(results):

@@ -6,6 +6,8 @@ nothing-counts rule on JAX; every loss goes through it.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +118,22 @@ def denominator(terms: Terms, reduction: str, sample_weight=None, *, axis_name=N
     return jax.lax.stop_gradient(den)
 
 
+def batch_sum(x, axis_name=None):
+    """The sum of ``x`` over the whole batch: psum-ed over ``axis_name`` inside shard_map or
+    pmap, else ``x``; without gradient. For a loss whose terms are normalised by a count of
+    the batch (linear_cpo's and linear_orpo's NLL term: N / the chosen tokens): such a
+    function sets ``wants_batch_sum = True`` and gets this as its keyword ``batch_sum``, so
+    that its count is the whole batch's on every device, as ``reduce``'s denominator is."""
+    x = jax.lax.stop_gradient(x)
+    if axis_name is None:
+        return x
+    # the psum is the same on every device; cast back to varying where x varied, so that it
+    # meets the shard's arrays in a custom VJP or a cond (shard_map's check_vma)
+    axes = tuple(sorted(_varying(x)))
+    out = jax.lax.psum(x, axis_name)
+    return jax.lax.pcast(out, axes, to="varying") if axes and hasattr(jax.lax, "pcast") else out
+
+
 def _upcast(inputs):
     """Floating inputs cast to their common dtype (float32 logits with float64 probabilities:
     computed in float64, as on torch), and float16/bfloat16 computed in float32:
@@ -217,21 +235,25 @@ def _option_array(value):
     return jnp.asarray(np.asarray(value))
 
 
+def _varying(x) -> set:
+    """The mapped axes (shard_map) that x varies over; empty outside shard_map."""
+    typeof = getattr(jax, "typeof", None)
+    if typeof is None:  # pragma: no cover - JAX before typeof
+        return set()
+    t = typeof(x)
+    m = getattr(t, "manual_axis_type", None)  # JAX 0.10
+    return set(m.varying) if m is not None else set(getattr(t, "vma", ()) or ())
+
+
 def _vary(arrays, inputs):
     """Inside ``shard_map`` (with its default ``check_vma``), every array made varying over
     the mapped axes any input varies over. A custom VJP (ctc's, the fused cross-entropy's)
     must return cotangents of its arguments' types, and a class weight replicated over the
     shards gets a cotangent that varies: made varying first, its cotangent is psum-ed back
     by JAX (the transpose of the cast). Outside shard_map nothing varies: no-op."""
-    typeof = getattr(jax, "typeof", None)
-    if typeof is None:
+    if getattr(jax, "typeof", None) is None:
         return arrays, inputs
-
-    def varying(x):
-        t = typeof(x)
-        m = getattr(t, "manual_axis_type", None)  # JAX 0.10
-        return set(m.varying) if m is not None else set(getattr(t, "vma", ()) or ())
-
+    varying = _varying
     axes = set()
     for x in (*inputs, *arrays.values()):
         axes |= varying(x)
@@ -373,6 +395,8 @@ class Loss:
         }
         reduction, empty = options["reduction"], options["empty_reduction"]
         axis_name = options.get("axis_name")
+        if getattr(fn, "wants_batch_sum", False):  # a count of the whole batch (batch_sum)
+            static["batch_sum"] = functools.partial(batch_sum, axis_name=axis_name)
         self._reduction = reduction
         self._checks = InputChecks(spec, self.options)
 

@@ -7,6 +7,8 @@ reduction, the loss function calls torch's kernel with that reduction directly.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -152,6 +154,22 @@ def denominator(terms: Terms, reduction: str, sample_weight=None, group=None):
             den = den.clone()
             dist.all_reduce(den, op=dist.ReduceOp.SUM, group=group)
         return den
+
+
+def batch_sum(x, group=None):
+    """The sum of ``x`` over the whole batch: all-reduced over ``group`` (None, "world" or a
+    ProcessGroup, resolved at call time), else ``x``; without gradient. The twin of
+    ``batch_sum`` in backends/_jax.py: a loss function that sets ``wants_batch_sum = True``
+    gets it as its keyword ``batch_sum`` (a count of the whole batch: linear_cpo's and
+    linear_orpo's chosen tokens), so that every rank normalises as the whole batch does."""
+    group = _resolve_group(group)
+    if group is None:
+        return x.detach()
+    import torch.distributed as dist
+
+    x = x.detach().clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM, group=group)
+    return x
 
 
 def promote(*tensors):
@@ -447,6 +465,9 @@ class Loss(torch.nn.Module):
         self._fn = spec.implementation(NAME)
         self._array_names = tuple(o.name for o in spec.options if o.kind == "array")
         self._static = {o.name: options[o.name] for o in spec.options if o.kind != "array"}
+        if getattr(self._fn, "wants_batch_sum", False):  # a count of the whole batch
+            self._static["batch_sum"] = functools.partial(
+                batch_sum, group=options.get("process_group"))
         for name in self._array_names:
             v = options[name]
             self.register_buffer(name, None if v is None else _option_tensor(v))

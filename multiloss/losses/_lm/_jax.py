@@ -297,7 +297,7 @@ def linear_form(form, plain_fn):
 
     def loss(input, linear_weight, target, *rest, linear_bias=None, ref_linear_bias=None,
              ignore_index=IGNORE_INDEX, chunk_size=None, memory_budget=None,
-             grad_in_forward=True, **popts):
+             grad_in_forward=True, batch_sum=None, **popts):
         popts.pop("reduction", None)
         ignore = int(ignore_index)
         dtype = jnp.result_type(input, linear_weight)
@@ -330,9 +330,11 @@ def linear_form(form, plain_fn):
             if name in form.scalars and extras[i] is not None:
                 extras[i] = jnp.broadcast_to(jnp.asarray(extras[i]).astype(dtype), (n,))
         scale = None
-        if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean)
-            count = jnp.sum(target[:n] != ignore).astype(dtype)
-            scale = jnp.broadcast_to(n / count, (n,))
+        if form.nll:  # N / the batch's chosen tokens (TRL's NLL is their mean), both counts
+            # the whole batch's under axis_name (the contract's batch_sum)
+            total = (lambda c: c) if batch_sum is None else batch_sum
+            count = total(jnp.sum(target[:n] != ignore).astype(dtype))
+            scale = jnp.broadcast_to(total(jnp.asarray(n, dtype)) / count, (n,))
         present = [i for i, e in enumerate(extras) if e is not None]
         k = len(present)
 
@@ -359,6 +361,7 @@ def linear_form(form, plain_fn):
         return Terms(out, terms.weight, terms.count, terms.scale)
 
     loss.__name__ = loss.__qualname__ = form.name
+    loss.wants_batch_sum = form.nll
     return loss
 
 

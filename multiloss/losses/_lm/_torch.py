@@ -501,7 +501,7 @@ def linear_form(form, plain_fn):
 
     def loss(input, linear_weight, target, *rest, reduction=None, linear_bias=None,
              ref_linear_bias=None, ignore_index=IGNORE_INDEX, chunk_size=None,
-             memory_budget=None, grad_in_forward=True, **popts):
+             memory_budget=None, grad_in_forward=True, batch_sum=None, **popts):
         ignore = int(ignore_index)
         dtype = torch.promote_types(input.dtype, linear_weight.dtype)
         if linear_bias is not None:
@@ -533,9 +533,11 @@ def linear_form(form, plain_fn):
             if name in form.scalars and extras[i] is not None:
                 extras[i] = extras[i].to(dtype).expand(n)
         scale = None
-        if form.nll:
-            count = (target[:n] != ignore).sum().to(dtype)
-            scale = (n / count).expand(n)
+        if form.nll:  # both counts the whole batch's over process_group (batch_sum)
+            total = (lambda c: c) if batch_sum is None else batch_sum
+            count = total((target[:n] != ignore).sum().to(dtype))
+            scale = (total(torch.tensor(float(n), dtype=dtype, device=x.device)) / count
+                     ).expand(n)
         present = [i for i, e in enumerate(extras) if e is not None]
         k = len(present)
 
@@ -570,6 +572,7 @@ def linear_form(form, plain_fn):
         return Terms(out, terms.weight, terms.count, terms.scale)
 
     loss.__name__ = loss.__qualname__ = form.name
+    loss.wants_batch_sum = form.nll
     return loss
 
 
