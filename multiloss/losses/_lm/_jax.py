@@ -52,6 +52,43 @@ def token_logps(logits, labels, ignore_index=IGNORE_INDEX):
     return jnp.where(valid & ~in_range, jnp.nan, tok), valid
 
 
+@jax.custom_vjp
+def _label_logps(z, safe):
+    """``z[label] - logsumexp(z)`` over the last axis, its gradient ``g * (onehot - exp(z -
+    lse))`` computed from the logits kept for it (one logits-sized buffer, which XLA may write
+    in place, where autodiff keeps ``exp(z - max)`` beside the logits)."""
+    return _label_logps_fwd(z, safe)[0]
+
+
+def _label_logps_fwd(z, safe):
+    lse = jax.nn.logsumexp(z, axis=-1)
+    zt = jnp.take_along_axis(z, safe[..., None], axis=-1)[..., 0]
+    return zt - lse, (z, safe, lse)
+
+
+def _label_logps_bwd(res, g):
+    z, safe, lse = res
+    g = g[..., None]
+    hot = lax.broadcasted_iota(safe.dtype, z.shape, z.ndim - 1) == safe[..., None]
+    dz = jnp.where(hot, g, jnp.zeros((), z.dtype)) - g * jnp.exp(z - lse[..., None])
+    return dz, _zero_cotangent(safe)
+
+
+_label_logps.defvjp(_label_logps_fwd, _label_logps_bwd)
+
+
+def chunk_token_logps(logits, labels, ignore_index=IGNORE_INDEX):
+    """``token_logps`` with the memory-lean gradient of ``_label_logps`` (the fused losses'
+    chunks): the same values."""
+    z = logits.astype(_compute_dtype(logits.dtype))
+    n_classes = z.shape[-1]
+    valid = labels != ignore_index
+    in_range = (labels >= 0) & (labels < n_classes)
+    safe = jnp.where(valid & in_range, labels, 0).astype(jnp.int32)
+    tok = jnp.where(valid, _label_logps(z, safe), 0.0)
+    return jnp.where(valid & ~in_range, jnp.nan, tok), valid
+
+
 def sequence_logps(logits, labels, *, average=False, ignore_index=IGNORE_INDEX):
     """``(token_logps (..., T), sequence_logps (...))`` of logits (..., T, V) and labels
     (..., T) (see the module's docstring)."""
@@ -122,6 +159,26 @@ def _logits(xc, w, b):
     return z.reshape(u, r, w.shape[0])
 
 
+def _accumulate(dw, dz2, x2):
+    """``dw + dz2.T @ x2`` (dw (V, D), dz2 (rows, V), x2 (rows, D)) in blocks of classes no
+    larger than the chunk's logits, one after the other (a loop), each added in place: XLA
+    on CPU computes a product into a new buffer before adding it, which for the whole product
+    is one more head-sized array."""
+    n_classes, d = dw.shape
+    block = max(1, min(n_classes, (dz2.shape[0] * n_classes) // (4 * max(1, d))))
+    if block >= n_classes:
+        return dw + dz2.T @ x2
+    full, tail = divmod(n_classes, block)
+
+    def add(dw, s, size):
+        part = (lax.dynamic_slice_in_dim(dw, s, size, axis=0)
+                + lax.dynamic_slice_in_dim(dz2, s, size, axis=1).T @ x2)
+        return lax.dynamic_update_slice_in_dim(dw, part, s, axis=0)
+
+    dw = lax.fori_loop(0, full, lambda i, dw: add(dw, i * block, block), dw)
+    return add(dw, full * block, tail) if tail else dw
+
+
 def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     """``fn(z, z_ref, *extras)`` per chunk of units, without materialising the logits of more
     than one chunk.
@@ -163,15 +220,16 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
             out[i] = e
         return out
 
-    def run(x, w, b, ef, ei, rx, rw, rb, ct):
-        """(losses, dx, dw, db, d extras) for the cotangent ct (U, ...), or for 1 per unit
-        (ct None)."""
+    def chunked(x, ef, ei, rx, ct):
+        """The scanned inputs: each array split into chunks of u units (leading axis chunks)."""
         valid = (jnp.arange(chunks * u) < n_units).reshape(chunks, u)
-        xs = (split(x), tuple(split(e) for e in ef), tuple(split(e) for e in ei), split(rx),
-              valid, None if ct is None else split(ct))
-        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
-                     x, w, b, rx, *ef)
+        return (split(x), tuple(split(e) for e in ef), tuple(split(e) for e in ei), split(rx),
+                valid, None if ct is None else split(ct))
 
+    def unsplit(a):
+        return a.reshape((chunks * u,) + a.shape[2:])[:n_units]
+
+    def stepper(w, b, rw, rb):
         def step(carry, chunk):
             dw, db = carry
             xc, efc, eic, rxc, vc, ctc = chunk
@@ -187,24 +245,27 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
             dz, def_ = vjp(_carry(ctc, out))
             dz2 = dz.reshape(-1, dz.shape[-1])
             dxc = (dz2 @ w).reshape(xc.shape)
-            dw = dw + dz2.T @ xc.reshape(-1, xc.shape[-1])
+            dw = _accumulate(dw, dz2, xc.reshape(-1, xc.shape[-1]))
             if db is not None:
                 db = db + jnp.sum(dz2, axis=0)
             return (dw, db), (out, dxc, def_)
 
-        (dw, db), (out, dx, de) = lax.scan(step, dw0, xs)
+        return step
 
-        def unsplit(a):
-            return a.reshape((chunks * u,) + a.shape[2:])[:n_units]
-
+    def run(x, w, b, ef, ei, rx, rw, rb):
+        """(losses, dx, dw, db, d extras) for a cotangent of 1 per unit."""
+        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
+                     x, w, b, rx, *ef)
+        (dw, db), (out, dx, de) = lax.scan(stepper(w, b, rw, rb), dw0,
+                                           chunked(x, ef, ei, rx, None))
         return unsplit(out), unsplit(dx), dw, db, tuple(unsplit(e) for e in de)
 
     @jax.custom_vjp
     def f(x, w, b, ef, ei, rx, rw, rb):
-        return run(x, w, b, ef, ei, rx, rw, rb, None)[0]
+        return run(x, w, b, ef, ei, rx, rw, rb)[0]
 
     def fwd(x, w, b, ef, ei, rx, rw, rb):
-        out, dx, dw, db, de = run(x, w, b, ef, ei, rx, rw, rb, None)
+        out, dx, dw, db, de = run(x, w, b, ef, ei, rx, rw, rb)
         return out, (x, w, b, ef, ei, rx, rw, rb, dx, dw, db, de)
 
     def bwd(res, g):
@@ -212,15 +273,28 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
         flat = g.reshape(-1)
         first = flat[0]
         uniform = jnp.all(flat == first)
+        s = first.astype(dx.dtype)
 
-        def scaled():
-            s = first.astype(dx.dtype)
-            return (dx * s, dw * s, None if db is None else db * s, tuple(e * s for e in de))
+        def scaled(a):  # the forward's gradient times the cotangent, or 0 to recompute into
+            return None if a is None else jnp.where(uniform, a * s, jnp.zeros((), a.dtype))
 
-        def recompute():
-            return run(x, w, b, ef, ei, rx, rw, rb, g)[1:]
+        # a cotangent that differs between units: every chunk recomputed with it, in a loop
+        # of no step where the cotangent is uniform (not lax.cond: its result would be a
+        # second head-sized gradient beside the forward's; the loop updates it in place)
+        xs = chunked(x, ef, ei, rx, g)
+        step = stepper(w, b, rw, rb)
 
-        dx_, dw_, db_, de_ = lax.cond(uniform, scaled, recompute)
+        def body(i, carry):
+            dw, db, dxs, des = carry
+            chunk = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), xs)
+            (dw, db), (_, dxc, dec) = step((dw, db), chunk)
+            dxs = lax.dynamic_update_index_in_dim(dxs, dxc, i, 0)
+            des = tuple(lax.dynamic_update_index_in_dim(a, c, i, 0) for a, c in zip(des, dec))
+            return dw, db, dxs, des
+
+        init = (scaled(dw), scaled(db), split(scaled(dx)), tuple(split(scaled(e)) for e in de))
+        dw_, db_, dxs, des = lax.fori_loop(0, jnp.where(uniform, 0, chunks), body, init)
+        dx_, de_ = unsplit(dxs), tuple(unsplit(e) for e in des)
         zeros = tuple(_zero_cotangent(a) for a in (rx, rw, rb))
         return (dx_, dw_, db_, de_, tuple(_zero_cotangent(e) for e in ei), *zeros)
 
@@ -290,7 +364,7 @@ def linear_form(form, plain_fn):
         k = len(present)
 
         def fn(z, zr, lab, *ex):
-            tok, valid = token_logps(z, lab, ignore)
+            tok, valid = chunk_token_logps(z, lab, ignore)
             rtok = None if zr is None else token_logps(zr, lab, ignore)[0]
             full = [None] * len(extras)
             for i, e in zip(present, ex[:k]):
