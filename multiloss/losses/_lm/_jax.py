@@ -52,41 +52,18 @@ def token_logps(logits, labels, ignore_index=IGNORE_INDEX):
     return jnp.where(valid & ~in_range, jnp.nan, tok), valid
 
 
-@jax.custom_vjp
-def _label_logps(z, safe):
-    """``z[label] - logsumexp(z)`` over the last axis, its gradient ``g * (onehot - exp(z -
-    lse))`` computed from the logits kept for it (one logits-sized buffer, which XLA may write
-    in place, where autodiff keeps ``exp(z - max)`` beside the logits)."""
-    return _label_logps_fwd(z, safe)[0]
-
-
-def _label_logps_fwd(z, safe):
-    lse = jax.nn.logsumexp(z, axis=-1)
-    zt = jnp.take_along_axis(z, safe[..., None], axis=-1)[..., 0]
-    return zt - lse, (z, safe, lse)
-
-
-def _label_logps_bwd(res, g):
-    z, safe, lse = res
-    g = g[..., None]
-    hot = lax.broadcasted_iota(safe.dtype, z.shape, z.ndim - 1) == safe[..., None]
-    dz = jnp.where(hot, g, jnp.zeros((), z.dtype)) - g * jnp.exp(z - lse[..., None])
-    return dz, _zero_cotangent(safe)
-
-
-_label_logps.defvjp(_label_logps_fwd, _label_logps_bwd)
-
-
-def chunk_token_logps(logits, labels, ignore_index=IGNORE_INDEX):
-    """``token_logps`` with the memory-lean gradient of ``_label_logps`` (the fused losses'
-    chunks): the same values."""
-    z = logits.astype(_compute_dtype(logits.dtype))
+def _label_stats(z, labels, ignore_index):
+    """(token_logps' values, log-sum-exp, valid, safe labels, valid and in range) of logits
+    z (..., V) in their compute dtype: what a loss of the label log-probs needs for its
+    gradient with respect to the logits."""
     n_classes = z.shape[-1]
     valid = labels != ignore_index
     in_range = (labels >= 0) & (labels < n_classes)
     safe = jnp.where(valid & in_range, labels, 0).astype(jnp.int32)
-    tok = jnp.where(valid, _label_logps(z, safe), 0.0)
-    return jnp.where(valid & ~in_range, jnp.nan, tok), valid
+    lse = jax.nn.logsumexp(z, axis=-1)
+    zt = jnp.take_along_axis(z, safe[..., None], axis=-1)[..., 0]
+    tok = jnp.where(valid, zt - lse, 0.0)
+    return jnp.where(valid & ~in_range, jnp.nan, tok), lse, valid, safe, valid & in_range
 
 
 def sequence_logps(logits, labels, *, average=False, ignore_index=IGNORE_INDEX):
@@ -179,7 +156,39 @@ def _accumulate(dw, dz2, x2):
     return add(dw, full * block, tail) if tail else dw
 
 
-def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+def _token_grads(z2, lse, safe, gt, x2, w, dw, db):
+    """A chunk's ``dx``, and ``dw``, ``db`` updated, from the gradient ``gt`` (rows,) of a loss
+    of the label log-probs of the logits z2 (rows, V): the logits' gradient ``gt (onehot -
+    exp(z - lse))`` made and used in blocks of classes (a loop), never whole beside the
+    logits (XLA on CPU does not write it over them)."""
+    rows, n_classes = z2.shape
+    d = w.shape[1]
+    block = max(1, min(n_classes, (rows * n_classes) // (4 * max(1, d, rows))))
+    full, tail = divmod(n_classes, block)
+    g = gt[:, None]
+
+    def add(carry, s, size):
+        dx, dw, db = carry
+        zb = lax.dynamic_slice_in_dim(z2, s, size, axis=1)
+        hot = (lax.broadcasted_iota(safe.dtype, zb.shape, 1) + s) == safe[:, None]
+        dzb = jnp.where(hot, g, jnp.zeros((), zb.dtype)) - g * jnp.exp(zb - lse[:, None])
+        dx = dx + dzb @ lax.dynamic_slice_in_dim(w, s, size, axis=0)
+        part = lax.dynamic_slice_in_dim(dw, s, size, axis=0) + dzb.T @ x2
+        dw = lax.dynamic_update_slice_in_dim(dw, part, s, axis=0)
+        if db is not None:
+            part = lax.dynamic_slice_in_dim(db, s, size, axis=0) + jnp.sum(dzb, axis=0)
+            db = lax.dynamic_update_slice_in_dim(db, part, s, axis=0)
+        return dx, dw, db
+
+    from ..classification._linear_jax import _carry
+
+    carry = (_carry(jnp.zeros((rows, d), z2.dtype), z2, x2, gt), dw, db)
+    carry = lax.fori_loop(0, full, lambda i, c: add(c, i * block, block), carry)
+    return add(carry, full * block, tail) if tail else carry
+
+
+def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn=None,
+                ignore_index=IGNORE_INDEX):
     """``fn(z, z_ref, *extras)`` per chunk of units, without materialising the logits of more
     than one chunk.
 
@@ -188,7 +197,10 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     axis U (floating ones are differentiated, integer/bool ones are data); ref: None or
     ``(ref_x (U, r, D'), ref_w (V, D'), ref_b)``, a frozen reference/teacher head (its logits
     ``z_ref`` are computed per chunk, never differentiated: zero cotangents). ``fn`` maps the
-    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...).
+    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...). ``token_fn(tok, valid, ref_tok,
+    *extras[1:])``, where given, is ``fn`` as a loss of the label log-probs (labels
+    ``extras[0]``, ``ignore_index``): the logits' gradient is then made block by block from
+    its gradient with respect to them (memory: the chunk's logits once, not twice).
 
     A ``jax.custom_vjp``: the forward computes, per chunk, the losses and their gradient for a
     cotangent of 1 on every unit (``jax.vjp`` of ``fn``, then ``dX = dz @ W``, ``dW += dz.T @
@@ -235,13 +247,27 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
             xc, efc, eic, rxc, vc, ctc = chunk
             z = _logits(xc, w, b)
             zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb))
-            out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
+            if token_fn is None:
+                out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
+            else:
+                lab = eic[0]
+                tok, lse, valid, safe, ok = _label_stats(z, lab, ignore_index)
+                rtok = None if zr is None else token_logps(zr, lab, ignore_index)[0]
+                out, vjp = jax.vjp(lambda t, ef: token_fn(
+                    t, valid.astype(t.dtype), rtok, *merge(ef, eic)[1:]), tok, efc)
             mask = vc.reshape((u,) + (1,) * (out.ndim - 1))
             if ctc is None:
                 ctc = jnp.broadcast_to(mask, out.shape).astype(out.dtype)
             else:
                 ctc = jnp.where(mask, ctc.astype(out.dtype), 0.0)
             # inside shard_map the cotangent must vary over the mapped axes as the losses do
+            if token_fn is not None:
+                gt, def_ = vjp(_carry(ctc, out))
+                gt = jnp.where(ok, gt, jnp.zeros((), gt.dtype)).reshape(-1)
+                dxc, dw, db = _token_grads(z.reshape(-1, z.shape[-1]), lse.reshape(-1),
+                                           safe.reshape(-1), gt,
+                                           xc.reshape(-1, xc.shape[-1]), w, dw, db)
+                return (dw, db), (out, dxc.reshape(xc.shape), def_)
             dz, def_ = vjp(_carry(ctc, out))
             dz2 = dz.reshape(-1, dz.shape[-1])
             dxc = (dz2 @ w).reshape(xc.shape)
@@ -364,7 +390,7 @@ def linear_form(form, plain_fn):
         k = len(present)
 
         def fn(z, zr, lab, *ex):
-            tok, valid = chunk_token_logps(z, lab, ignore)
+            tok, valid = token_logps(z, lab, ignore)
             rtok = None if zr is None else token_logps(zr, lab, ignore)[0]
             full = [None] * len(extras)
             for i, e in zip(present, ex[:k]):
@@ -373,10 +399,18 @@ def linear_form(form, plain_fn):
                                  ex[k] if form.nll else None, popts)
             return plain_fn(*args, **popts).loss
 
+        def token_fn(tok, valid, rtok, *ex):
+            full = [None] * len(extras)
+            for i, e in zip(present, ex[:k]):
+                full[i] = e
+            args = form.to_plain(tok, valid, rtok, full, ex[k] if form.nll else None, popts)
+            return plain_fn(*args, **popts).loss
+
         per = units_per_chunk(n, lab.shape[1], w.shape[0], jnp.dtype(dtype).itemsize,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
-        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per)
+        out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per, token_fn=token_fn,
+                          ignore_index=ignore)
         # the plain loss's denominator weights (from the masks, not the log-probs)
         zeros = jnp.zeros(lab.shape, dtype)
         valid = (lab != ignore).astype(dtype)
