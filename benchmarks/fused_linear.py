@@ -13,9 +13,12 @@ Implementations (each a fresh process, so that its peak memory is its own):
 - ``torch_eager``: the materialised logits, TRL 1.16's ``selective_log_softmax``, the plain
   ``<loss>`` (TRL's formulas), backward;
 - ``liger``: Liger-Kernel 0.8.5's ``liger_kernel.chunked_loss`` module (plain torch,
-  ``compiled=False``: torch.compile of its chunk function is for GPUs), where it has the loss.
+  ``compiled=False``: torch.compile of its chunk function is for GPUs), where it has the loss
+  (forward / reverse KL: its chunked JSD at beta 0 / 1; symmetric KL and TVD: none that runs
+  on CPU, its TVD being a Triton kernel).
 
-Time: the median of ``--repeats`` calls after one warm-up. Peak extra memory: JAX, XLA's
+Time: the median of ``--repeats`` calls after one warm-up (``--repeats 0``: the first call,
+which for JAX runs the executable compiled for the memory analysis, so no compilation). Peak extra memory: JAX, XLA's
 compiled memory analysis of the jitted forward+backward (temporaries + outputs); torch, the
 peak resident memory above the inputs during one forward+backward (sampled). Ratios are
 against ``jax_naive`` (JAX) and ``torch_eager`` (torch). Benchmarks, not tests.
@@ -133,11 +136,12 @@ def build_jax(name, impl, inputs, opts):
     rest = tuple(arrays[k] for k in keys[2:])
     fb = jax.jit(jax.grad(f, argnums=(0, 1)))
     x, w = arrays["input"], arrays["linear_weight"]
-    m = fb.lower(x, w, rest).compile().memory_analysis()
+    compiled = fb.lower(x, w, rest).compile()
+    m = compiled.memory_analysis()
     mem = int(m.temp_size_in_bytes) + int(m.output_size_in_bytes)
 
-    def run():
-        jax.block_until_ready(fb(x, w, rest))
+    def run():  # the executable compiled above: no compilation in the timed calls
+        jax.block_until_ready(compiled(x, w, rest))
 
     return run, mem
 
@@ -235,8 +239,19 @@ def build_torch(name, impl, inputs, opts):
             def call():
                 return m(x.view(-1, x.shape[-1]), w, t["teacher_input"].view(-1, x.shape[-1]),
                          t["teacher_linear_weight"], lab.view(-1))
+        elif name in ("linear_forward_kl", "linear_reverse_kl"):
+            # Liger's chunked JSD at beta 0 (forward KL) / 1 (reverse KL): the same divergence
+            # per token (its normalisation differs: sum over the batch's rows / their count)
+            m = L.LigerFusedLinearJSDLoss(weight_hard_loss=0.0, weight_soft_loss=1.0,
+                                          beta=0.0 if name == "linear_forward_kl" else 1.0,
+                                          compiled=False)
+
+            def call():
+                return m(x.view(-1, x.shape[-1]), w, t["teacher_input"].view(-1, x.shape[-1]),
+                         t["teacher_linear_weight"], lab.view(-1))
         elif name in DISTILLATION:
-            raise NotImplementedError(f"Liger has no chunked {name[len('linear_'):]}")
+            raise NotImplementedError(f"Liger has no chunked {name[len('linear_'):]} that runs "
+                                      "on CPU (its TVD is a Triton kernel)")
         else:
             m = L.LigerFusedLinearGRPOLoss(compiled=False, beta=0.0, use_ref_model=False)
 
@@ -280,6 +295,8 @@ def worker(name, impl, dims, repeats):
             t0 = time.perf_counter()
             run()
             times.append(time.perf_counter() - t0)
+        if not repeats:  # --repeats 0: the first call's time (JAX: compiled beforehand)
+            times = [entry["first_s"]]
         entry["times_s"] = times
         entry["median_s"] = float(np.median(times))
     except Exception as e:  # noqa: BLE001 - reported

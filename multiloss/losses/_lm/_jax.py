@@ -52,6 +52,20 @@ def token_logps(logits, labels, ignore_index=IGNORE_INDEX):
     return jnp.where(valid & ~in_range, jnp.nan, tok), valid
 
 
+def _label_stats(z, labels, ignore_index):
+    """(token_logps' values, log-sum-exp, valid, safe labels, valid and in range) of logits
+    z (..., V) in their compute dtype: what a loss of the label log-probs needs for its
+    gradient with respect to the logits."""
+    n_classes = z.shape[-1]
+    valid = labels != ignore_index
+    in_range = (labels >= 0) & (labels < n_classes)
+    safe = jnp.where(valid & in_range, labels, 0).astype(jnp.int32)
+    lse = jax.nn.logsumexp(z, axis=-1)
+    zt = jnp.take_along_axis(z, safe[..., None], axis=-1)[..., 0]
+    tok = jnp.where(valid, zt - lse, 0.0)
+    return jnp.where(valid & ~in_range, jnp.nan, tok), lse, valid, safe, valid & in_range
+
+
 def sequence_logps(logits, labels, *, average=False, ignore_index=IGNORE_INDEX):
     """``(token_logps (..., T), sequence_logps (...))`` of logits (..., T, V) and labels
     (..., T) (see the module's docstring)."""
@@ -122,7 +136,59 @@ def _logits(xc, w, b):
     return z.reshape(u, r, w.shape[0])
 
 
-def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
+def _accumulate(dw, dz2, x2):
+    """``dw + dz2.T @ x2`` (dw (V, D), dz2 (rows, V), x2 (rows, D)) in blocks of classes no
+    larger than the chunk's logits, one after the other (a loop), each added in place: XLA
+    on CPU computes a product into a new buffer before adding it, which for the whole product
+    is one more head-sized array."""
+    n_classes, d = dw.shape
+    block = max(1, min(n_classes, (dz2.shape[0] * n_classes) // (4 * max(1, d))))
+    if block >= n_classes:
+        return dw + dz2.T @ x2
+    full, tail = divmod(n_classes, block)
+
+    def add(dw, s, size):
+        part = (lax.dynamic_slice_in_dim(dw, s, size, axis=0)
+                + lax.dynamic_slice_in_dim(dz2, s, size, axis=1).T @ x2)
+        return lax.dynamic_update_slice_in_dim(dw, part, s, axis=0)
+
+    dw = lax.fori_loop(0, full, lambda i, dw: add(dw, i * block, block), dw)
+    return add(dw, full * block, tail) if tail else dw
+
+
+def _token_grads(z2, lse, safe, gt, x2, w, dw, db):
+    """A chunk's ``dx``, and ``dw``, ``db`` updated, from the gradient ``gt`` (rows,) of a loss
+    of the label log-probs of the logits z2 (rows, V): the logits' gradient ``gt (onehot -
+    exp(z - lse))`` made and used in blocks of classes (a loop), never whole beside the
+    logits (XLA on CPU does not write it over them)."""
+    rows, n_classes = z2.shape
+    d = w.shape[1]
+    block = max(1, min(n_classes, (rows * n_classes) // (4 * max(1, d, rows))))
+    full, tail = divmod(n_classes, block)
+    g = gt[:, None]
+
+    def add(carry, s, size):
+        dx, dw, db = carry
+        zb = lax.dynamic_slice_in_dim(z2, s, size, axis=1)
+        hot = (lax.broadcasted_iota(safe.dtype, zb.shape, 1) + s) == safe[:, None]
+        dzb = jnp.where(hot, g, jnp.zeros((), zb.dtype)) - g * jnp.exp(zb - lse[:, None])
+        dx = dx + dzb @ lax.dynamic_slice_in_dim(w, s, size, axis=0)
+        part = lax.dynamic_slice_in_dim(dw, s, size, axis=0) + dzb.T @ x2
+        dw = lax.dynamic_update_slice_in_dim(dw, part, s, axis=0)
+        if db is not None:
+            part = lax.dynamic_slice_in_dim(db, s, size, axis=0) + jnp.sum(dzb, axis=0)
+            db = lax.dynamic_update_slice_in_dim(db, part, s, axis=0)
+        return dx, dw, db
+
+    from ..classification._linear_jax import _carry
+
+    carry = (_carry(jnp.zeros((rows, d), z2.dtype), z2, x2, gt), dw, db)
+    carry = lax.fori_loop(0, full, lambda i, c: add(c, i * block, block), carry)
+    return add(carry, full * block, tail) if tail else carry
+
+
+def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn=None,
+                ignore_index=IGNORE_INDEX):
     """``fn(z, z_ref, *extras)`` per chunk of units, without materialising the logits of more
     than one chunk.
 
@@ -131,7 +197,10 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     axis U (floating ones are differentiated, integer/bool ones are data); ref: None or
     ``(ref_x (U, r, D'), ref_w (V, D'), ref_b)``, a frozen reference/teacher head (its logits
     ``z_ref`` are computed per chunk, never differentiated: zero cotangents). ``fn`` maps the
-    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...).
+    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...). ``token_fn(tok, valid, ref_tok,
+    *extras[1:])``, where given, is ``fn`` as a loss of the label log-probs (labels
+    ``extras[0]``, ``ignore_index``): the logits' gradient is then made block by block from
+    its gradient with respect to them (memory: the chunk's logits once, not twice).
 
     A ``jax.custom_vjp``: the forward computes, per chunk, the losses and their gradient for a
     cotangent of 1 on every unit (``jax.vjp`` of ``fn``, then ``dX = dz @ W``, ``dW += dz.T @
@@ -163,48 +232,66 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
             out[i] = e
         return out
 
-    def run(x, w, b, ef, ei, rx, rw, rb, ct):
-        """(losses, dx, dw, db, d extras) for the cotangent ct (U, ...), or for 1 per unit
-        (ct None)."""
+    def chunked(x, ef, ei, rx, ct):
+        """The scanned inputs: each array split into chunks of u units (leading axis chunks)."""
         valid = (jnp.arange(chunks * u) < n_units).reshape(chunks, u)
-        xs = (split(x), tuple(split(e) for e in ef), tuple(split(e) for e in ei), split(rx),
-              valid, None if ct is None else split(ct))
-        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
-                     x, w, b, rx, *ef)
+        return (split(x), tuple(split(e) for e in ef), tuple(split(e) for e in ei), split(rx),
+                valid, None if ct is None else split(ct))
 
+    def unsplit(a):
+        return a.reshape((chunks * u,) + a.shape[2:])[:n_units]
+
+    def stepper(w, b, rw, rb):
         def step(carry, chunk):
             dw, db = carry
             xc, efc, eic, rxc, vc, ctc = chunk
             z = _logits(xc, w, b)
             zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb))
-            out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
+            if token_fn is None:
+                out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
+            else:
+                lab = eic[0]
+                tok, lse, valid, safe, ok = _label_stats(z, lab, ignore_index)
+                rtok = None if zr is None else token_logps(zr, lab, ignore_index)[0]
+                out, vjp = jax.vjp(lambda t, ef: token_fn(
+                    t, valid.astype(t.dtype), rtok, *merge(ef, eic)[1:]), tok, efc)
             mask = vc.reshape((u,) + (1,) * (out.ndim - 1))
             if ctc is None:
                 ctc = jnp.broadcast_to(mask, out.shape).astype(out.dtype)
             else:
                 ctc = jnp.where(mask, ctc.astype(out.dtype), 0.0)
             # inside shard_map the cotangent must vary over the mapped axes as the losses do
+            if token_fn is not None:
+                gt, def_ = vjp(_carry(ctc, out))
+                gt = jnp.where(ok, gt, jnp.zeros((), gt.dtype)).reshape(-1)
+                dxc, dw, db = _token_grads(z.reshape(-1, z.shape[-1]), lse.reshape(-1),
+                                           safe.reshape(-1), gt,
+                                           xc.reshape(-1, xc.shape[-1]), w, dw, db)
+                return (dw, db), (out, dxc.reshape(xc.shape), def_)
             dz, def_ = vjp(_carry(ctc, out))
             dz2 = dz.reshape(-1, dz.shape[-1])
             dxc = (dz2 @ w).reshape(xc.shape)
-            dw = dw + dz2.T @ xc.reshape(-1, xc.shape[-1])
+            dw = _accumulate(dw, dz2, xc.reshape(-1, xc.shape[-1]))
             if db is not None:
                 db = db + jnp.sum(dz2, axis=0)
             return (dw, db), (out, dxc, def_)
 
-        (dw, db), (out, dx, de) = lax.scan(step, dw0, xs)
+        return step
 
-        def unsplit(a):
-            return a.reshape((chunks * u,) + a.shape[2:])[:n_units]
-
+    def run(x, w, b, ef, ei, rx, rw, rb):
+        """(losses, dx, dw, db, d extras) for a cotangent of 1 per unit."""
+        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
+                     x, w, b, rx, *ef)
+        (dw, db), (out, dx, de) = lax.scan(stepper(w, b, rw, rb), dw0,
+                                           chunked(x, ef, ei, rx, None))
         return unsplit(out), unsplit(dx), dw, db, tuple(unsplit(e) for e in de)
 
     @jax.custom_vjp
     def f(x, w, b, ef, ei, rx, rw, rb):
-        return run(x, w, b, ef, ei, rx, rw, rb, None)[0]
+        return run(x, w, b, ef, ei, rx, rw, rb)[0]
 
     def fwd(x, w, b, ef, ei, rx, rw, rb):
-        out, dx, dw, db, de = run(x, w, b, ef, ei, rx, rw, rb, None)
+        out, dx, dw, db, de = run(x, w, b, ef, ei, rx, rw, rb)
         return out, (x, w, b, ef, ei, rx, rw, rb, dx, dw, db, de)
 
     def bwd(res, g):
@@ -212,15 +299,28 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
         flat = g.reshape(-1)
         first = flat[0]
         uniform = jnp.all(flat == first)
+        s = first.astype(dx.dtype)
 
-        def scaled():
-            s = first.astype(dx.dtype)
-            return (dx * s, dw * s, None if db is None else db * s, tuple(e * s for e in de))
+        def scaled(a):  # the forward's gradient times the cotangent, or 0 to recompute into
+            return None if a is None else jnp.where(uniform, a * s, jnp.zeros((), a.dtype))
 
-        def recompute():
-            return run(x, w, b, ef, ei, rx, rw, rb, g)[1:]
+        # a cotangent that differs between units: every chunk recomputed with it, in a loop
+        # of no step where the cotangent is uniform (not lax.cond: its result would be a
+        # second head-sized gradient beside the forward's; the loop updates it in place)
+        xs = chunked(x, ef, ei, rx, g)
+        step = stepper(w, b, rw, rb)
 
-        dx_, dw_, db_, de_ = lax.cond(uniform, scaled, recompute)
+        def body(i, carry):
+            dw, db, dxs, des = carry
+            chunk = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), xs)
+            (dw, db), (_, dxc, dec) = step((dw, db), chunk)
+            dxs = lax.dynamic_update_index_in_dim(dxs, dxc, i, 0)
+            des = tuple(lax.dynamic_update_index_in_dim(a, c, i, 0) for a, c in zip(des, dec))
+            return dw, db, dxs, des
+
+        init = (scaled(dw), scaled(db), split(scaled(dx)), tuple(split(scaled(e)) for e in de))
+        dw_, db_, dxs, des = lax.fori_loop(0, jnp.where(uniform, 0, chunks), body, init)
+        dx_, de_ = unsplit(dxs), tuple(unsplit(e) for e in des)
         zeros = tuple(_zero_cotangent(a) for a in (rx, rw, rb))
         return (dx_, dw_, db_, de_, tuple(_zero_cotangent(e) for e in ei), *zeros)
 
@@ -348,11 +448,21 @@ def linear_form(form, plain_fn):
                                  ex[k] if form.nll else None, popts)
             return plain_fn(*args, **popts).loss
 
+        def token_fn(tok, valid, rtok, *ex):
+            full = [None] * len(extras)
+            for i, e in zip(present, ex[:k]):
+                full[i] = e
+            args = form.to_plain(tok, valid, rtok, full, ex[k] if form.nll else None, popts)
+            return plain_fn(*args, **popts).loss
+
         per = units_per_chunk(n, lab.shape[1], w.shape[0], jnp.dtype(dtype).itemsize,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
-        engine = fused_units if grad_in_forward else remat_units
-        out = engine(fn, x, w, b, args, ref, units_per_chunk=per)
+        if grad_in_forward:
+            out = fused_units(fn, x, w, b, args, ref, units_per_chunk=per, token_fn=token_fn,
+                              ignore_index=ignore)
+        else:
+            out = remat_units(fn, x, w, b, args, ref, units_per_chunk=per)
         # the plain loss's denominator weights (from the masks, not the log-probs)
         zeros = jnp.zeros(lab.shape, dtype)
         valid = (lab != ignore).astype(dtype)

@@ -214,16 +214,21 @@ def _accumulate(dz, xc, w, dx, dw, db, de, grads, extras, s, e_):
 
 
 def _label_logps(z, lab, ignore_index):
-    """(log p(label), log-sum-exp, valid, safe labels) of logits z (u, r, V), no autograd."""
+    """(log p(label), row sums ``s``, valid, safe labels) of logits z (u, r, V), no autograd;
+    z is overwritten with ``exp(z - max)`` (so that the softmax is ``z / s``): the steps of
+    torch.logsumexp (the same numbers), in place instead of in a second logits-sized buffer."""
     n_classes = z.shape[-1]
     valid = lab != ignore_index
     in_range = (lab >= 0) & (lab < n_classes)
     safe = torch.where(valid & in_range, lab, torch.zeros_like(lab))
-    lse = torch.logsumexp(z, dim=-1)
-    tok = torch.where(valid, z.gather(-1, safe.unsqueeze(-1)).squeeze(-1) - lse,
-                      torch.zeros_like(lse))
+    zt = z.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    m = z.amax(dim=-1, keepdim=True)
+    m.masked_fill_(m.abs() == float("inf"), 0.0)
+    s = z.sub_(m).exp_().sum(dim=-1)
+    lse = s.log().add_(m.squeeze(-1))
+    tok = torch.where(valid, zt - lse, torch.zeros_like(lse))
     tok = torch.where(valid & ~in_range, torch.full_like(tok, float("nan")), tok)
-    return tok, lse, valid, safe
+    return tok, s, valid, safe
 
 
 def _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s, e_, g, grad):
@@ -231,7 +236,8 @@ def _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s, e_, g, grad)
     *extras)``): the log-probs from the logits without autograd, the loss's gradient with
     respect to them (small: one number per token), and the logits' gradient
     ``g_tok (onehot - softmax)`` written over the logits in place: one buffer of the
-    chunk's logits (and the reference's, freed first) instead of autograd's several."""
+    chunk's logits (and the reference's, freed first; their log-sum-exp computed in place
+    too) instead of autograd's several."""
     ignore = fn.ignore_index
     lab = extras[0][s:e_]
     with torch.no_grad():
@@ -239,7 +245,7 @@ def _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s, e_, g, grad)
         if rx is not None:
             rtok = _label_logps(_logits(rx[s:e_], rw, rb), lab, ignore)[0]
         z = _logits(xc, w, b)
-        tok, lse, valid, safe = _label_logps(z, lab, ignore)
+        tok, sums, valid, safe = _label_logps(z, lab, ignore)
     rest = [ex[s:e_] for ex in extras[1:]]
     if not grad:
         with torch.no_grad():
@@ -255,7 +261,7 @@ def _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s, e_, g, grad)
     with torch.no_grad():
         gt = torch.zeros_like(tok) if gr[0] is None else gr[0]
         gt = torch.where(valid, gt, torch.zeros_like(gt))
-        dz = z.sub_(lse.unsqueeze(-1)).exp_().mul_(-gt.unsqueeze(-1))
+        dz = z.mul_((-gt / sums).unsqueeze(-1))  # z holds exp(z - max); / sums: the softmax
         dz.scatter_add_(-1, safe.unsqueeze(-1), gt.unsqueeze(-1))
     return out.detach(), dz, tuple(gr[1:])
 
