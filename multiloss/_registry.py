@@ -348,7 +348,10 @@ class LossSpec:
         inputs (torch's type promotion: mse_loss of float32 predictions and int64 targets is
         a float32 loss), or a dtype name ("int64": class indices given as floats, which
         torch truncates). Both backends convert, and the checks see the converted dtype
-        (``converted``). Built by asking torch (tests/test_torch_dtypes.py).
+        (``converted``). Built by asking torch (tests/test_torch_dtypes.py). A mapping, or a
+        function of the bound options giving one where the reference's conversion depends on
+        an option (dpo: TRL's ipo and sigmoid_norm divide by a float32 token count, so their
+        float16/bfloat16 loss is float32); ``conversion_rules(opts)`` reads either.
     batch_coupled
         the loss of a row depends on the other rows of the batch (in-batch pairs: ntxent,
         supcon, contrastive; dice's counts summed over the batch): the batch cannot be split
@@ -388,7 +391,7 @@ class LossSpec:
     order: str = "torch's order"
     exact_aliases: tuple = ()
     sample_weight_broadcasts_loss: bool = False
-    converts: Mapping = field(default_factory=dict)
+    converts: Mapping | Callable = field(default_factory=dict)
     _option_map: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
@@ -492,15 +495,21 @@ class LossSpec:
         mod = importlib.import_module(f"multiloss.losses.{self.family}._{backend}")
         return getattr(mod, self.name.rpartition(".")[2])
 
-    def conversions(self, infos: Sequence[ArrayInfo]) -> tuple | None:
-        """The dtype (a name) each input is converted to under ``converts`` (None: kept as
-        it is), or None where no input is converted."""
-        if not self.converts:
+    def conversion_rules(self, opts: Mapping) -> Mapping:
+        """``converts`` for the bound options ``opts`` (the one place both backends, the
+        checks and the fused forms read it)."""
+        return self.converts(opts) if callable(self.converts) else self.converts
+
+    def conversions(self, infos: Sequence[ArrayInfo], opts: Mapping) -> tuple | None:
+        """The dtype (a name) each input is converted to under ``converts`` with the bound
+        options ``opts`` (None: kept as it is), or None where no input is converted."""
+        rules = self.conversion_rules(opts)
+        if not rules:
             return None
         floats = [x.dtype for x in infos if x.kind == "f"]
         out, any_ = [], False
         for inp, x in zip(self.inputs, infos):
-            rule = self.converts.get(inp.name)
+            rule = rules.get(inp.name)
             to = None
             if rule is not None and x.kind in rule[0]:
                 if rule[1] == "float":
@@ -513,9 +522,10 @@ class LossSpec:
             out.append(to if to != x.dtype else None)
         return tuple(out) if any_ else None
 
-    def converted(self, infos: Sequence[ArrayInfo]) -> list:
-        """The inputs' ArrayInfo after ``converts`` (what the checks see)."""
-        conv = self.conversions(infos)
+    def converted(self, infos: Sequence[ArrayInfo], opts: Mapping) -> list:
+        """The inputs' ArrayInfo after ``converts`` with the bound options ``opts`` (what
+        the checks see)."""
+        conv = self.conversions(infos, opts)
         if conv is None:
             return list(infos)
         return [x if d is None else ArrayInfo(x.shape, "f" if "float" in d else "i", d)
@@ -523,7 +533,7 @@ class LossSpec:
 
     def call_check(self, infos: Sequence[ArrayInfo], sw: ArrayInfo | None, opts) -> tuple:
         """Run the shape/dtype checks for one call signature; returns the loss shape."""
-        infos = self.converted(infos)
+        infos = self.converted(infos, opts)
         named = dict(zip((i.name for i in self.inputs), infos))
         loss_shape = tuple(self.check(named, opts))
         if sw is not None:

@@ -67,7 +67,7 @@ def _result_dtype(spec, sample, dtype):
         a = np.asarray(x)
         kind = a.dtype.kind
         infos.append(ArrayInfo(a.shape, kind, dtype if kind == "f" else a.dtype.name))
-    return common_float([i.dtype for i in spec.converted(infos) if i.kind == "f"])
+    return common_float([i.dtype for i in spec.converted(infos, spec.bind(sample.options)) if i.kind == "f"])
 
 
 CASES = [pytest.param(spec, s, d, id=f"{d}-{s.id}")
@@ -200,8 +200,21 @@ def test_result_dtype_of_low_precision_as_the_reference(spec):
     which converts its inputs first; TRL's ORPO trainer upcasts after its float16 log-probs:
     linear_orpo computes those in float32) (issue 14, item 3: giou of float16 pixel boxes;
     issue 17: linear_orpo)."""
-    sample = _grid(spec)[0]
-    tdt = torch.float16
+    _as_the_reference(spec, _grid(spec)[0])
+
+
+def _jax(t):
+    """A torch tensor as a JAX array of its dtype (NumPy has no bfloat16: exact via float32)."""
+    if t.dtype == torch.bfloat16:
+        return jnp.asarray(t.float().numpy()).astype(jnp.bfloat16)
+    return jnp.asarray(t.numpy())
+
+
+def _as_the_reference(spec, sample, tdt=torch.float16):
+    """The check of test_result_dtype_of_low_precision_as_the_reference for one sample with
+    its floating inputs in ``tdt``; returns the errors measured {backend: (error against
+    the reference's float32 computation, error against its own low-precision call)}."""
+    errors = {}
     tensors = [torch.from_numpy(np.array(x)) for x in sample.inputs]
     tensors = [t.to(tdt) if t.is_floating_point() else t for t in tensors]
     opts = testing._reference_options(torch, spec, sample, tdt)
@@ -211,7 +224,7 @@ def test_result_dtype_of_low_precision_as_the_reference(spec):
             ref = spec.reference(torch, tensors, opts, "none")
         except NotImplementedError:  # no CPU kernel in torch (test_low_precision_against_...)
             assert spec.name in testing.TORCH_CPU_NO_LOW_PRECISION
-            return
+            return errors
         ref_dtype = str(ref.dtype).replace("torch.", "")
         ref = ref.detach().double().numpy()
         ref32 = None
@@ -226,7 +239,7 @@ def test_result_dtype_of_low_precision_as_the_reference(spec):
         for backend in ("jax", "torch"):
             loss = multiloss.get(spec.name, backend, **options)
             if backend == "jax":
-                out = loss(*[jnp.asarray(t.numpy()) for t in tensors])
+                out = loss(*[_jax(t) for t in tensors])
                 got = np.asarray(out, np.float64)
             else:
                 out = loss(*tensors)
@@ -236,45 +249,42 @@ def test_result_dtype_of_low_precision_as_the_reference(spec):
                 tol = testing.TOLERANCE["float32"]
                 err = testing.rel_error(got, ref32, 1.0)
                 assert err <= tol, (backend, err)
-                err = testing.rel_error(got, ref, 1.0)
-                assert err <= own + tol, (backend, err, own)
+                err2 = testing.rel_error(got, ref, 1.0)
+                assert err2 <= own + tol, (backend, err2, own)
+                errors[backend] = (err, err2, own)
+
+    return errors
 
 
-#: references that return float32 for float16 inputs where multiloss returns float16, open
-#: (strict: remove once fixed). TRL 1.16's DPO divides ipo's and sigmoid_norm's scores by
-#: completion_mask.sum(dim=1).clamp(min=1.0), a float32 tensor (torch's default dtype) from
-#: the integer mask, so their losses are float32; multiloss' converts cannot depend on an
-#: option (loss_type) (issue 17).
-UPCAST_OPEN = {
-    ("dpo", "ipo"): "TRL's ipo divides by a float32 count: float32 loss (issue 17)",
-    ("dpo", "sigmoid_norm"): "TRL's sigmoid_norm divides by a float32 count (issue 17)",
-    ("linear_dpo", "ipo"): "TRL's ipo divides by a float32 count: float32 loss (issue 17)",
-}
+#: TRL 1.16's DPO divides ipo's and sigmoid_norm's scores by completion_mask.sum(dim=1).clamp(
+#: min=1.0), a float32 tensor from the integer mask: with either among the loss types its
+#: float16/bfloat16 loss is float32 (LossSpec.converts of the bound options, issue 17); the
+#: other loss types keep the inputs' dtype
+DPO_FLOAT32 = [("dpo", "ipo", "float16"), ("dpo", "sigmoid_norm", "bfloat16"),
+               ("dpo", ["hinge", "sigmoid_norm"], "float16"), ("linear_dpo", "ipo", "float16"),
+               ("linear_dpo", "sigmoid_norm", "bfloat16"), ("dpo", "sigmoid", "float16"),
+               ("linear_dpo", ["sigmoid", "bco_pair"], "float16")]
 
 
-@pytest.mark.parametrize("name,loss_type", [
-    pytest.param(n, t, id=f"{n}-{t}", marks=pytest.mark.xfail(strict=True, reason=why))
-    for (n, t), why in UPCAST_OPEN.items()])
-def test_result_dtype_of_trl_upcasts_open(name, loss_type):
-    """float16 inputs of a DPO loss type whose TRL code upcasts: the reference's dtype on
-    both backends (float32), its float32 computation's number."""
+@pytest.mark.parametrize("name,loss_type,dtype", [
+    pytest.param(*c, id=f"{c[0]}-{c[1]}-{c[2]}") for c in DPO_FLOAT32])
+def test_dpo_float32_count_as_trl(name, loss_type, dtype):
+    """float16/bfloat16 inputs of dpo and linear_dpo: TRL's result dtype on both backends
+    (float32 with ipo or sigmoid_norm, the inputs' otherwise), and where float32, TRL's
+    float32 computation's number within float32's tolerance."""
     spec = multiloss.resolve(name)
     sample = _grid(spec)[0]
-    tensors = [torch.from_numpy(np.array(x)) for x in sample.inputs]
-    tensors = [t.half() if t.is_floating_point() else t for t in tensors]
     options = {k: v for k, v in sample.options.items()
-               if k not in ("linear_bias", "ref_linear_bias")}
+               if k not in ("linear_bias", "ref_linear_bias", "loss_weights")}
     options.update(loss_type=loss_type, reduction="none")
-    opts = spec.bind(options)
-    ref = spec.reference(torch, tensors, opts, "none")
-    assert ref.dtype == torch.float32  # TRL's
-    for backend in ("jax", "torch"):
-        loss = multiloss.get(name, backend, **options)
-        if backend == "jax":
-            out = loss(*[jnp.asarray(t.numpy()) for t in tensors])
-        else:
-            out = loss(*tensors)
-        assert str(out.dtype).replace("torch.", "") == "float32", (backend, out.dtype)
+    sample = sample._replace(options=options)
+    tdt = getattr(torch, dtype)
+    tensors = [torch.from_numpy(np.array(x)) for x in sample.inputs]
+    ref = spec.reference(torch, [t.to(tdt) if t.is_floating_point() else t for t in tensors],
+                         spec.bind(options), "none")
+    upcast = any(t in ("ipo", "sigmoid_norm") for t in np.atleast_1d(loss_type))
+    assert ref.dtype == (torch.float32 if upcast else tdt)  # TRL's
+    _as_the_reference(spec, sample, tdt)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

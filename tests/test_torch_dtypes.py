@@ -192,7 +192,7 @@ def test_dtype_acceptance_matches_torch(spec):
             converted = spec.converted([
                 multiloss._registry.ArrayInfo((), "f" if "float" in d else
                                               ("b" if d == "bool" else d[0]), d)
-                for d in infos])
+                for d in infos], spec.bind(sample.options))
             floats = {x.dtype for x in converted if x.kind == "f"}
             promoted = common_float(floats)
             for backend in ("jax", "torch"):

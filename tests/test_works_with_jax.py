@@ -148,7 +148,8 @@ def test_low_precision_values_and_gradients_are_float32_rounded_once(spec, sampl
     # losses as torchvision's _upcast_non_float, lovasz as smp)
     from multiloss._registry import array_info, common_float
 
-    floats = [i.dtype for i in spec.converted([array_info(x) for x in inputs]) if i.kind == "f"]
+    floats = [i.dtype for i in spec.converted([array_info(x) for x in inputs], loss.options)
+              if i.kind == "f"]
     assert out.dtype == jnp.dtype(common_float(floats)), out.dtype
     assert [str(g.dtype) for g in grads] == [str(p.dtype) for p in primals]
     tol = eps / 2 + testing.TOLERANCE["float32"]

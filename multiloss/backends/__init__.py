@@ -206,7 +206,7 @@ class InputChecks:
     def check_shapes(self, inputs, sample_weight) -> tuple:
         """``signature`` without its cache: (infos, reads) of this call, its shape and dtype
         checks run (what a tracer of Python code, torch.compile's, runs at trace time)."""
-        infos = self.spec.converted([array_info(x) for x in inputs])
+        infos = self.spec.converted([array_info(x) for x in inputs], self.options)
         self.spec.call_check(
             infos,
             None if sample_weight is None else array_info(sample_weight),

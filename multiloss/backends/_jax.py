@@ -150,13 +150,13 @@ def _upcast(inputs):
     ), (common if compute != common else None)
 
 
-def _convert(spec, inputs):
+def _convert(spec, inputs, opts):
     """torch's implicit conversions of the spec's inputs (``LossSpec.converts``), inside the
     jitted function (static on dtypes); the twin of ``_convert`` in backends/_torch.py.
     int64 is JAX's canonical integer (int32 without x64)."""
     if not spec.converts:
         return inputs
-    conv = spec.conversions([array_info(x) for x in inputs])
+    conv = spec.conversions([array_info(x) for x in inputs], opts)
     if conv is None:
         return inputs
     return tuple(
@@ -402,7 +402,7 @@ class Loss:
 
         def run(arrays, inputs, sample_weight, normalizer):
             def body(arrays, inputs, sample_weight, normalizer):
-                inputs, out_dtype = _upcast(_convert(spec, inputs))
+                inputs, out_dtype = _upcast(_convert(spec, inputs, options))
                 arrays, inputs = _vary(arrays, inputs)
                 terms = fn(*inputs, **static, **arrays)
                 sample_weight = _align(spec, sample_weight, terms)
@@ -418,7 +418,7 @@ class Loss:
 
         def den(arrays, inputs, sample_weight):
             def body(arrays, inputs, sample_weight):
-                inputs, _ = _upcast(_convert(spec, inputs))
+                inputs, _ = _upcast(_convert(spec, inputs, options))
                 arrays, inputs = _vary(arrays, inputs)
                 terms = fn(*inputs, **static, **arrays)
                 sample_weight = _align(spec, sample_weight, terms)

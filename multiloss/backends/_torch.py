@@ -206,12 +206,12 @@ def _promote_floats(inputs):
     return inputs
 
 
-def _convert(spec, inputs):
+def _convert(spec, inputs, opts):
     """torch's implicit conversions of the spec's inputs (``LossSpec.converts``: integer
     targets of mse_loss to the predictions' floating dtype, float class indices of
     multi_margin_loss to int64), done before the loss so that the functions see one dtype
     rule on both backends (the twin of ``_convert`` in backends/_jax.py)."""
-    conv = spec.conversions([array_info(x) for x in inputs])
+    conv = spec.conversions([array_info(x) for x in inputs], opts)
     if conv is None:
         return inputs
     return tuple(x if d is None else x.to(getattr(torch, d)) for x, d in zip(inputs, conv))
@@ -554,7 +554,7 @@ class Loss(torch.nn.Module):
         else:
             checks(inputs, sample_weight, _concrete)
         if self.spec.converts:
-            inputs = _convert(self.spec, inputs)
+            inputs = _convert(self.spec, inputs, self.options)
         return _promote_floats(inputs), sample_weight
 
     def __call__(self, *inputs, **kwargs):

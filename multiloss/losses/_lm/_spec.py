@@ -6,6 +6,8 @@ reference (TRL 1.16) applied to the log-probs of the materialised logits (TRL's 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..._registry import (
@@ -368,10 +370,22 @@ def _random(form):
 
 def _converts(form, plain):
     """The plain loss's float32 upcast of its inputs (orpo: TRL's ``.float()`` of the
-    log-probs; forward_kl ...: torchtune's float32 softmax of the logits) moved to the heads'
-    inputs: float16/bfloat16 hidden states and heads computed in float32 (the logits, the
-    log-probs, the loss) and the result float32, as the reference's."""
-    if not any(rule[1] == "float32+" for rule in plain.converts.values()):
+    log-probs; forward_kl ...: torchtune's float32 softmax of the logits; dpo's ipo and
+    sigmoid_norm: TRL's float32 token count) moved to the heads' inputs: float16/bfloat16
+    hidden states and heads computed in float32 (the logits, the log-probs, the loss) and the
+    result float32, as the reference's. Where the plain loss's ``converts`` is a function of
+    the options, so is the form's (the form's options hold the plain loss's)."""
+    if callable(plain.converts):
+        return functools.partial(_moved_of, form, plain.converts)
+    return _moved(form, plain.converts)
+
+
+def _moved_of(form, converts, opts):
+    return _moved(form, converts(opts))
+
+
+def _moved(form, rules):
+    if not any(rule[1] == "float32+" for rule in rules.values()):
         return {}
     if form is None:  # a distillation form
         names = ("input", "linear_weight", "teacher_input", "teacher_linear_weight")
@@ -425,15 +439,20 @@ def _spec(form):
                   "(their mean and sum are TRL's). " if form.nll else "")
                + ("ref_logps (and old_logps) are per-token inputs, precomputed as TRL does "
                   "at generation time. " if form.family == "policy" else "")
-               + (f"float16/bfloat16 hidden states and heads are converted to float32 (the "
+               + (("With loss_type ipo or sigmoid_norm (TRL's float32 token count), "
+                   if callable(plain.converts) else "")
+                  + f"float16/bfloat16 hidden states and heads are converted to float32 (the "
                   f"logits, log-probs and loss computed in float32) and the loss is float32, "
-                  f"as TRL's (its {form.plain} upcasts the log-probs, .float()): TRL computes "
-                  f"the logits and log-probs in the model's dtype first, so its float16 "
-                  f"numbers differ from this (its own float32 computation on the same "
-                  f"values) by its rounding of the log-probs; Liger-Kernel's are float32 "
-                  f"too (log_softmax of the logits in float32). Mixed float dtypes of the "
-                  f"hidden states and the head are accepted (both converted), where torch's "
-                  f"F.linear raises. " if _converts(form, plain) else "")),
+                  f"as TRL's (its {form.plain} " + ("divides by a float32 count"
+                                                    if callable(plain.converts) else
+                                                    "upcasts the log-probs, .float()")
+                  + "): TRL computes "
+                  "the logits and log-probs in the model's dtype first, so its float16 "
+                  "numbers differ from this (its own float32 computation on the same "
+                  "values) by its rounding of the log-probs; Liger-Kernel's are float32 "
+                  "too (log_softmax of the logits in float32). Mixed float dtypes of the "
+                  "hidden states and the head are accepted (both converted), where torch's "
+                  "F.linear raises. " if _converts(form, plain) else "")),
         check=_check(form, plain),
         check_values=_check_values(form, plain),
         value_args=("target",) + tuple(a for a in plain.value_args if a in form.extras),

@@ -736,6 +736,20 @@ _NLL = _seq("chosen_nll", "the NLL term per pair, shape (N,): TRL's is the token
             "to (N,) (np.full) for TRL's loss; left out (or None): no NLL term, TRL's "
             "cpo_alpha=0", optional=True)
 
+#: TRL 1.16's ipo and sigmoid_norm divide the scores by completion_mask.sum(dim=1).clamp(
+#: min=1.0), a float32 tensor (torch's default dtype): with either among the loss types, the
+#: float16/bfloat16 loss is float32 (LossSpec.converts of the bound options). TRL's other
+#: loss types keep the inputs' dtype (alpha_divergence's .float() is cast back, exo_pair's
+#: 0-dim epsilon does not promote, the Python float weights neither).
+DPO_FLOAT32_COUNT = ("ipo", "sigmoid_norm")
+_FLOAT32_LOGPS = {n: ("f", "float32+") for n in ("chosen_logps", "rejected_logps",
+                                                   "ref_chosen_logps", "ref_rejected_logps")}
+
+
+def _dpo_converts(opts):
+    return _FLOAT32_LOGPS if any(t in DPO_FLOAT32_COUNT for t in opts["loss_type"]) else {}
+
+
 preference_spec(
     "dpo",
     "Direct Preference Optimization and its TRL 1.16 variants (DPOTrainer's loss_type).",
@@ -793,7 +807,12 @@ preference_spec(
     "(earlier releases had): give zero reference log-probs; use robust for a smoothed "
     "sigmoid. ld_alpha, use_weighting (WPO) and 'sft' need the per-token log-probs: left "
     "out. ipo and sigmoid_norm: TRL divides the scores by the completion lengths; pass "
-    "length-averaged log-probs (equal numbers for f_divergence_type='reverse_kl').",
+    "length-averaged log-probs (equal numbers for f_divergence_type='reverse_kl'); TRL's "
+    "token count is float32, so with ipo or sigmoid_norm among the loss types float16/"
+    "bfloat16 log-probs are computed in float32 and the loss is float32, as TRL's (which "
+    "subtracts the reference log-probs in the inputs' dtype first: its numbers differ from "
+    "this by that rounding).",
+    converts=_dpo_converts,
     check=_check_dpo,
     samples=_dpo_samples,
     random_sample=_dpo_random,
