@@ -50,7 +50,9 @@ def _pair_logps(tok, valid, average):
 
 
 def _dpo_average(opts):
-    return any(t in ("ipo", "sigmoid_norm") for t in opts["loss_type"])
+    from ..preference import DPO_LENGTH_NORMALISED
+
+    return any(t in DPO_LENGTH_NORMALISED for t in opts["loss_type"])
 
 
 def _dpo(tok, valid, rtok, extras, nll_scale, opts):

@@ -61,6 +61,9 @@ SORTING = ("aot", "aot_unpaired")
 F_DIVERGENCE_TYPES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust",
                       "discopop")
 F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence")
+#: the DPO loss types that divide by each sequence's count of scored tokens (TRL's
+#: ``completion_mask.sum(dim=1).clamp(min=1.0)``)
+DPO_LENGTH_NORMALISED = ("ipo", "sigmoid_norm")
 CPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "simpo")
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")
 
@@ -126,7 +129,7 @@ def _dpo_warn(opts):
         if bad:
             raise ValueError(f"f_divergence_type: {f!r} only with loss types "
                              f"{list(F_DIVERGENCE_TYPES)} (TRL raises), got {bad}")
-        norm = [t for t in types if t in ("ipo", "sigmoid_norm")]
+        norm = [t for t in types if t in DPO_LENGTH_NORMALISED]
         if norm:
             raise ValueError(
                 f"f_divergence_type: {f!r} with {norm}: TRL divides f(summed log-ratio) by the "
@@ -538,7 +541,7 @@ def _dpo_random(rng, dtype):
     opts = {"loss_type": t, "beta": float(rng.choice([0.05, 0.1, 1.0])),
             "reduction": str(rng.choice(REDUCTIONS)),
             "label_smoothing": float(rng.choice([0.01, 0.2]))}
-    if rng.random() < 0.3 and t in F_DIVERGENCE_TYPES and t not in ("ipo", "sigmoid_norm"):
+    if rng.random() < 0.3 and t in F_DIVERGENCE_TYPES and t not in DPO_LENGTH_NORMALISED:
         opts["f_divergence_type"] = str(rng.choice(F_DIVERGENCES))
     sw = loss_shape_weight(rng, (n,), dtype) if rng.random() < 0.5 else None
     return Sample(f"dpo[random,{t}]", _cast(dtype, c, r, rc, rr), opts, sw)
@@ -741,13 +744,12 @@ _NLL = _seq("chosen_nll", "the NLL term per pair, shape (N,): TRL's is the token
 #: float16/bfloat16 loss is float32 (LossSpec.converts of the bound options). TRL's other
 #: loss types keep the inputs' dtype (alpha_divergence's .float() is cast back, exo_pair's
 #: 0-dim epsilon does not promote, the Python float weights neither).
-DPO_FLOAT32_COUNT = ("ipo", "sigmoid_norm")
 _FLOAT32_LOGPS = {n: ("f", "float32+") for n in ("chosen_logps", "rejected_logps",
                                                    "ref_chosen_logps", "ref_rejected_logps")}
 
 
 def _dpo_converts(opts):
-    return _FLOAT32_LOGPS if any(t in DPO_FLOAT32_COUNT for t in opts["loss_type"]) else {}
+    return _FLOAT32_LOGPS if any(t in DPO_LENGTH_NORMALISED for t in opts["loss_type"]) else {}
 
 
 preference_spec(
