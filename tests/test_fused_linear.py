@@ -9,6 +9,7 @@ logits."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 import multiloss
@@ -142,3 +143,32 @@ def test_linear_kto_kl_optional_as_kto():
         assert float(loss(*map(conv, args), kl=None)) == float(value), backend
         with_kl = float(loss(*map(conv, args), conv(np.float64(0.5))))
         assert abs(with_kl - trl) > 1e-3, backend
+
+
+LABEL_LOGP_FORMS = ("linear_dpo", "linear_cpo", "linear_simpo", "linear_orpo", "linear_kto",
+                    "linear_grpo")
+
+
+@pytest.mark.parametrize("grad_in_forward", [True, False])
+@pytest.mark.parametrize("name", LABEL_LOGP_FORMS)
+def test_bfloat16_head_log_probs_in_float32_rounded_once(name, grad_in_forward):
+    """bfloat16 hidden states and head: the logits in bfloat16 (the head's dtype, as the
+    reference's), their log-softmax and the loss in float32, the result rounded once, on
+    both paths of both backends; so JAX's and torch's values agree to the bit (once torch's
+    default path took the log-sum-exp in bfloat16 and the second path returned float32)."""
+    spec = next(s for s in testing.all_specs() if s.name == name)
+    sample = testing.samples_for(spec, "float32")[0]
+    opts = dict(sample.options, grad_in_forward=grad_in_forward, reduction="none")
+    floats = [np.asarray(a).dtype.kind == "f" for a in sample.inputs]
+    ours = multiloss.get(name, "jax", **opts)(*[
+        jnp.asarray(a, jnp.bfloat16) if f else jnp.asarray(a)
+        for a, f in zip(sample.inputs, floats)])
+    theirs = multiloss.get(name, "torch", **opts)(*[
+        torch.from_numpy(np.asarray(a)).to(torch.bfloat16) if f else torch.from_numpy(
+            np.asarray(a)) for a, f in zip(sample.inputs, floats)])
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    got, want = np.asarray(ours.astype(jnp.float32)), theirs.float().numpy()
+    if ours.dtype == jnp.bfloat16:  # float32 ulps apart at most: the same bfloat16
+        np.testing.assert_array_equal(got, want)
+    else:  # linear_orpo: float32 as TRL's, a few float32 ulps apart
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -198,8 +198,9 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
 
 
 def _accumulate(dz, xc, w, dx, dw, db, de, grads, extras, s, e_):
-    """A chunk's share of the gradients from the gradient of its logits ``dz``."""
-    dz = dz.reshape(-1, w.shape[0])
+    """A chunk's share of the gradients from the gradient of its logits ``dz`` (float32 for
+    a half head: rounded to the head's dtype, as the gradient of half logits is)."""
+    dz = dz.reshape(-1, w.shape[0]).to(w.dtype)
     if dx is not None:
         dx[s:e_] = (dz @ w).view(xc.shape)
     if dw is not None:
@@ -241,10 +242,15 @@ def _token_chunk(fn, token_fn, xc, w, b, rx, rw, rb, extras, de, s, e_, g, grad)
     ignore = fn.ignore_index
     lab = extras[0][s:e_]
     with torch.no_grad():
+        # float16/bfloat16 logits (the head's dtype, as the reference's) go through the
+        # log-softmax in float32, as token_logps and torch's log_softmax of a half row do
         rtok = None
         if rx is not None:
-            rtok = _label_logps(_logits(rx[s:e_], rw, rb), lab, ignore)[0]
+            rz = _logits(rx[s:e_], rw, rb)
+            rtok = _label_logps(rz.to(_compute_dtype(rz.dtype)), lab, ignore)[0]
+            del rz
         z = _logits(xc, w, b)
+        z = z.to(_compute_dtype(z.dtype))
         tok, sums, valid, safe = _label_logps(z, lab, ignore)
     rest = [ex[s:e_] for ex in extras[1:]]
     if not grad:
@@ -570,6 +576,8 @@ def linear_form(form, plain_fn):
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
         out = _engine(grad_in_forward, form.name)(fn, x, w, b, args, ref,
                                                   units_per_chunk=per)
+        # a half head's log-probs and loss are computed in float32: the result rounded once
+        out = out.to(dtype)
         with torch.no_grad():
             zeros = torch.zeros(lab.shape, dtype=dtype, device=x.device)
             valid = (lab != ignore).to(dtype)
