@@ -16,6 +16,10 @@ DEFAULT_MEMORY_BUDGET = 128 * 2**20
 #: Temporaries of the size of a chunk's logits that a fused loss's chunk holds at once (the
 #: logits, the reference's, the log-softmax's intermediates and the logits' gradient).
 TEMPORARIES = 5
+#: The same for a torch distillation form's chunk, which runs the plain loss under autograd on
+#: the chunk's student and teacher logits: the two logits, the log-softmax and softmax of each,
+#: their product, its mask and the backward's buffers (about ten at the peak, measured).
+DISTILL_TEMPORARIES = 10
 
 
 def units_per_chunk(n_units, rows_per_unit, n_classes, itemsize, chunk_size=None,
