@@ -23,7 +23,8 @@ TEMPORARIES = 5
 #: 394 MiB at the time of 5; 3 (316 tokens) 450 MiB. The chunk runs the plain loss under
 #: autograd (about five logits-sized buffers live); most of the rest is what glibc's heap keeps
 #: between chunks of buffers under its 32 MiB mmap threshold (with MALLOC_MMAP_THRESHOLD_=128 KiB
-#: the 196-token chunks peak at 396 MiB): chunk buffers of 32 MiB are mapped and unmapped.
+#: the 196-token chunks peak at 396 MiB): chunk buffers of 32 MiB are mapped and unmapped. A
+#: glibc effect: at 4000 tokens, V 32000 (250-token chunks of 30.5 MiB) 740 MiB (5: 967 MiB).
 DISTILL_TEMPORARIES = 4
 
 
