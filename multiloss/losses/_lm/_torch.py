@@ -194,6 +194,9 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
             gr = torch.autograd.grad(out, diff, ct, allow_unused=True)
         outs.append(out.detach())
         _accumulate(gr[0], xc, w, dx, dw, db, de, gr[1:], extras, s, e_)
+        # the chunk's logits, the reference's, their gradient and the loss's graph freed
+        # before the next chunk allocates its own (else two chunks' buffers live at once)
+        del z, zr, out, gr, leaves, diff, ct
     return torch.cat(outs), dx, dw, db, de
 
 
@@ -593,7 +596,7 @@ def linear_form(form, plain_fn):
 def linear_distillation(plain_fn):
     """The torch function of a fused-linear distillation loss (see _jax.linear_distillation)."""
     from ...backends import Terms
-    from . import units_per_chunk
+    from . import DISTILL_TEMPORARIES, units_per_chunk
 
     def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
              reduction=None, linear_bias=None, teacher_linear_bias=None, chunk_size=None,
@@ -617,7 +620,7 @@ def linear_distillation(plain_fn):
             return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], reduction=None, **popts).loss
 
         per = units_per_chunk(x.shape[0], 1, w.shape[0], torch.finfo(dtype).bits // 8,
-                              chunk_size, memory_budget)
+                              chunk_size, memory_budget, DISTILL_TEMPORARIES)
         out = _engine(grad_in_forward, f"linear_{plain_fn.__name__}")(
             fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
         if labels is None:
