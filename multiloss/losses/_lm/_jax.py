@@ -187,6 +187,23 @@ def _token_grads(z2, lse, safe, gt, x2, w, dw, db):
     return add(carry, full * block, tail) if tail else carry
 
 
+def _chunks(n_units, u):
+    """(the number of chunks of ``u`` units, ``split``): ``split(a)`` reshapes an array with
+    leading axis n_units (or None) to (chunks, u, ...), a partial last chunk padded with
+    copies of the last unit (the callers drop or mask their results)."""
+    chunks = -(-n_units // u) if n_units else 0
+    pad = chunks * u - n_units
+
+    def split(a):
+        if a is None:
+            return None
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
+        return a.reshape((chunks, u) + a.shape[1:])
+
+    return chunks, split
+
+
 def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn=None,
                 ignore_index=IGNORE_INDEX):
     """``fn(z, z_ref, *extras)`` per chunk of units, without materialising the logits of more
@@ -213,18 +230,10 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
 
     n_units = x.shape[0]
     u = int(units_per_chunk)
-    chunks = -(-n_units // u) if n_units else 0
-    pad = chunks * u - n_units
+    chunks, split = _chunks(n_units, u)
     fl = tuple(i for i, e in enumerate(extras) if _float(e))
     ints = tuple(e if not _float(e) else None for e in extras)
     ref = (None, None, None) if ref is None else tuple(ref)
-
-    def split(a):
-        if a is None:
-            return None
-        if pad:
-            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
-        return a.reshape((chunks, u) + a.shape[1:])
 
     def merge(ef, ei):
         out = list(ei)
@@ -358,16 +367,7 @@ def remat_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     if n_units == 0:
         return body(x, rx, tuple(extras), w, b, rw, rb)
     u = int(units_per_chunk)
-    chunks = -(-n_units // u)
-    pad = chunks * u - n_units
-
-    def split(a):
-        if a is None:
-            return None
-        if pad:
-            a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)], axis=0)
-        return a.reshape((chunks, u) + a.shape[1:])
-
+    chunks, split = _chunks(n_units, u)
     step_body = jax.checkpoint(body, prevent_cse=False)
 
     def step(carry, chunk):
