@@ -253,15 +253,14 @@ def _vary(arrays, inputs):
     by JAX (the transpose of the cast). Outside shard_map nothing varies: no-op."""
     if getattr(jax, "typeof", None) is None:
         return arrays, inputs
-    varying = _varying
     axes = set()
     for x in (*inputs, *arrays.values()):
-        axes |= varying(x)
+        axes |= _varying(x)
     if not axes:
         return arrays, inputs
 
     def vary(x):
-        missing = tuple(sorted(axes - varying(x)))
+        missing = tuple(sorted(axes - _varying(x)))
         if not missing:
             return x
         if hasattr(jax.lax, "pcast"):
