@@ -172,3 +172,71 @@ def test_bfloat16_head_log_probs_in_float32_rounded_once(name, grad_in_forward):
         np.testing.assert_array_equal(got, want)
     else:  # linear_orpo: float32 as TRL's, a few float32 ulps apart
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _bf16_ulps(got, want):
+    """|got - want| in bfloat16 ulps of the larger magnitude (0 where both are 0)."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    big = np.maximum(np.abs(got), np.abs(want))
+    ulp = np.exp2(np.floor(np.log2(np.where(big > 0, big, 1.0))) - 7)
+    return np.where(big > 0, np.abs(got - want) / ulp, 0.0)
+
+
+@pytest.mark.parametrize("grad_in_forward", [True, False])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_half_head_gradients_accumulate_in_float32_as_trls_fused_head(backend,
+                                                                     grad_in_forward):
+    """bfloat16 hidden states and head in 8 chunks (one sequence each): linear_grpo's
+    gradients of the hidden states and the head are TRL 1.16's fused head's
+    (``trl.kernels.ChunkedLogProbFunction``, what its GRPO, DPO and KTO trainers call: the
+    logits in bfloat16, their log-softmax in float32, the logits' gradient rounded to
+    bfloat16, the products summed in float32 over every chunk and rounded once) within one
+    bfloat16 ulp (float32 summation order), the loss (float32 in TRL, rounded once here) too.
+    The normaliser (128 tokens) is a power of two, so that scaling the gradient computed in
+    the forward by it rounds nothing. Summed in bfloat16 chunk by chunk (before), the head's
+    gradient was up to several ulps off."""
+    from trl.kernels import ChunkedLogProbFunction
+
+    rng = np.random.default_rng(11)
+    n, t, d, v = 8, 16, 32, 256
+    x = rng.normal(size=(n, t, d)).astype(np.float32)
+    w = (rng.normal(size=(v, d)) / 2).astype(np.float32)
+    lab = rng.integers(0, v, size=(n, t))
+    # every floating input bfloat16 (with float32 old_logps the contract would promote the
+    # head to float32, torch's rule for mixed dtypes)
+    old = torch.from_numpy(-rng.uniform(4, 7, size=(n, t))).to(torch.bfloat16)
+    adv = torch.from_numpy(rng.normal(size=n)).to(torch.bfloat16)
+    mask = np.ones((n, t), np.int64)
+
+    xt = torch.from_numpy(x).to(torch.bfloat16).requires_grad_(True)
+    wt = torch.from_numpy(w).to(torch.bfloat16).requires_grad_(True)
+    tok = ChunkedLogProbFunction.apply(xt.reshape(-1, d), wt, None,
+                                       torch.from_numpy(lab).reshape(-1), 1.0, 64, None, 1.0,
+                                       ())[0].view(n, t)
+    assert tok.dtype == torch.float32
+    want = multiloss.get("grpo", "torch")(tok, old, adv, torch.from_numpy(mask))
+    want.backward()
+    want_g = [xt.grad.float().numpy(), wt.grad.float().numpy()]
+
+    loss = multiloss.get("linear_grpo", backend, chunk_size=1, grad_in_forward=grad_in_forward)
+    if backend == "jax":
+        old_j, adv_j = (jnp.asarray(a.float().numpy(), jnp.bfloat16) for a in (old, adv))
+
+        def f(x, w):
+            return loss(x, w, lab, old_j, adv_j, mask)
+
+        xb, wb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+        got = f(xb, wb)
+        got_g = [np.asarray(g.astype(jnp.float32)) for g in jax.grad(f, (0, 1))(xb, wb)]
+        got = float(got.astype(jnp.float32))
+    else:
+        xo = torch.from_numpy(x).to(torch.bfloat16).requires_grad_(True)
+        wo = torch.from_numpy(w).to(torch.bfloat16).requires_grad_(True)
+        out = loss(xo, wo, torch.from_numpy(lab), old, adv, torch.from_numpy(mask))
+        out.backward()
+        assert xo.grad.dtype == wo.grad.dtype == torch.bfloat16
+        got, got_g = float(out.float()), [xo.grad.float().numpy(), wo.grad.float().numpy()]
+    assert _bf16_ulps(got, float(want.detach().to(torch.bfloat16).float())) <= 1
+    for name, g, r in zip(("input", "linear_weight"), got_g, want_g):
+        ulps = _bf16_ulps(g, r)
+        assert ulps.max() <= 1, (name, ulps.max(), (ulps > 0).mean())

@@ -399,11 +399,17 @@ class Loss:
         self._reduction = reduction
         self._checks = InputChecks(spec, self.options)
 
+        # a function that sets ``wants_half_dtype`` (the fused-linear losses) gets the
+        # float16/bfloat16 dtype of inputs computed in float32 (None otherwise) as its keyword
+        # ``half_dtype``: it rounds its logits to it, as a half matrix product's are
+        half = getattr(fn, "wants_half_dtype", False)
+
         def run(arrays, inputs, sample_weight, normalizer):
             def body(arrays, inputs, sample_weight, normalizer):
                 inputs, out_dtype = _upcast(_convert(spec, inputs, options))
                 arrays, inputs = _vary(arrays, inputs)
-                terms = fn(*inputs, **static, **arrays)
+                terms = fn(*inputs, **static, **arrays,
+                           **({"half_dtype": out_dtype} if half else {}))
                 sample_weight = _align(spec, sample_weight, terms)
                 out = reduce(terms, reduction, sample_weight, empty, normalizer=normalizer,
                              axis_name=axis_name)
@@ -417,9 +423,10 @@ class Loss:
 
         def den(arrays, inputs, sample_weight):
             def body(arrays, inputs, sample_weight):
-                inputs, _ = _upcast(_convert(spec, inputs, options))
+                inputs, out_dtype = _upcast(_convert(spec, inputs, options))
                 arrays, inputs = _vary(arrays, inputs)
-                terms = fn(*inputs, **static, **arrays)
+                terms = fn(*inputs, **static, **arrays,
+                           **({"half_dtype": out_dtype} if half else {}))
                 sample_weight = _align(spec, sample_weight, terms)
                 return denominator(terms, reduction, sample_weight, axis_name=axis_name)
 

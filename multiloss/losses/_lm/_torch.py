@@ -159,9 +159,11 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
     (None: 1 per unit); ``need``: (x, w, b, *extras) flags."""
     n = x.shape[0]
     outs = []
+    acc = _compute_dtype(w.dtype)  # the head's gradients accumulate in float32 for half
     dx = torch.empty_like(x) if need[0] else None
-    dw = torch.zeros_like(w) if need[1] else None
-    db = torch.zeros_like(b) if need[2] and b is not None else None
+    dw = torch.zeros(w.shape, dtype=acc, device=w.device) if need[1] else None
+    db = (torch.zeros(b.shape, dtype=acc, device=b.device) if need[2] and b is not None
+          else None)
     de = [torch.empty_like(e) if nd and e is not None and e.is_floating_point() else None
           for e, nd in zip(extras, need[3:])]
     rx, rw, rb = ref if ref is not None else (None, None, None)
@@ -202,14 +204,21 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
 
 def _accumulate(dz, xc, w, dx, dw, db, de, grads, extras, s, e_):
     """A chunk's share of the gradients from the gradient of its logits ``dz`` (float32 for
-    a half head: rounded to the head's dtype, as the gradient of half logits is)."""
+    a half head: rounded to the head's dtype, as the gradient of half logits is). ``dw`` and
+    ``db`` are float32 for a half head: the chunk's products are summed into them in float32
+    (on float32 copies of the chunk's rounded ``dz`` and rows), rounded once after the last
+    chunk, as TRL's fused head accumulates them; ``dx``'s rows are each one chunk's product
+    (summed over the classes in float32 by the half matrix product, rounded once)."""
     dz = dz.reshape(-1, w.shape[0]).to(w.dtype)
     if dx is not None:
         dx[s:e_] = (dz @ w).view(xc.shape)
-    if dw is not None:
-        dw.addmm_(dz.t(), xc.reshape(-1, xc.shape[-1]))
+    x2 = xc.reshape(-1, xc.shape[-1])
+    if dw is not None and dw.dtype != dz.dtype:
+        dw.addmm_(dz.t().to(dw.dtype), x2.to(dw.dtype))
+    elif dw is not None:
+        dw.addmm_(dz.t(), x2)
     if db is not None:
-        db += dz.sum(dim=0)
+        db += dz.sum(dim=0, dtype=db.dtype)
     k = 0
     for i, d in enumerate(de):
         if d is not None:
@@ -311,6 +320,9 @@ class _FusedUnits(torch.autograd.Function):
             de = [None if v is None else v.mul_(s) for v in de]
         else:
             _, dx, dw, db, de = _run(fn, x, w, b, extras, ref, per, g.contiguous(), need)
+        # a half head's gradients, accumulated in float32, rounded once
+        dw = None if dw is None else dw.to(w.dtype)
+        db = None if db is None else db.to(b.dtype)
         return (None, None, None, dx, dw, db, *de, *([None] * n_ref))
 
 
@@ -415,8 +427,8 @@ class _RematUnits(torch.autograd.Function):
                 grads[i].append(gi)
         res = [None] * len(inputs)
         for i in diff:
-            if i in (1, 2):  # the head's: summed over the chunks
-                acc = grads[i][0]
+            if i in (1, 2):  # the head's: summed over the chunks (in its dtype: float32 for
+                acc = grads[i][0]  # a half head, remat_units)
                 for gi in grads[i][1:]:
                     acc = acc + gi
                 res[i] = acc
@@ -457,6 +469,16 @@ class _RematUnitsJvp(_RematUnits):
         return torch.cat(outs)
 
 
+class _Rounded:
+    """``fn`` of the logits rounded to ``dtype`` (a half head's, computed in float32)."""
+
+    def __init__(self, fn, dtype):
+        self.fn, self.dtype = fn, dtype
+
+    def __call__(self, z, zr, *extras):
+        return self.fn(z.to(self.dtype), zr, *extras)
+
+
 def remat_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     """The twin of ``_jax.remat_units`` (``grad_in_forward=False``): ``fn`` per chunk of
     ``units_per_chunk`` units, the forward keeping no chunk's logits, the backward recomputing
@@ -464,9 +486,15 @@ def remat_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1):
     of the trained head per chunk (the frozen head's logits computed twice), never more than
     one chunk's logits. ``torch.func`` (grad, vmap, jvp, jacrev, jacfwd, hessian),
     ``torch.autograd.forward_ad``, double backward and torch.compile (without forward mode)
-    work."""
+    work. A float16/bfloat16 head's products are computed on float32 copies of x, w and b,
+    the logits rounded to the head's dtype (``_Rounded``), so that the gradients of x, w and b
+    are accumulated over the chunks in float32 and rounded once (as ``_jax.remat_units``)."""
     extras = tuple(extras)
     ref = tuple(ref) if ref is not None else ()
+    if w.dtype != _compute_dtype(w.dtype):
+        fn = _Rounded(fn, w.dtype)
+        x, w = x.float(), w.float()
+        b = None if b is None else b.float()
     if x.shape[0] == 0:
         rx, rw, rb = ref if ref else (None, None, None)
         return _remat_chunk(fn, x, w, b, rx, rw, rb, extras)
@@ -574,7 +602,8 @@ def linear_form(form, plain_fn):
             return plain_fn(*args, reduction=None, **popts).loss
 
         fn.token_fn, fn.ignore_index = token_fn, ignore
-        per = units_per_chunk(n, lab.shape[1], w.shape[0], torch.finfo(dtype).bits // 8,
+        per = units_per_chunk(n, lab.shape[1], w.shape[0],
+                              torch.finfo(_compute_dtype(dtype)).bits // 8,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
         out = _engine(grad_in_forward, form.name)(fn, x, w, b, args, ref,
