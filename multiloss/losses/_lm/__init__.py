@@ -16,16 +16,14 @@ DEFAULT_MEMORY_BUDGET = 128 * 2**20
 #: Temporaries of the size of a chunk's logits that a fused loss's chunk holds at once (the
 #: logits, the reference's, the log-softmax's intermediates and the logits' gradient).
 TEMPORARIES = 5
-#: The divisor of the budget for a torch distillation form's chunk (its logits: budget / 4, 256
-#: tokens of 32 MiB at V = 32768 float32 and the default budget). Measured at 4096 tokens, D 1024,
-#: V 32768 (peak RSS above the inputs, forward + backward, torch eager 3218 MiB): 5 (196-token
-#: chunks of 25 MiB) 733-874 MiB; 10 (98 tokens) 518-610 MiB and 1.3x the time; 4 (256 tokens)
-#: 394 MiB at the time of 5; 3 (316 tokens) 450 MiB. The chunk runs the plain loss under
-#: autograd (about five logits-sized buffers live); most of the rest is what glibc's heap keeps
-#: between chunks of buffers under its 32 MiB mmap threshold (with MALLOC_MMAP_THRESHOLD_=128 KiB
-#: the 196-token chunks peak at 396 MiB): chunk buffers of 32 MiB are mapped and unmapped. A
-#: glibc effect: at 4000 tokens, V 32000 (250-token chunks of 30.5 MiB) 740 MiB (5: 967 MiB).
-DISTILL_TEMPORARIES = 4
+#: Logits-sized temporaries of a torch distillation form's chunk: the student's logits (written
+#: over by their gradient) and the teacher's, in two buffers allocated once per call, and the
+#: intermediates of the closed form's blocks of rows (DISTILL_BLOCK of a chunk's logits; see
+#: distillation/_closed_torch.py): 481 tokens at V = 32768 float32 and the default budget.
+#: (Before the closed forms, the chunk ran the plain loss under autograd, about five
+#: logits-sized buffers live, and the divisor was 4: 256-token chunks.)
+DISTILL_BLOCK = 0.125
+DISTILL_TEMPORARIES = 2 + DISTILL_BLOCK
 
 
 def units_per_chunk(n_units, rows_per_unit, n_classes, itemsize, chunk_size=None,
@@ -38,6 +36,6 @@ def units_per_chunk(n_units, rows_per_unit, n_classes, itemsize, chunk_size=None
     else:
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         per_unit = temporaries * max(1, rows_per_unit) * max(1, n_classes) * itemsize
-        per = max(1, min(n, budget // per_unit))
+        per = max(1, min(n, int(budget // per_unit)))
     chunks = -(-n // per)
     return -(-n // chunks)
