@@ -214,6 +214,8 @@ def _logits_into(buf, xc, w, b):
     return torch.addmm(b, x2, w.t(), out=buf)
 
 
+@torch.compiler.disable  # run eagerly under torch.compile, as the autograd chunks were (the
+# graph breaks there, at torch.autograd.grad): Dynamo would unroll the blocks' loop
 def _closed_run(fn, x, w, b, extras, ref, per, g, grad, dx, dw, db, de):
     """``_run`` of a loss of one token's logits (units of one row) and the teacher's with a
     closed-form chunk
