@@ -35,7 +35,9 @@ def _expand(g, x):
 
 
 def forward_kl_rows(x, y, g, opts):
-    # _forward: -sum(masked_fill(softmax(y) * log_softmax(x), isinf(x), 0))
+    """torchtune's forward KL: ``L = -sum_v [x_v finite] p_v ls_v`` (p = softmax(y), ls =
+    log_softmax(x)); ``dL/dx = G - exp(ls) sum_v G`` with ``G = [x_v finite] (-g) p_v``
+    (log_softmax's backward)."""
     p = torch.softmax(y, -1)
     ls = torch.log_softmax(x, -1)
     inf = torch.isinf(x)
@@ -69,7 +71,9 @@ def _reverse_grads(x, g, parts):
 
 
 def reverse_kl_rows(x, y, g, opts):
-    # _reverse: -sum(masked_fill(q * log_softmax(y), inf, 0) - masked_fill(q * ls, inf, 0))
+    """torchtune's reverse KL: ``L = -sum_v [x_v, y_v finite] (q_v lt_v - q_v ls_v)`` (q =
+    softmax(x)); the gradient through q (softmax's backward of ``Ga lt + Gb ls``) plus through
+    ls (log_softmax's backward of ``Gb q``), ``Ga = [finite] (-g)``, ``Gb = [finite] g``."""
     loss, parts = _reverse_parts(x, y)
     if g is None:
         return loss, None
@@ -78,7 +82,8 @@ def reverse_kl_rows(x, y, g, opts):
 
 
 def symmetric_kl_rows(x, y, g, opts):
-    # r * _forward + (1 - r) * _reverse
+    """``r * forward_kl + (1 - r) * reverse_kl`` (r = sym_kd_ratio): the two closed forms with
+    the cotangents ``g r`` and ``g (1 - r)``, their gradients summed in autograd's order."""
     r = opts.get("sym_kd_ratio", 0.5)
     lf, df = forward_kl_rows(x, y, None if g is None else g * r, opts)
     lr, parts = _reverse_parts(x, y)
@@ -90,7 +95,8 @@ def symmetric_kl_rows(x, y, g, opts):
 
 
 def tvd_rows(x, y, g, opts):
-    # 0.5 * sum |softmax(x) - softmax(y)|; torch's derivative of abs: grad * sgn
+    """``L = 0.5 sum_v |q_v - p_v|``; ``dL/dx`` = softmax's backward of ``0.5 g sgn(q - p)``
+    (torch's derivative of abs: 0 where q_v == p_v)."""
     q = torch.softmax(x, -1)
     d = q - torch.softmax(y, -1)
     loss = 0.5 * d.abs().sum(-1)
@@ -101,6 +107,11 @@ def tvd_rows(x, y, g, opts):
 
 
 def generalized_jsd_rows(x, y, g, opts):
+    """TRL's generalized JSD of s = log_softmax(x / T), t = log_softmax(y / T): beta 0
+    ``sum exp(t) (t - s)``, beta 1 ``sum exp(s) (s - t)``, else with the mixture ``m =
+    logsumexp(s + log(1 - b), t + log(b))``: ``sum b exp(t) (t - m) + (1 - b) exp(s) (s - m)``;
+    the gradient of s summed over its paths (through exp(s), s - m, and m's log-sum-exp),
+    then log_softmax's backward and ``/ T``."""
     beta = opts.get("beta", 0.5)
     temp = opts.get("temperature", 1.0)
     s = torch.log_softmax(x / temp, -1)
