@@ -265,7 +265,7 @@ def test_torch_distillation_closed_forms_are_autograds_operations(dtype):
     gen = torch.Generator().manual_seed(0)
     inf, nan = float("inf"), float("nan")
     for name, multiply, opts in cases:
-        chunk = C.closed(getattr(C, f"{name}_rows"), multiply)
+        chunk = C.closed(getattr(C, f"{name}_rows"), multiply, 1)
         for trial in range(2):
             z = (torch.randn(5, 7, generator=gen, dtype=torch.float64) * 3).to(dtype)
             zt = (torch.randn(5, 7, generator=gen, dtype=torch.float64) * 3).to(dtype)
@@ -278,8 +278,6 @@ def test_torch_distillation_closed_forms_are_autograds_operations(dtype):
             ref = getattr(P, name)(zz, zt, lab, **opts).loss
             gref, = torch.autograd.grad(ref, zz, ct)
             for block in (1, 3):
-                itemsize = 8 if dtype == torch.float64 else 4
-                out, dz = chunk(z.clone(), zt.clone(), lab, -100, ct, True, opts,
-                                block * C.BLOCK_TEMPORARIES * 7 * itemsize)
+                out, dz = chunk(z.clone(), zt.clone(), lab, -100, ct, True, opts, block)
                 assert _bitwise(out, ref.detach()) and _bitwise(dz, gref), (name, opts, trial)
                 assert dz.dtype == dtype and out.dtype == ref.dtype

@@ -16,14 +16,20 @@ DEFAULT_MEMORY_BUDGET = 128 * 2**20
 #: Temporaries of the size of a chunk's logits that a fused loss's chunk holds at once (the
 #: logits, the reference's, the log-softmax's intermediates and the logits' gradient).
 TEMPORARIES = 5
-#: Logits-sized temporaries of a torch distillation form's chunk: the student's logits (written
-#: over by their gradient) and the teacher's, in two buffers allocated once per call, and the
-#: intermediates of the closed form's blocks of rows (DISTILL_BLOCK of a chunk's logits; see
-#: distillation/_closed_torch.py): 481 tokens at V = 32768 float32 and the default budget.
-#: (Before the closed forms, the chunk ran the plain loss under autograd, about five
-#: logits-sized buffers live, and the divisor was 4: 256-token chunks.)
-DISTILL_BLOCK = 0.125
-DISTILL_TEMPORARIES = 2 + DISTILL_BLOCK
+#: The divisor of the budget for a torch distillation form's chunk on its paths that run the
+#: plain loss under autograd (create_graph, grad_in_forward=False: about five logits-sized
+#: buffers live; measured at 4096 tokens, D 1024, V 32768: 256-token chunks peaked at 394 MiB
+#: above the inputs, 196-token ones at 733-874 MiB, mostly glibc's heap between chunks).
+DISTILL_TEMPORARIES = 4
+#: The default path runs a closed form per chunk (distillation/_closed_torch.py) in
+#: DISTILL_BLOCKS blocks of its rows: its temporaries are the student's logits (overwritten by
+#: their gradient) and the teacher's, two buffers allocated once per call, and one block's
+#: intermediates (the form's count of them / DISTILL_BLOCKS): 2 + 5/6 logits (forward_kl, tvd:
+#: 361-token chunks at V 32768 float32), 2 + 8/6 (reverse_kl), 2 + 10/6 (symmetric_kl),
+#: 2 + 12/6 (generalized_jsd: 256 tokens). Blocks of a sixth of the chunk: smaller ones (14
+#: rows at V 32768) made the closed form up to 9x slower on a loaded 2-core machine (each
+#: block's op a parallel region), a sixth as fast as one block.
+DISTILL_BLOCKS = 6
 
 
 def units_per_chunk(n_units, rows_per_unit, n_classes, itemsize, chunk_size=None,

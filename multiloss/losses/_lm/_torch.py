@@ -668,7 +668,7 @@ def linear_distillation(plain_fn, closed=None):
     default path (``fused_units``) runs on each chunk instead of the plain loss under
     autograd; the other paths (create_graph, ``grad_in_forward=False``) run ``plain_fn``."""
     from ...backends import Terms
-    from . import DISTILL_BLOCK, DISTILL_TEMPORARIES, units_per_chunk
+    from . import DISTILL_BLOCKS, DISTILL_TEMPORARIES, units_per_chunk
 
     def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
              reduction=None, linear_bias=None, teacher_linear_bias=None, chunk_size=None,
@@ -692,11 +692,16 @@ def linear_distillation(plain_fn, closed=None):
             return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], reduction=None, **popts).loss
 
         itemsize = torch.finfo(dtype).bits // 8
-        per = units_per_chunk(x.shape[0], 1, w.shape[0], itemsize, chunk_size, memory_budget,
-                              DISTILL_TEMPORARIES)
+        temporaries = DISTILL_TEMPORARIES
         if closed is not None:
-            # a block's intermediates: DISTILL_BLOCK of the chunk's logits' bytes
-            block = DISTILL_BLOCK * min(per, x.shape[0]) * w.shape[0] * itemsize
+            # the two logits buffers and one block's intermediates (a chunk's rows in
+            # DISTILL_BLOCKS blocks), float32 for a half head (with the block's two copies)
+            half = dtype in _LOW
+            temporaries = 2 + (closed.temporaries + 2 * half) * (1 + half) / DISTILL_BLOCKS
+        per = units_per_chunk(x.shape[0], 1, w.shape[0], itemsize, chunk_size, memory_budget,
+                              temporaries)
+        if closed is not None:
+            block = -(-min(per, x.shape[0]) // DISTILL_BLOCKS)
             fn.closed = lambda z, zt, lab, ct, grad: closed(z, zt, lab, ignore, ct, grad,
                                                             popts, block)
         out = _engine(grad_in_forward, f"linear_{plain_fn.__name__}")(

@@ -24,12 +24,6 @@ import torch
 
 _LOW = (torch.float16, torch.bfloat16)
 
-#: Block intermediates (each of a block's logits' size) that a closed form holds at once, at
-#: most (generalized_jsd between 0 and 1 with its stacked log-sum-exp: the stack (2), its
-#: exponential (2), s, t, exp(s), exp(t), the mixture and the gradients).
-BLOCK_TEMPORARIES = 12
-
-
 def _expand(g, x):
     return g.unsqueeze(-1).expand(x.shape)
 
@@ -151,19 +145,20 @@ def generalized_jsd_rows(x, y, g, opts):
     return loss, dx.div_(temp)
 
 
-def closed(rows_fn, multiply):
-    """The chunk function of a closed form: ``chunk(z, zt, lab, ignore_index, ct, grad, opts)``
-    with the chunk's student and teacher logits ``z``, ``zt`` (rows, V) in the head's dtype,
-    labels (rows,), the cotangent ``ct`` (rows,) of the per-token loss (None: 1) -> (the
+def closed(rows_fn, multiply, temporaries):
+    """The chunk function of a closed form: ``chunk(z, zt, lab, ignore_index, ct, grad, opts,
+    block)`` with the chunk's student and teacher logits ``z``, ``zt`` (rows, V) in the head's
+    dtype, labels (rows,), the cotangent ``ct`` (rows,) of the per-token loss (None: 1) -> (the
     per-token loss as the plain loss's ``_masked`` returns it, and ``z`` overwritten with the
-    gradient of the logits where ``grad``, else None). ``block_bytes``: the bytes of the
-    intermediates of a block of rows (BLOCK_TEMPORARIES of its logits in the compute dtype),
-    at most (at least one row)."""
+    gradient of the logits where ``grad``, else None), in blocks of ``block`` rows.
+    ``temporaries``: the intermediates of a block that ``rows_fn`` holds at once at most (each
+    of the block's logits' size in the compute dtype; a half head's two float32 copies of the
+    block's logits are counted by the caller), the chunk's memory plan's."""
 
-    def chunk(z, zt, lab, ignore_index, ct, grad, opts, block_bytes):
+    def chunk(z, zt, lab, ignore_index, ct, grad, opts, block):
         dt = z.dtype
         cd = torch.float32 if dt in _LOW else dt
-        rows, n_classes = z.shape
+        rows = z.shape[0]
         keep = lab != ignore_index
         mask = keep.to(dt)
         g = None
@@ -174,8 +169,7 @@ def closed(rows_fn, multiply):
             g = (c * mask if multiply else
                  torch.where(keep, c, torch.zeros((), dtype=dt, device=z.device))).to(cd)
         loss = torch.empty(rows, dtype=cd, device=z.device)
-        row = BLOCK_TEMPORARIES * n_classes * torch.finfo(cd).bits // 8
-        block = max(1, int(block_bytes) // max(1, row))
+        block = max(1, int(block))
         for i in range(0, rows, block):
             sl = slice(i, min(rows, i + block))
             lb, db = rows_fn(z[sl].to(cd), zt[sl].to(cd), None if g is None else g[sl], opts)
@@ -187,4 +181,5 @@ def closed(rows_fn, multiply):
             keep, out, torch.zeros((), dtype=dt, device=z.device))
         return out, (z if grad else None)
 
+    chunk.temporaries = temporaries
     return chunk

@@ -8,14 +8,14 @@ from . import _closed_torch as _closed
 from . import _torch as _plain
 
 linear_generalized_jsd = linear_distillation(
-    _plain.generalized_jsd, _closed.closed(_closed.generalized_jsd_rows, False))
+    _plain.generalized_jsd, _closed.closed(_closed.generalized_jsd_rows, False, 12))
 linear_forward_kl = linear_distillation(
-    _plain.forward_kl, _closed.closed(_closed.forward_kl_rows, True))
+    _plain.forward_kl, _closed.closed(_closed.forward_kl_rows, True, 5))
 linear_reverse_kl = linear_distillation(
-    _plain.reverse_kl, _closed.closed(_closed.reverse_kl_rows, True))
+    _plain.reverse_kl, _closed.closed(_closed.reverse_kl_rows, True, 8))
 linear_symmetric_kl = linear_distillation(
-    _plain.symmetric_kl, _closed.closed(_closed.symmetric_kl_rows, True))
-linear_tvd = linear_distillation(_plain.tvd, _closed.closed(_closed.tvd_rows, False))
+    _plain.symmetric_kl, _closed.closed(_closed.symmetric_kl_rows, True, 10))
+linear_tvd = linear_distillation(_plain.tvd, _closed.closed(_closed.tvd_rows, False, 5))
 
 __all__ = ["linear_forward_kl", "linear_generalized_jsd", "linear_reverse_kl",
            "linear_symmetric_kl", "linear_tvd"]
