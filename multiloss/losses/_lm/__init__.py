@@ -24,11 +24,12 @@ DISTILL_TEMPORARIES = 4
 #: The default path runs a closed form per chunk (distillation/_closed_torch.py) in
 #: DISTILL_BLOCKS blocks of its rows: its temporaries are the student's logits (overwritten by
 #: their gradient) and the teacher's, two buffers allocated once per call, and one block's
-#: intermediates (the form's count of them / DISTILL_BLOCKS): 2 + 5/6 logits (forward_kl, tvd:
-#: 361-token chunks at V 32768 float32), 2 + 8/6 (reverse_kl), 2 + 10/6 (symmetric_kl),
-#: 2 + 12/6 (generalized_jsd: 256 tokens). Blocks of a sixth of the chunk: smaller ones (14
-#: rows at V 32768) made the closed form up to 9x slower on a loaded 2-core machine (each
-#: block's op a parallel region), a sixth as fast as one block.
+#: intermediates (the form's count of them / DISTILL_BLOCKS): 2 + 5/6 logits (forward_kl,
+#: tvd), 2 + 8/6 (reverse_kl), 2 + 10/6 (symmetric_kl), 2 + 14/6 (generalized_jsd): chunks of
+#: 361, 307, 279, 236 tokens at V 32768 float32 (342, 293, 274, 228 balanced over 4096).
+#: Blocks of a sixth of the chunk: smaller ones (14 rows at V 32768) made the closed form up
+#: to 9x slower on a loaded 2-core machine (each op a parallel region), a sixth about as fast
+#: as one block (whose intermediates would be chunk-sized).
 DISTILL_BLOCKS = 6
 
 

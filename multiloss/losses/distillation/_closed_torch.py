@@ -11,9 +11,9 @@ autograd performs on its graph in the order it performs them (``_log_softmax_bac
 infinity patterns are the plain loss's (torch's derivative of ``abs`` is 0 at 0, of a masked
 product is 0 only where masked, and ``0 * NaN`` stays NaN). No algebraic simplification.
 
-``closed(rows_fn, multiply)`` makes the chunk function the engine calls: the rows are taken in
-blocks of ``block`` rows (the blocks' intermediates are small: a chunk holds its two logits
-buffers and one block's intermediates), the student's buffer overwritten with its gradient,
+``closed(rows_fn, multiply, temporaries)`` makes the chunk function the engine calls: the rows
+are taken in blocks of ``block`` rows (a chunk holds its two logits buffers and one block's
+intermediates, ``temporaries`` of them), the student's buffer overwritten with its gradient,
 block by block (in its dtype: a half head's gradient rounded to it, as autograd's gradient of
 half logits); the label mask applied as the plain loss's ``_masked`` (``multiply``: the loss
 times the mask, as torchtune; else a ``where``, as TRL and Liger)."""

@@ -8,7 +8,7 @@ from . import _closed_torch as _closed
 from . import _torch as _plain
 
 linear_generalized_jsd = linear_distillation(
-    _plain.generalized_jsd, _closed.closed(_closed.generalized_jsd_rows, False, 12))
+    _plain.generalized_jsd, _closed.closed(_closed.generalized_jsd_rows, False, 14))
 linear_forward_kl = linear_distillation(
     _plain.forward_kl, _closed.closed(_closed.forward_kl_rows, True, 5))
 linear_reverse_kl = linear_distillation(
