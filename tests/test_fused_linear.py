@@ -240,3 +240,44 @@ def test_half_head_gradients_accumulate_in_float32_as_trls_fused_head(backend,
     for name, g, r in zip(("input", "linear_weight"), got_g, want_g):
         ulps = _bf16_ulps(g, r)
         assert ulps.max() <= 1, (name, ulps.max(), (ulps > 0).mean())
+
+
+def _bitwise(a, b):
+    a, b = a.double(), b.double()
+    same = (a == b) & (torch.signbit(a) == torch.signbit(b))
+    return bool((same | (a.isnan() & b.isnan())).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_torch_distillation_closed_forms_are_autograds_operations(dtype):
+    """The torch distillation forms' closed-form chunks (distillation/_closed_torch.py) give
+    the plain loss's per-token values and, for a per-token cotangent that differs between
+    tokens (NaN and infinity included), autograd's gradient of the logits bit for bit, with
+    infinite and NaN logits (whole rows too) and ignored labels, in blocks of 1 and 3 rows."""
+    from multiloss.losses.distillation import _closed_torch as C
+    from multiloss.losses.distillation import _torch as P
+
+    cases = [("forward_kl", True, {}), ("reverse_kl", True, {}),
+             ("symmetric_kl", True, {"sym_kd_ratio": 0.3}), ("tvd", False, {}),
+             ("generalized_jsd", False, {"beta": 0.3, "temperature": 2.0}),
+             ("generalized_jsd", False, {"beta": 0.0, "temperature": 0.7}),
+             ("generalized_jsd", False, {"beta": 1.0})]
+    gen = torch.Generator().manual_seed(0)
+    inf, nan = float("inf"), float("nan")
+    for name, multiply, opts in cases:
+        chunk = C.closed(getattr(C, f"{name}_rows"), multiply, 1)
+        for trial in range(2):
+            z = (torch.randn(5, 7, generator=gen, dtype=torch.float64) * 3).to(dtype)
+            zt = (torch.randn(5, 7, generator=gen, dtype=torch.float64) * 3).to(dtype)
+            lab = torch.tensor([1, -100, 3, 0, 6])
+            ct = (torch.randn(5, generator=gen, dtype=torch.float64) * 2).to(dtype)
+            if trial:
+                z[0, 2], z[2, 1], z[3, 0], zt[0, 5], zt[2, 1] = inf, -inf, nan, -inf, inf
+                z[4], zt[1, 3], ct[2] = -inf, nan, inf
+            zz = z.clone().requires_grad_(True)
+            ref = getattr(P, name)(zz, zt, lab, **opts).loss
+            gref, = torch.autograd.grad(ref, zz, ct)
+            for block in (1, 3):
+                out, dz = chunk(z.clone(), zt.clone(), lab, -100, ct, True, opts, block)
+                assert _bitwise(out, ref.detach()) and _bitwise(dz, gref), (name, opts, trial)
+                assert dz.dtype == dtype and out.dtype == ref.dtype

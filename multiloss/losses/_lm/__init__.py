@@ -16,16 +16,21 @@ DEFAULT_MEMORY_BUDGET = 128 * 2**20
 #: Temporaries of the size of a chunk's logits that a fused loss's chunk holds at once (the
 #: logits, the reference's, the log-softmax's intermediates and the logits' gradient).
 TEMPORARIES = 5
-#: The divisor of the budget for a torch distillation form's chunk (its logits: budget / 4, 256
-#: tokens of 32 MiB at V = 32768 float32 and the default budget). Measured at 4096 tokens, D 1024,
-#: V 32768 (peak RSS above the inputs, forward + backward, torch eager 3218 MiB): 5 (196-token
-#: chunks of 25 MiB) 733-874 MiB; 10 (98 tokens) 518-610 MiB and 1.3x the time; 4 (256 tokens)
-#: 394 MiB at the time of 5; 3 (316 tokens) 450 MiB. The chunk runs the plain loss under
-#: autograd (about five logits-sized buffers live); most of the rest is what glibc's heap keeps
-#: between chunks of buffers under its 32 MiB mmap threshold (with MALLOC_MMAP_THRESHOLD_=128 KiB
-#: the 196-token chunks peak at 396 MiB): chunk buffers of 32 MiB are mapped and unmapped. A
-#: glibc effect: at 4000 tokens, V 32000 (250-token chunks of 30.5 MiB) 740 MiB (5: 967 MiB).
+#: The divisor of the budget for a torch distillation form's chunk on its paths that run the
+#: plain loss under autograd (create_graph, grad_in_forward=False: about five logits-sized
+#: buffers live; measured at 4096 tokens, D 1024, V 32768: 256-token chunks peaked at 394 MiB
+#: above the inputs, 196-token ones at 733-874 MiB, mostly glibc's heap between chunks).
 DISTILL_TEMPORARIES = 4
+#: The default path runs a closed form per chunk (distillation/_closed_torch.py) in
+#: DISTILL_BLOCKS blocks of its rows: its temporaries are the student's logits (overwritten by
+#: their gradient) and the teacher's, two buffers allocated once per call, and one block's
+#: intermediates (the form's count of them / DISTILL_BLOCKS): 2 + 5/6 logits (forward_kl,
+#: tvd), 2 + 8/6 (reverse_kl), 2 + 10/6 (symmetric_kl), 2 + 14/6 (generalized_jsd): chunks of
+#: 361, 307, 279, 236 tokens at V 32768 float32 (342, 293, 274, 228 balanced over 4096).
+#: Blocks of a sixth of the chunk: smaller ones (14 rows at V 32768) made the closed form up
+#: to 9x slower on a loaded 2-core machine (each op a parallel region), a sixth about as fast
+#: as one block (whose intermediates would be chunk-sized).
+DISTILL_BLOCKS = 6
 
 
 def units_per_chunk(n_units, rows_per_unit, n_classes, itemsize, chunk_size=None,
@@ -38,6 +43,6 @@ def units_per_chunk(n_units, rows_per_unit, n_classes, itemsize, chunk_size=None
     else:
         budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
         per_unit = temporaries * max(1, rows_per_unit) * max(1, n_classes) * itemsize
-        per = max(1, min(n, budget // per_unit))
+        per = max(1, min(n, int(budget // per_unit)))
     chunks = -(-n // per)
     return -(-n // chunks)

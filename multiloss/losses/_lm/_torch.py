@@ -168,6 +168,8 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
           for e, nd in zip(extras, need[3:])]
     rx, rw, rb = ref if ref is not None else (None, None, None)
     grad = any(v is not None for v in (dx, dw, db, *de))
+    if getattr(fn, "closed", None) is not None:  # a distillation form's closed chunks
+        return _closed_run(fn, x, w, b, extras, ref, per, g, grad, dx, dw, db, de)
     token_fn = getattr(fn, "token_fn", None)
     for s in range(0, n, per):
         e_ = min(n, s + per)
@@ -199,6 +201,44 @@ def _run(fn, x, w, b, extras, ref, per, g, need):
         # the chunk's logits, the reference's, their gradient and the loss's graph freed
         # before the next chunk allocates its own (else two chunks' buffers live at once)
         del z, zr, out, gr, leaves, diff, ct
+    return torch.cat(outs), dx, dw, db, de
+
+
+def _logits_into(buf, xc, w, b):
+    """``_logits`` of the chunk's rows (u, 1, D) written into ``buf`` (rows, V): the same
+    product (``addmm`` with a bias, else ``mm``, as ``F.linear``) into a buffer reused from
+    chunk to chunk (a fresh logits-sized buffer is page-faulted on every chunk)."""
+    x2 = xc.reshape(-1, xc.shape[-1])
+    if b is None:
+        return torch.mm(x2, w.t(), out=buf)
+    return torch.addmm(b, x2, w.t(), out=buf)
+
+
+@torch.compiler.disable  # run eagerly under torch.compile, as the autograd chunks were (the
+# graph breaks there, at torch.autograd.grad): Dynamo would unroll the blocks' loop
+def _closed_run(fn, x, w, b, extras, ref, per, g, grad, dx, dw, db, de):
+    """``_run`` of a loss of one token's logits (units of one row) and the teacher's with a
+    closed-form chunk
+    (``fn.closed(z, zt, labels, cotangent, grad)`` -> (losses, the logits' gradient written
+    over z)): no autograd; the student's and the teacher's logits computed into two buffers
+    allocated once (``torch.mm(..., out=)``), the student's overwritten by its gradient."""
+    n = x.shape[0]
+    rx, rw, rb = ref
+    rows = min(per, n) * x.shape[1]
+    zbuf = torch.empty((rows, w.shape[0]), dtype=x.dtype, device=x.device)
+    tbuf = torch.empty((rows, rw.shape[0]), dtype=rx.dtype, device=rx.device)
+    outs = []
+    with torch.no_grad():
+        for s in range(0, n, per):
+            e_ = min(n, s + per)
+            xc, k = x[s:e_], (e_ - s) * x.shape[1]
+            z = _logits_into(zbuf[:k], xc, w, b)
+            zt = _logits_into(tbuf[:k], rx[s:e_], rw, rb)
+            ct = None if g is None else g[s:e_].reshape(-1)
+            out, dz = fn.closed(z, zt, extras[0][s:e_].reshape(-1), ct, grad)
+            outs.append(out)
+            if grad:
+                _accumulate(dz, xc, w, dx, dw, db, de, (), extras, s, e_)
     return torch.cat(outs), dx, dw, db, de
 
 
@@ -622,10 +662,13 @@ def linear_form(form, plain_fn):
     return loss
 
 
-def linear_distillation(plain_fn):
-    """The torch function of a fused-linear distillation loss (see _jax.linear_distillation)."""
+def linear_distillation(plain_fn, closed=None):
+    """The torch function of a fused-linear distillation loss (see _jax.linear_distillation).
+    ``closed``: the loss's closed-form chunk (distillation/_closed_torch.py), which the
+    default path (``fused_units``) runs on each chunk instead of the plain loss under
+    autograd; the other paths (create_graph, ``grad_in_forward=False``) run ``plain_fn``."""
     from ...backends import Terms
-    from . import DISTILL_TEMPORARIES, units_per_chunk
+    from . import DISTILL_BLOCKS, DISTILL_TEMPORARIES, units_per_chunk
 
     def loss(input, linear_weight, teacher_input, teacher_linear_weight, labels=None, *,
              reduction=None, linear_bias=None, teacher_linear_bias=None, chunk_size=None,
@@ -648,8 +691,19 @@ def linear_distillation(plain_fn):
         def fn(z, zt, lab):
             return plain_fn(z[:, 0], zt[:, 0], lab[:, 0], reduction=None, **popts).loss
 
-        per = units_per_chunk(x.shape[0], 1, w.shape[0], torch.finfo(dtype).bits // 8,
-                              chunk_size, memory_budget, DISTILL_TEMPORARIES)
+        itemsize = torch.finfo(dtype).bits // 8
+        temporaries = DISTILL_TEMPORARIES
+        if closed is not None:
+            # the two logits buffers and one block's intermediates (a chunk's rows in
+            # DISTILL_BLOCKS blocks), float32 for a half head (with the block's two copies)
+            half = dtype in _LOW
+            temporaries = 2 + (closed.temporaries + 2 * half) * (1 + half) / DISTILL_BLOCKS
+        per = units_per_chunk(x.shape[0], 1, w.shape[0], itemsize, chunk_size, memory_budget,
+                              temporaries)
+        if closed is not None:
+            block = -(-min(per, x.shape[0]) // DISTILL_BLOCKS)
+            fn.closed = lambda z, zt, lab, ct, grad: closed(z, zt, lab, ignore, ct, grad,
+                                                            popts, block)
         out = _engine(grad_in_forward, f"linear_{plain_fn.__name__}")(
             fn, x, w, b, (lab,), (tx, tw, tb), units_per_chunk=per)
         if labels is None:
