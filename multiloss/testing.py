@@ -215,7 +215,7 @@ def prepare_jax(spec: LossSpec, samples, batch: int = 16) -> int:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                outs = jax.jit(lambda ps: [f(p) for f, p in zip(fns, ps)])(primals)
+                outs = jax.jit(lambda ps, fns=fns: [f(p) for f, p in zip(fns, ps)])(primals)
         except Exception:  # noqa: BLE001 - run_jax runs each alone and reports its error
             continue
         for (_, key), (value, grads) in zip(part, outs):
