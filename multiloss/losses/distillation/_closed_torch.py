@@ -24,6 +24,7 @@ import torch
 
 _LOW = (torch.float16, torch.bfloat16)
 
+
 def _expand(g, x):
     return g.unsqueeze(-1).expand(x.shape)
 
