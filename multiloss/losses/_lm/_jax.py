@@ -245,8 +245,8 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
     axis U (floating ones are differentiated, integer/bool ones are data); ref: None or
     ``(ref_x (U, r, D'), ref_w (V, D'), ref_b)``, a frozen reference/teacher head (its logits
     ``z_ref`` are computed per chunk, never differentiated: zero cotangents). ``fn`` maps the
-    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...). ``token_fn(tok, valid, ref_tok,
-    *extras[1:])``, where given, is ``fn`` as a loss of the label log-probs (labels
+    chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...).
+    ``token_fn(tok, valid, ref_tok, *extras[1:])``, where given, is ``fn`` as a loss of the label log-probs (labels
     ``extras[0]``, ``ignore_index``): the logits' gradient is then made block by block from
     its gradient with respect to them (memory: the chunk's logits once, not twice).
 
@@ -260,8 +260,8 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
     product's and the gradient of half logits are), the products summed in float32 over every
     chunk and rounded once (by the backend's conversion): TRL's fused head. A half head
     given directly: its products summed in float32 (``preferred_element_type``), the
-    gradients rounded once in the backward. Reverse mode only (no ``jax.jvp``/``jax.hessian``: use the plain loss on
-    ``linear_sequence_logps``, whose custom JVP has forward mode)."""
+    gradients rounded once in the backward. Reverse mode only (no ``jax.jvp``: see
+    ``remat_units``, ``grad_in_forward=False``)."""
     from ..classification._linear_jax import _carry
 
     n_units = x.shape[0]

@@ -1,5 +1,6 @@
 """The fused-linear distillation losses on torch: the plain functions of ``_torch.py`` on each
-chunk of tokens (the default path: their closed forms, ``_closed_torch.py``) (``multiloss.losses._lm._torch.linear_distillation``; specs: ``_lm/_spec.py``)."""
+chunk of tokens (the default path: their closed forms, ``_closed_torch.py``)
+(``multiloss.losses._lm._torch.linear_distillation``; specs: ``_lm/_spec.py``)."""
 
 from __future__ import annotations
 
