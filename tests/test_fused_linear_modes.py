@@ -266,6 +266,32 @@ def test_torch_second_path_compiles():
         _rel(a, b)
 
 
+@pytest.mark.skipif(not LONG, reason="torch.compile costs ~10 s: MULTILOSS_LONG=1 runs it")
+@pytest.mark.parametrize("name", ["linear_dpo", "linear_forward_kl"])
+def test_torch_default_path_compiles_without_fullgraph(name):
+    """torch.compile (fullgraph=False) of the default path (grad_in_forward=True): the eager
+    value and gradients, the chunks running eagerly behind a graph break; fullgraph=True is
+    refused by Dynamo (docs/fused-linear.md, "Transformations")."""
+    sample, pos, primals, tangents, ct, ref_v, ref_g, ref_jv, ref_hvp, _ = _reference(
+        name, mean=True)
+    loss = multiloss.get(name, backend="torch", **_opts(sample, True))
+    rest = [torch.from_numpy(np.array(a)) for a in sample.inputs[2:]]
+
+    def step(x, w):
+        return loss(x, w, *rest)
+
+    torch._dynamo.reset()
+    leaves = [torch.from_numpy(p).requires_grad_(True) for p in primals]
+    out = torch.compile(step, backend="aot_eager")(*leaves)
+    grads = torch.autograd.grad(out, leaves)
+    _rel(out.detach(), ref_v)
+    for a, b in zip(grads, ref_g):
+        _rel(a, b)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="Unsupported|disable"):
+        torch.compile(step, fullgraph=True, backend="aot_eager")(*leaves)
+
+
 def _dpo_problem(pairs=32, t=8, d=16, v=8192):
     rng = np.random.default_rng(3)
     x = (rng.normal(size=(2 * pairs, t, d)) * 0.5).astype(np.float32)
