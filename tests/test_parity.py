@@ -20,34 +20,17 @@ def _float32_subset(samples):
     return [s for i, s in enumerate(samples) if FULL or i % 3 == 0 or testing.is_edge(s)]
 
 
-SAMPLES = {(spec.name, dtype): (spec, testing.samples_for(spec, dtype) if dtype == "float64"
-                                  else _float32_subset(testing.samples_for(spec, dtype)))
-           for dtype in ("float64", "float32") for spec in testing.all_specs()}
-
-# a loss's cases run on one pytest-xdist worker (``--dist loadgroup``, the README's command),
-# so that its JAX results are computed there in a few batched compilations (_prepared)
 CASES = [
-    pytest.param(spec, sample, dtype, id=f"{dtype}-{sample.id}",
-                 marks=pytest.mark.xdist_group(f"parity-{spec.name}"))
-    for (_, dtype), (spec, samples) in SAMPLES.items()
-    for sample in samples
+    pytest.param(spec, sample, dtype, id=f"{dtype}-{sample.id}")
+    for dtype in ("float64", "float32")
+    for spec in testing.all_specs()
+    for sample in (testing.samples_for(spec, dtype) if dtype == "float64"
+                   else _float32_subset(testing.samples_for(spec, dtype)))
 ]
-
-_PREPARED = set()
-
-
-def _prepared(spec, dtype):
-    """The JAX results of every case of the loss in ``dtype``, computed once per process in
-    batches (``testing.prepare_jax``: one XLA compilation per 16 cases instead of one per
-    case); each case's run_jax takes its own."""
-    if (spec.name, dtype) not in _PREPARED:
-        _PREPARED.add((spec.name, dtype))
-        testing.prepare_jax(spec, SAMPLES[spec.name, dtype][1])
 
 
 @pytest.mark.parametrize("spec,sample,dtype", CASES)
 def test_parity(spec, sample, dtype):
-    _prepared(spec, dtype)
     result = testing.compare(spec, sample, dtype)
     assert not result.message, result.message
     tol = testing.TOLERANCE[dtype]
