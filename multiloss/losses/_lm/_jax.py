@@ -131,52 +131,38 @@ def _rounded(a, dtype):
     """``a`` rounded to the precision of ``dtype`` where that is float16/bfloat16, kept in
     a's dtype: an explicit rounding (``lax.reduce_precision``), which XLA keeps where a
     conversion to the half dtype and back may be dropped (its excess precision)."""
-    dtype = jnp.dtype(dtype)
-    if dtype not in _LOW or dtype == a.dtype:
+    if dtype is None or jnp.dtype(dtype) not in _LOW or jnp.dtype(dtype) == a.dtype:
         return a
+    dtype = jnp.dtype(dtype)
     info = jnp.finfo(dtype)
     return lax.reduce_precision(a, exponent_bits=info.nexp, mantissa_bits=info.nmant)
 
 
 def _logits(xc, w, b, low=None):
-    """(u, r, D) rows of a chunk against the head (V, D): (u, r, V). ``low`` a float16/bfloat16
-    dtype: the products summed in float32 (the bias added), each logit rounded to ``low``
-    once, as a half matrix product's, and returned in float32."""
+    """(u, r, D) rows of a chunk against the head (V, D): (u, r, V); ``low``: a half head's
+    dtype (the backend computes it in float32): each logit rounded to it, as a half matrix
+    product's (its products summed in float32, the bias added, one rounding)."""
     u, r, d = xc.shape
-    x2 = xc.reshape(u * r, d)
-    if low is None or jnp.dtype(low) not in _LOW:
-        z = x2 @ w.T
-        if b is not None:
-            z = z + b
-    else:
-        z = _mm(x2, w.T, jnp.float32)
-        if b is not None:
-            z = z + b.astype(jnp.float32)
-        z = _rounded(z, low)
-    return z.reshape(u, r, w.shape[0])
-
-
-def _mm(a, b, acc_dtype):
-    """``a @ b`` with the products summed and returned in ``acc_dtype`` (float32 for
-    float16/bfloat16 operands: their products are exact in float32, never rounded to the
-    operands' dtype before they are accumulated)."""
-    return jnp.matmul(a, b, preferred_element_type=acc_dtype)
+    z = xc.reshape(u * r, d) @ w.T
+    if b is not None:
+        z = z + b
+    return _rounded(z, low).reshape(u, r, w.shape[0])
 
 
 def _accumulate(dw, dz2, x2):
-    """``dw + dz2.T @ x2`` (dw (V, D) in the accumulation dtype, dz2 (rows, V), x2 (rows, D))
-    in blocks of classes no larger than the chunk's logits, one after the other (a loop),
-    each added in place: XLA on CPU computes a product into a new buffer before adding it,
-    which for the whole product is one more head-sized array."""
+    """``dw + dz2.T @ x2`` (dw (V, D), dz2 (rows, V), x2 (rows, D)) in blocks of classes no
+    larger than the chunk's logits, one after the other (a loop), each added in place: XLA
+    on CPU computes a product into a new buffer before adding it, which for the whole product
+    is one more head-sized array."""
     n_classes, d = dw.shape
     block = max(1, min(n_classes, (dz2.shape[0] * n_classes) // (4 * max(1, d))))
     if block >= n_classes:
-        return dw + _mm(dz2.T, x2, dw.dtype)
+        return dw + dz2.T @ x2
     full, tail = divmod(n_classes, block)
 
     def add(dw, s, size):
         part = (lax.dynamic_slice_in_dim(dw, s, size, axis=0)
-                + _mm(lax.dynamic_slice_in_dim(dz2, s, size, axis=1).T, x2, dw.dtype))
+                + lax.dynamic_slice_in_dim(dz2, s, size, axis=1).T @ x2)
         return lax.dynamic_update_slice_in_dim(dw, part, s, axis=0)
 
     dw = lax.fori_loop(0, full, lambda i, dw: add(dw, i * block, block), dw)
@@ -188,8 +174,7 @@ def _token_grads(z2, lse, safe, gt, x2, w, dw, db, low=None):
     of the label log-probs of the logits z2 (rows, V) (the compute dtype): the logits'
     gradient ``gt (onehot - exp(z - lse))`` made and used in blocks of classes (a loop),
     never whole beside the logits (XLA on CPU does not write it over them); rounded to
-    ``low`` (a half head's dtype: the gradient of half logits is half), its products summed
-    in the dtype of ``dw``, as is ``dx`` over the blocks."""
+    ``low`` (a half head's dtype: the gradient of half logits is half)."""
     rows, n_classes = z2.shape
     d = w.shape[1]
     block = max(1, min(n_classes, (rows * n_classes) // (4 * max(1, d, rows))))
@@ -202,18 +187,17 @@ def _token_grads(z2, lse, safe, gt, x2, w, dw, db, low=None):
         hot = (lax.broadcasted_iota(safe.dtype, zb.shape, 1) + s) == safe[:, None]
         dzb = jnp.where(hot, g, jnp.zeros((), zb.dtype)) - g * jnp.exp(zb - lse[:, None])
         dzb = _rounded(dzb, low)
-        dx = dx + _mm(dzb, lax.dynamic_slice_in_dim(w, s, size, axis=0), dx.dtype)
-        part = lax.dynamic_slice_in_dim(dw, s, size, axis=0) + _mm(dzb.T, x2, dw.dtype)
+        dx = dx + dzb @ lax.dynamic_slice_in_dim(w, s, size, axis=0)
+        part = lax.dynamic_slice_in_dim(dw, s, size, axis=0) + dzb.T @ x2
         dw = lax.dynamic_update_slice_in_dim(dw, part, s, axis=0)
         if db is not None:
-            part = (lax.dynamic_slice_in_dim(db, s, size, axis=0)
-                    + jnp.sum(dzb, axis=0, dtype=db.dtype))
+            part = lax.dynamic_slice_in_dim(db, s, size, axis=0) + jnp.sum(dzb, axis=0)
             db = lax.dynamic_update_slice_in_dim(db, part, s, axis=0)
         return dx, dw, db
 
     from ..classification._linear_jax import _carry
 
-    carry = (_carry(jnp.zeros((rows, d), dw.dtype), z2, x2, gt), dw, db)
+    carry = (_carry(jnp.zeros((rows, d), z2.dtype), z2, x2, gt), dw, db)
     carry = lax.fori_loop(0, full, lambda i, c: add(c, i * block, block), carry)
     return add(carry, full * block, tail) if tail else carry
 
@@ -246,7 +230,8 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
     ``(ref_x (U, r, D'), ref_w (V, D'), ref_b)``, a frozen reference/teacher head (its logits
     ``z_ref`` are computed per chunk, never differentiated: zero cotangents). ``fn`` maps the
     chunk's logits (u, r, V) (and the reference's) to the chunk's losses (u, ...).
-    ``token_fn(tok, valid, ref_tok, *extras[1:])``, where given, is ``fn`` as a loss of the label log-probs (labels
+    ``token_fn(tok, valid, ref_tok, *extras[1:])``, where given, is ``fn`` as a loss of the
+    label log-probs (labels
     ``extras[0]``, ``ignore_index``): the logits' gradient is then made block by block from
     its gradient with respect to them (memory: the chunk's logits once, not twice).
 
@@ -255,19 +240,17 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
     X``: three matrix products per chunk, as the materialised logits' forward and backward);
     the backward scales it where the cotangent is the same on every unit (a 'mean' or 'sum'
     without sample weights) and recomputes the chunks with the actual cotangent otherwise
-    (``lax.cond``). ``low``: the float16/bfloat16 dtype of a head that the backend computes in
-    float32: each logit and each element of the logits' gradient rounded to it (as a half
-    product's and the gradient of half logits are), the products summed in float32 over every
-    chunk and rounded once (by the backend's conversion): TRL's fused head. A half head
-    given directly: its products summed in float32 (``preferred_element_type``), the
-    gradients rounded once in the backward. Reverse mode only (no ``jax.jvp``: see
+    (``lax.cond``). x, w, b are in the compute dtype (the backend computes float16/bfloat16
+    inputs in float32); ``low``: their half dtype, to which each logit and each element of
+    the logits' gradient is rounded (as a half product's and the gradient of half logits
+    are), the products summed in float32 over every chunk and rounded once by the backend's
+    conversion: TRL's fused head. Reverse mode only (no ``jax.jvp``: see
     ``remat_units``, ``grad_in_forward=False``)."""
     from ..classification._linear_jax import _carry
 
     n_units = x.shape[0]
     u = int(units_per_chunk)
     chunks, split = _chunks(n_units, u)
-    acc = _compute_dtype(w.dtype)  # the gradients' accumulation dtype
     fl = tuple(i for i, e in enumerate(extras) if _float(e))
     ints = tuple(e if not _float(e) else None for e in extras)
     ref = (None, None, None) if ref is None else tuple(ref)
@@ -292,13 +275,9 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
             dw, db = carry
             xc, efc, eic, rxc, vc, ctc = chunk
             # a half head's logits rounded to its dtype once (_logits)
-            z = _logits(xc, w, b, low or w.dtype)
-            zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb,
-                                                                    low or rw.dtype))
-            if token_fn is None:  # fn takes the logits in the heads' dtype (exact)
-                if low is None:
-                    z = z.astype(w.dtype)
-                    zr = None if zr is None else zr.astype(rw.dtype)
+            z = _logits(xc, w, b, low)
+            zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb, low))
+            if token_fn is None:
                 out, vjp = jax.vjp(lambda z, ef: fn(z, zr, *merge(ef, eic)), z, efc)
             else:
                 # the logits in the head's dtype, their log-softmax in the compute dtype
@@ -319,23 +298,21 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
                 gt = jnp.where(ok, gt, jnp.zeros((), gt.dtype)).reshape(-1)
                 dxc, dw, db = _token_grads(z.reshape(-1, z.shape[-1]), lse.reshape(-1),
                                            safe.reshape(-1), gt,
-                                           xc.reshape(-1, xc.shape[-1]), w, dw, db,
-                                           low or w.dtype)
+                                           xc.reshape(-1, xc.shape[-1]), w, dw, db, low)
                 return (dw, db), (out, dxc.reshape(xc.shape), def_)
             dz, def_ = vjp(_carry(ctc, out))
-            dz2 = _rounded(dz.reshape(-1, dz.shape[-1]), low or w.dtype)
-            dxc = _mm(dz2, w, acc).reshape(xc.shape)
+            dz2 = _rounded(dz.reshape(-1, dz.shape[-1]), low)
+            dxc = (dz2 @ w).reshape(xc.shape)
             dw = _accumulate(dw, dz2, xc.reshape(-1, xc.shape[-1]))
             if db is not None:
-                db = db + jnp.sum(dz2, axis=0, dtype=acc)
+                db = db + jnp.sum(dz2, axis=0)
             return (dw, db), (out, dxc, def_)
 
         return step
 
     def run(x, w, b, ef, ei, rx, rw, rb):
-        """(losses, dx, dw, db, d extras) for a cotangent of 1 per unit; dx, dw, db in the
-        accumulation dtype."""
-        dw0 = _carry((jnp.zeros(w.shape, acc), None if b is None else jnp.zeros(b.shape, acc)),
+        """(losses, dx, dw, db, d extras) for a cotangent of 1 per unit."""
+        dw0 = _carry((jnp.zeros_like(w), None if b is None else jnp.zeros_like(b)),
                      x, w, b, rx, *ef)
         (dw, db), (out, dx, de) = lax.scan(stepper(w, b, rw, rb), dw0,
                                            chunked(x, ef, ei, rx, None))
@@ -357,8 +334,7 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
         s = first.astype(dx.dtype)
 
         def scaled(a):  # the forward's gradient times the cotangent, or 0 to recompute into
-            return None if a is None else jnp.where(uniform, (a * s).astype(a.dtype),
-                                                    jnp.zeros((), a.dtype))
+            return None if a is None else jnp.where(uniform, a * s, jnp.zeros((), a.dtype))
 
         # a cotangent that differs between units: every chunk recomputed with it, in a loop
         # of no step where the cotangent is uniform (not lax.cond: its result would be a
@@ -377,9 +353,6 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
         init = (scaled(dw), scaled(db), split(scaled(dx)), tuple(split(scaled(e)) for e in de))
         dw_, db_, dxs, des = lax.fori_loop(0, jnp.where(uniform, 0, chunks), body, init)
         dx_, de_ = unsplit(dxs), tuple(unsplit(e) for e in des)
-        # the gradients accumulated in float32 for a half head, rounded once here
-        dx_, dw_ = dx_.astype(x.dtype), dw_.astype(w.dtype)
-        db_ = None if db_ is None else db_.astype(b.dtype)
         zeros = tuple(_zero_cotangent(a) for a in (rx, rw, rb))
         return (dx_, dw_, db_, de_, tuple(_zero_cotangent(e) for e in ei), *zeros)
 
@@ -406,22 +379,13 @@ def remat_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, low=None
     second order (``jax.hessian``, Hessian-vector products), ``vmap`` and ``shard_map`` are
     JAX's own. A partial last chunk is padded with copies of the last unit, dropped from the
     result (their cotangent is 0). ``low``: as ``fused_units``' (the logits rounded to it by
-    ``lax.reduce_precision``, whose derivative rounds their gradient too); a half head given
-    directly is computed on float32 copies of x, w and b the same way, so that reverse mode
-    accumulates the gradients in float32 over the chunks and rounds them once."""
+    ``lax.reduce_precision``, whose derivative rounds their gradient too)."""
     n_units = x.shape[0]
     rx, rw, rb = (None, None, None) if ref is None else tuple(ref)
-    given = w.dtype if _compute_dtype(w.dtype) != w.dtype else None
-    if given is not None:
-        low = given
-        x, w = x.astype(jnp.float32), w.astype(jnp.float32)
-        b = None if b is None else b.astype(jnp.float32)
 
     def body(xc, rxc, ec, w, b, rw, rb):
         z = _logits(xc, w, b, low)
         zr = None if rxc is None else lax.stop_gradient(_logits(rxc, rw, rb, low))
-        if given is not None:  # fn takes the logits in the head's dtype (exact)
-            z, zr = z.astype(given), (None if zr is None else zr.astype(given))
         return fn(z, zr, *ec)
 
     if n_units == 0:
@@ -515,7 +479,7 @@ def linear_form(form, plain_fn):
             args = form.to_plain(tok, valid, rtok, full, ex[k] if form.nll else None, popts)
             return plain_fn(*args, **popts).loss
 
-        per = units_per_chunk(n, lab.shape[1], w.shape[0], _compute_dtype(dtype).itemsize,
+        per = units_per_chunk(n, lab.shape[1], w.shape[0], jnp.dtype(dtype).itemsize,
                               chunk_size, memory_budget)
         args = (lab, *[extras[i] for i in present]) + ((scale,) if form.nll else ())
         if grad_in_forward:
