@@ -21,6 +21,7 @@ entries must be matched exactly (NaN by NaN, inf by the same inf).
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -170,9 +171,67 @@ def _jit_key(spec, sample, pos, sw_diff):
             bool(jax.config.jax_enable_x64))
 
 
+#: (value, gradients, dtype) of samples computed ahead by ``prepare_jax``, by ``_result_key``;
+#: each taken (removed) by the ``run_jax`` of its sample
+_PREPARED: dict = {}
+
+
+def _primals(spec, sample):
+    pos = _diff_positions(spec, sample)
+    sw_diff = _sw_differentiable(spec, sample)
+    sw = sample.sample_weight
+    return pos, sw_diff, [sample.inputs[i] for i in pos] + ([sw] if sw_diff else [])
+
+
+def _result_key(spec, sample):
+    """``_jit_key`` and the differentiated inputs' values: what the result depends on (None
+    where the options cannot be keyed)."""
+    pos, sw_diff, primals = _primals(spec, sample)
+    key = _jit_key(spec, sample, pos, sw_diff)
+    return None if key is None else (key, tuple(_array_key(p) for p in primals))
+
+
+def prepare_jax(spec: LossSpec, samples, batch: int = 16) -> int:
+    """Compute the JAX (value, gradients) of many samples of one loss ahead, ``batch`` samples
+    to one XLA program (each sample's own jitted loss, its own vjp and cotangent, side by side:
+    the same computations as ``run_jax``'s, one compilation instead of ``batch``, which on CPU
+    is most of the cost of a small sample: measured 2x faster on 64 samples). ``run_jax`` then
+    takes a prepared sample's result instead of compiling it. A batch that fails to trace or
+    compile is left to ``run_jax``, sample by sample (which reports the error of the one
+    that fails). Returns the number of samples prepared."""
+    import jax
+
+    todo = []
+    for sample in samples:
+        key = _result_key(spec, sample)
+        if key is not None and key not in _PREPARED:
+            todo.append((sample, key))
+    done = 0
+    for start in range(0, len(todo), batch):
+        part = todo[start:start + batch]
+        fns = [_value_and_grads(spec, sample, _diff_positions(spec, sample))
+               for sample, _ in part]
+        primals = [_primals(spec, sample)[2] for sample, _ in part]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                outs = jax.jit(lambda ps, fns=fns: [f(p) for f, p in zip(fns, ps)])(primals)
+        except Exception:  # noqa: BLE001 - run_jax runs each alone and reports its error
+            continue
+        for (_, key), (value, grads) in zip(part, outs):
+            _PREPARED[key] = (np.asarray(value), [np.asarray(g) for g in grads],
+                              str(value.dtype))
+        done += len(part)
+    return done
+
+
 def run_jax(spec: LossSpec, sample: Sample):
     import jax
 
+    if _PREPARED:
+        ready = _PREPARED.pop(_result_key(spec, sample), None)
+        if ready is not None:  # computed by prepare_jax (no time of its own)
+            return ready[0], ready[1], float("nan"), ready[2]
     pos = _diff_positions(spec, sample)
     sw = sample.sample_weight
     sw_diff = _sw_differentiable(spec, sample)
@@ -197,6 +256,13 @@ def _compile_jax(spec: LossSpec, sample: Sample, pos):
     inputs (and sample weight); the rest of the sample closed over."""
     import jax
 
+    return jax.jit(_value_and_grads(spec, sample, pos))
+
+
+def _value_and_grads(spec: LossSpec, sample: Sample, pos):
+    """``_compile_jax``'s function, not jitted."""
+    import jax
+
     import multiloss
 
     loss = multiloss.get(spec.name, backend="jax", **sample.options)
@@ -211,7 +277,6 @@ def _compile_jax(spec: LossSpec, sample: Sample, pos):
 
     # value and gradients in one compiled function (one trace and one compilation per case;
     # the cotangent, a function of the output's shape, is made while tracing)
-    @jax.jit
     def value_and_grads(primals):
         out, vjp = jax.vjp(f, *primals)
         ct = _cotangent(sample, out.shape, out.dtype)
