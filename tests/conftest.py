@@ -11,7 +11,7 @@ jax.config.update("jax_enable_x64", True)
 # "ci" bounds the generated examples so that CI stays short; "fuzz" is the long campaign
 # (HYPOTHESIS_PROFILE=fuzz python -m pytest tests/test_hypothesis.py, see README).
 settings.register_profile(
-    "ci", max_examples=3, deadline=None, derandomize=True,
+    "ci", max_examples=2, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
