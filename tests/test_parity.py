@@ -59,6 +59,27 @@ def test_parity(spec, samples, dtype):
     assert not failures, f"{len(failures)} of {len(samples)} samples:\n" + "\n".join(failures)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "ctc", "linear_dpo"])
+def test_batched_compilation_gives_each_cases_own_numbers(name):
+    """prepare_jax's one program for many cases returns, bit for bit, what each case's own
+    compilation returns (values and gradients, NaN where NaN), and each prepared result is
+    taken once."""
+    import numpy as np
+
+    spec = next(s for s in testing.all_specs() if s.name == name)
+    for dtype in ("float64", "float32"):
+        samples = testing.samples_for(spec, dtype)[:4]
+        alone = [testing.run_jax(spec, s) for s in samples]
+        assert testing.prepare_jax(spec, samples, batch=BATCH) > 0
+        for sample, (value, grads, _, out_dtype) in zip(samples, alone):
+            v, g, _, d = testing.run_jax(spec, sample)
+            assert d == out_dtype
+            np.testing.assert_array_equal(v, value, err_msg=sample.id)
+            for a, b in zip(g, grads, strict=True):
+                np.testing.assert_array_equal(a, b, err_msg=sample.id)
+        assert not testing._PREPARED
+
+
 def test_every_loss_has_edge_cases_and_gradients():
     for spec in testing.all_specs():
         samples = testing.samples_for(spec, "float64")
