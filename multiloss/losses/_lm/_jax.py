@@ -240,12 +240,12 @@ def fused_units(fn, x, w, b, extras=(), ref=None, *, units_per_chunk=1, token_fn
     X``: three matrix products per chunk, as the materialised logits' forward and backward);
     the backward scales it where the cotangent is the same on every unit (a 'mean' or 'sum'
     without sample weights) and recomputes the chunks with the actual cotangent otherwise
-    (``lax.cond``). x, w, b are in the compute dtype (the backend computes float16/bfloat16
-    inputs in float32); ``low``: their half dtype, to which each logit and each element of
-    the logits' gradient is rounded (as a half product's and the gradient of half logits
-    are), the products summed in float32 over every chunk and rounded once by the backend's
-    conversion: TRL's fused head. Reverse mode only (no ``jax.jvp``: see
-    ``remat_units``, ``grad_in_forward=False``)."""
+    (a loop of zero steps or one per chunk, updating the gradients in place). x, w, b are
+    in the compute dtype (the backend computes float16/bfloat16 inputs in float32); ``low``:
+    their half dtype, to which each logit and each element of the logits' gradient is
+    rounded (as a half product's and the gradient of half logits are), the products summed
+    in float32 over every chunk and rounded once by the backend's conversion: TRL's fused
+    head. Reverse mode only (no ``jax.jvp``: see ``remat_units``, ``grad_in_forward=False``)."""
     from ..classification._linear_jax import _carry
 
     n_units = x.shape[0]
