@@ -281,3 +281,59 @@ def test_torch_distillation_closed_forms_are_autograds_operations(dtype):
                 out, dz = chunk(z.clone(), zt.clone(), lab, -100, ct, True, opts, block)
                 assert _bitwise(out, ref.detach()) and _bitwise(dz, gref), (name, opts, trial)
                 assert dz.dtype == dtype and out.dtype == ref.dtype
+
+
+def _fused_products(hlo):
+    """The fusions of an optimised HLO module that hold a matrix product together with a
+    reduction or an exponential (the ops of each, sorted)."""
+    import re
+
+    comps = {m.group(1): m.group(0)
+             for m in re.finditer(r"^%(\S+) \(.*?\n}\n", hlo, re.S | re.M)}
+    out = []
+    for body in comps.values():
+        for line in body.splitlines():
+            m = re.search(r" = \S+ fusion\(.*calls=%([^,\s]+)", line)
+            if m:
+                ops = set(re.findall(r"= \S+ ([\w-]+)\(", comps.get(m.group(1), "")))
+                if "dot" in ops and ops & {"reduce", "exponential"}:
+                    out.append(sorted(ops))
+    return out
+
+
+def _fused_forms():
+    from benchmarks.fused_linear import LOSSES
+
+    return [pytest.param(n, g, id=f"{n}-{'forward' if g else 'remat'}")
+            for n in LOSSES for g in (True, False)] + [
+        pytest.param("linear_cross_entropy", None, id="linear_cross_entropy")]
+
+
+@pytest.mark.parametrize("name,grad_in_forward", _fused_forms())
+def test_jax_chunk_logits_product_not_fused_into_reductions(name, grad_in_forward):
+    """In every fused-linear JAX form, on both differentiation paths of the language-model
+    forms, no chunk's logits product is fused with a reduction or an exponential of the
+    logits. XLA on CPU fuses a product with a softmax's max or sum that is its only consumer
+    into one YNNPACK kernel, which at chunk sizes runs at less than half the product's speed
+    (``_lm/_jax.py``'s ``_unfused``; before it, linear_forward_kl and linear_tvd took
+    1.05-1.19x the materialised loss's time): checked on XLA's optimised program of
+    jax.grad, 4-8 chunks of a (4096, 64) head."""
+    from benchmarks.fused_linear import DISTILLATION, OPTIONS, problem
+
+    if name == "linear_cross_entropy":
+        args = (RNG.normal(size=(128, 64)).astype("float32"),
+                RNG.normal(size=(4096, 64)).astype("float32"), RNG.integers(0, 4096, 128))
+        opts = {"chunk_size": 16}
+    else:  # chunks of 16 tokens, or of one unit (a pair of 16-token sequences, a sequence)
+        args = tuple(problem(name, tokens=128, seq=16, dim=64, vocab=4096).values())
+        opts = {**OPTIONS[name], "grad_in_forward": grad_in_forward,
+                "chunk_size": 16 if name in DISTILLATION else 1}
+    loss = multiloss.get(name, backend="jax", **opts)
+    args = tuple(jnp.asarray(a) for a in args)
+
+    def f(x, w):
+        return loss(x, w, *args[2:])
+
+    hlo = jax.jit(jax.grad(f, (0, 1))).lower(*args[:2]).compile().as_text()
+    assert " dot(" in hlo
+    assert _fused_products(hlo) == [], name
