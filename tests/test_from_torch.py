@@ -2,7 +2,8 @@
 
 Every torch.nn loss class, with every option combination of the parity grid that a torch
 module can express (torch's reductions, no sample weight): the criterion itself is the
-reference, values and gradients with respect to every differentiable input."""
+reference, values and gradients with respect to every differentiable input. A test is up to
+``BATCH`` cases of one class (``MSELoss[0:32]``), their JAX side compiled as one program."""
 
 from __future__ import annotations
 
@@ -68,18 +69,33 @@ def _cases():
         spec = multiloss.resolve(name)
         for sample in testing.samples_for(spec, "float64"):
             if _criterion(cls, spec, sample) is not None:
-                out.append(pytest.param(name, spec, sample, id=f"{name}-{sample.id}"))
+                out.append((name, spec, sample))
     return out
 
 
 CASES = _cases()
 
+#: cases of one class whose JAX values and gradients one XLA program computes (the cost of a
+#: small case on CPU is its compilation, as in tests/test_parity.py)
+BATCH = 32
 
-@pytest.mark.parametrize("name,spec,sample", CASES)
-def test_from_torch_matches_the_criterion(name, spec, sample):
-    criterion = _criterion(TORCH_CLASSES[name], spec, sample)
+
+def _batches():
+    by_class = {}
+    for name, spec, sample in CASES:
+        by_class.setdefault(name, []).append((spec, sample))
+    for name, cases in by_class.items():
+        for start in range(0, len(cases), BATCH):
+            part = cases[start:start + BATCH]
+            yield pytest.param(name, part, id=f"{name}[{start}:{start + len(part)}]")
+
+
+def _torch_case(name, spec, sample):
+    """(the converted JAX loss, the differentiated positions, the cotangent, the criterion's
+    value and gradients) of one case."""
     import warnings
 
+    criterion = _criterion(TORCH_CLASSES[name], spec, sample)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         loss = multiloss.from_torch(criterion)
@@ -98,23 +114,62 @@ def test_from_torch_matches_the_criterion(name, spec, sample):
     ct = testing._cotangent(sample, tuple(ref.shape), np.float64)
     ref_grads = torch.autograd.grad(ref, [tensors[i] for i in pos], torch.from_numpy(ct),
                                     allow_unused=True) if pos else []
+    ref_grads = [np.zeros(np.shape(sample.inputs[i])) if g is None else g.numpy()
+                 for g, i in zip(ref_grads, pos)]
+    return loss, pos, ct, ref.detach().numpy(), ref_grads
 
+
+def _vjp(loss, sample, pos, ct):
+    """(value, gradients) of the converted loss at the sample, as a function of the
+    differentiated inputs (the rest of the sample closed over)."""
     def f(*diff):
         inputs = list(sample.inputs)
         for i, v in zip(pos, diff):
             inputs[i] = v
         return loss(*inputs)
 
-    out, vjp = jax.vjp(f, *[sample.inputs[i] for i in pos])
-    grads = vjp(ct) if pos else []
-    assert testing.rel_error(out, ref.detach().numpy()) <= 1e-12
-    for g, rg, i in zip(grads, ref_grads, pos):
-        rg = np.zeros(np.shape(sample.inputs[i])) if rg is None else rg.numpy()
-        assert testing.rel_error(g, rg) <= 1e-12, spec.inputs[i].name
+    def value_and_grads(primals):
+        out, vjp = jax.vjp(f, *primals)
+        return out, (vjp(ct) if pos else [])
+
+    return value_and_grads
+
+
+@pytest.mark.parametrize("name,cases", list(_batches()))
+def test_from_torch_matches_the_criterion(name, cases):
+    """Each case's converted loss against its criterion, values and gradients (1e-12). The
+    JAX side of the batch is one jitted program (each case's own vjp and cotangent); if it
+    fails to compile, each case runs alone and a failing one is reported by its id."""
+    prepared = [_torch_case(name, spec, sample) for spec, sample in cases]
+    fns = [_vjp(loss, sample, pos, ct)
+           for (loss, pos, ct, _, _), (_, sample) in zip(prepared, cases)]
+    primals = [[sample.inputs[i] for i in p[1]] for p, (_, sample) in zip(prepared, cases)]
+    try:
+        outs = jax.jit(lambda ps: [f(p) for f, p in zip(fns, ps)])(primals)
+    except Exception:  # noqa: BLE001 - each case alone reports its own error
+        outs = []
+        for f, p in zip(fns, primals):
+            try:
+                outs.append(jax.jit(f)(p))
+            except Exception as e:  # noqa: BLE001 - reported below by the case's id
+                outs.append(e)
+    failures = []
+    for (spec, sample), (_, pos, _, ref, ref_grads), res in zip(cases, prepared, outs):
+        if isinstance(res, Exception):
+            failures.append(f"{sample.id}: {type(res).__name__}: {res}")
+            continue
+        out, grads = res
+        errors = {"value": testing.rel_error(out, ref)}
+        for g, rg, i in zip(grads, ref_grads, pos):
+            errors[spec.inputs[i].name] = testing.rel_error(g, rg)
+        bad = {k: v for k, v in errors.items() if not v <= 1e-12}
+        if bad:
+            failures.append(f"{sample.id}: {bad}")
+    assert not failures, f"{len(failures)} of {len(cases)} cases:\n" + "\n".join(failures)
 
 
 def test_every_torch_loss_class_is_exercised():
-    seen = {p.values[0] for p in CASES}
+    seen = {name for name, _, _ in CASES}
     assert seen == set(TORCH_CLASSES), set(TORCH_CLASSES) - seen
 
 
