@@ -4,7 +4,7 @@ the materialised logits, both backends, float64 and float32): the logits are not
 (XLA's compiled memory), the torch backward's paths (a cotangent the same for every pair
 scales the gradient computed in the forward; a second backward with retain_graph recomputes;
 create_graph gives differentiable gradients), against the plain loss on the materialised
-logits."""
+logits; on JAX, no chunk's logits product fused into a reduction (XLA's optimised program)."""
 
 import jax
 import jax.numpy as jnp
