@@ -199,7 +199,6 @@ def prepare_jax(spec: LossSpec, samples, batch: int = 16) -> int:
     takes a prepared sample's result instead of compiling it. A batch that fails to trace or
     compile is left to ``run_jax``, sample by sample (which reports the error of the one
     that fails). Returns the number of samples prepared."""
-    import jax
 
     todo = []
     for sample in samples:
@@ -209,13 +208,15 @@ def prepare_jax(spec: LossSpec, samples, batch: int = 16) -> int:
     done = 0
     for start in range(0, len(todo), batch):
         part = todo[start:start + batch]
-        fns = [_value_and_grads(spec, sample, _diff_positions(spec, sample))
-               for sample, _ in part]
-        primals = [_primals(spec, sample)[2] for sample, _ in part]
+        fns, primals = [], []
+        for sample, _ in part:
+            pos, _, prim = _primals(spec, sample)
+            fns.append(_value_and_grads(spec, sample, pos))
+            primals.append(prim)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                outs = jax.jit(lambda ps, fns=fns: [f(p) for f, p in zip(fns, ps)])(primals)
+                outs = jit_together(fns, primals)
         except Exception:  # noqa: BLE001 - run_jax runs each alone and reports its error
             continue
         for (_, key), (value, grads) in zip(part, outs):
@@ -232,10 +233,7 @@ def run_jax(spec: LossSpec, sample: Sample):
         ready = _PREPARED.pop(_result_key(spec, sample), None)
         if ready is not None:  # computed by prepare_jax (no time of its own)
             return ready[0], ready[1], float("nan"), ready[2]
-    pos = _diff_positions(spec, sample)
-    sw = sample.sample_weight
-    sw_diff = _sw_differentiable(spec, sample)
-    primals = [sample.inputs[i] for i in pos] + ([sw] if sw_diff else [])
+    pos, sw_diff, primals = _primals(spec, sample)
     key = _jit_key(spec, sample, pos, sw_diff)
     value_and_grads = _JITTED.get(key) if key is not None else None
     if value_and_grads is None:
@@ -259,13 +257,23 @@ def _compile_jax(spec: LossSpec, sample: Sample, pos):
     return jax.jit(_value_and_grads(spec, sample, pos))
 
 
-def _value_and_grads(spec: LossSpec, sample: Sample, pos):
-    """``_compile_jax``'s function, not jitted."""
+def jit_together(fns, primals):
+    """``[f(p) for f, p in zip(fns, primals)]`` as one jitted XLA program: many small cases
+    for the price of one compilation (``prepare_jax``, tests/test_from_torch.py)."""
+    import jax
+
+    return jax.jit(lambda ps: [f(p) for f, p in zip(fns, ps)])(primals)
+
+
+def _value_and_grads(spec: LossSpec, sample: Sample, pos, loss=None):
+    """``_compile_jax``'s function, not jitted; ``loss``: the JAX loss to differentiate
+    (default: the sample's ``multiloss.get``)."""
     import jax
 
     import multiloss
 
-    loss = multiloss.get(spec.name, backend="jax", **sample.options)
+    if loss is None:
+        loss = multiloss.get(spec.name, backend="jax", **sample.options)
     sw = sample.sample_weight
 
     def f(*diff):

@@ -91,8 +91,8 @@ def _batches():
 
 
 def _torch_case(name, spec, sample):
-    """(the converted JAX loss, the differentiated positions, the cotangent, the criterion's
-    value and gradients) of one case."""
+    """(the converted JAX loss, the differentiated positions, the criterion's value and
+    gradients for the sample's cotangent) of one case."""
     import warnings
 
     criterion = _criterion(TORCH_CLASSES[name], spec, sample)
@@ -111,28 +111,8 @@ def _torch_case(name, spec, sample):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ref = criterion(*args)
-    ct = testing._cotangent(sample, tuple(ref.shape), np.float64)
-    ref_grads = torch.autograd.grad(ref, [tensors[i] for i in pos], torch.from_numpy(ct),
-                                    allow_unused=True) if pos else []
-    ref_grads = [np.zeros(np.shape(sample.inputs[i])) if g is None else g.numpy()
-                 for g, i in zip(ref_grads, pos)]
-    return loss, pos, ct, ref.detach().numpy(), ref_grads
-
-
-def _vjp(loss, sample, pos, ct):
-    """(value, gradients) of the converted loss at the sample, as a function of the
-    differentiated inputs (the rest of the sample closed over)."""
-    def f(*diff):
-        inputs = list(sample.inputs)
-        for i, v in zip(pos, diff):
-            inputs[i] = v
-        return loss(*inputs)
-
-    def value_and_grads(primals):
-        out, vjp = jax.vjp(f, *primals)
-        return out, (vjp(ct) if pos else [])
-
-    return value_and_grads
+    ref_grads = testing._torch_grads(torch, ref, [tensors[i] for i in pos], sample)
+    return loss, pos, ref.detach().numpy(), ref_grads
 
 
 @pytest.mark.parametrize("name,cases", list(_batches()))
@@ -141,11 +121,11 @@ def test_from_torch_matches_the_criterion(name, cases):
     JAX side of the batch is one jitted program (each case's own vjp and cotangent); if it
     fails to compile, each case runs alone and a failing one is reported by its id."""
     prepared = [_torch_case(name, spec, sample) for spec, sample in cases]
-    fns = [_vjp(loss, sample, pos, ct)
-           for (loss, pos, ct, _, _), (_, sample) in zip(prepared, cases)]
+    fns = [testing._value_and_grads(spec, sample, pos, loss=loss)
+           for (loss, pos, _, _), (spec, sample) in zip(prepared, cases)]
     primals = [[sample.inputs[i] for i in p[1]] for p, (_, sample) in zip(prepared, cases)]
     try:
-        outs = jax.jit(lambda ps: [f(p) for f, p in zip(fns, ps)])(primals)
+        outs = testing.jit_together(fns, primals)
     except Exception:  # noqa: BLE001 - each case alone reports its own error
         outs = []
         for f, p in zip(fns, primals):
@@ -154,13 +134,13 @@ def test_from_torch_matches_the_criterion(name, cases):
             except Exception as e:  # noqa: BLE001 - reported below by the case's id
                 outs.append(e)
     failures = []
-    for (spec, sample), (_, pos, _, ref, ref_grads), res in zip(cases, prepared, outs):
+    for (spec, sample), (_, pos, ref, ref_grads), res in zip(cases, prepared, outs):
         if isinstance(res, Exception):
             failures.append(f"{sample.id}: {type(res).__name__}: {res}")
             continue
         out, grads = res
         errors = {"value": testing.rel_error(out, ref)}
-        for g, rg, i in zip(grads, ref_grads, pos):
+        for g, rg, i in zip(grads, ref_grads, pos, strict=True):
             errors[spec.inputs[i].name] = testing.rel_error(g, rg)
         bad = {k: v for k, v in errors.items() if not v <= 1e-12}
         if bad:
